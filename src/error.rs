@@ -1,0 +1,98 @@
+//! The crate's one error type. Every fallible public call returns `Result<_, Error>`.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `rnn_wgpu`, named so a caller can match on it.
+///
+/// Shape errors carry the name of the offending tensor plus the expected and actual shapes;
+/// limit errors carry the name of the wgpu limit, what was needed and what the adapter allows.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range (zero sizes, a missing alpha, ...).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A configuration that is valid in principle but not implemented (yet) on this path.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// A tensor has the wrong shape (or length, for flat host slices).
+    #[error("shape mismatch for `{name}`: expected {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        /// The tensor's name, e.g. `x` or `weight_ih_l0`.
+        name: String,
+        /// The shape the call needs.
+        expected: Vec<usize>,
+        /// The shape it was given.
+        got: Vec<usize>,
+    },
+
+    /// A dimension that must be positive was zero (T = 0, B = 0, ...).
+    #[error("`{0}` must be at least 1")]
+    ZeroSize(&'static str),
+
+    /// A required tensor is absent from a weight file.
+    #[error("missing tensor `{0}` in weight file")]
+    MissingTensor(String),
+
+    /// A tensor in a weight file has an element type we cannot read.
+    #[error("tensor `{name}` has dtype {got}, expected {expected}")]
+    WrongDtype {
+        /// The tensor's name.
+        name: String,
+        /// What we accept.
+        expected: &'static str,
+        /// What the file holds.
+        got: String,
+    },
+
+    /// The safetensors container itself is malformed.
+    #[error("safetensors: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+
+    /// A file could not be read or written.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// The work needs more than a wgpu limit of this device allows, and cannot be tiled to fit.
+    #[error("`{limit}` exceeded: {what} needs {needed}, the device allows {allowed}")]
+    LimitExceeded {
+        /// The `wgpu::Limits` field that is too small.
+        limit: &'static str,
+        /// What needed it (a tensor or dispatch name).
+        what: String,
+        /// How much was needed.
+        needed: u64,
+        /// The device's limit.
+        allowed: u64,
+    },
+
+    /// No wgpu adapter was found (or none matched `RNN_WGPU_ADAPTER`).
+    #[error("no GPU adapter found{0}")]
+    NoAdapter(String),
+
+    /// The adapter refused to create a device.
+    #[error("could not create a device: {0}")]
+    RequestDevice(#[from] wgpu::RequestDeviceError),
+
+    /// A buffer handed in by the caller cannot be used (missing usage flags, too small).
+    #[error("buffer `{name}` unusable: {why}")]
+    BadBuffer {
+        /// The tensor's name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A tensor belongs to another device than the model it is used with.
+    #[error("tensor `{0}` lives on a different device than the model")]
+    WrongDevice(String),
+
+    /// wgpu reported an error (validation, out of memory, lost device) while running our work.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,287 @@
+//! Host weights in PyTorch's names, shapes and gate order.
+//!
+//! For layer `k` (suffix `_reverse` for the backward direction, later):
+//! - `weight_ih_l{k}`: `[G*H, I]`, gate blocks stacked in PyTorch order (LSTM: i, f, g, o);
+//! - `weight_hh_l{k}`: `[G*H, H]`;
+//! - `bias_ih_l{k}`, `bias_hh_l{k}`: `[G*H]` (absent when the config has `bias = false`).
+//!
+//! All tensors are row-major `f32`. The GPU path repacks them at upload; these host copies
+//! are the interchange format (safetensors state_dicts as written by
+//! `safetensors.torch.save_file(model.state_dict(), ...)`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+
+use crate::config::RnnConfig;
+use crate::error::{Error, Result};
+
+/// One layer-direction's parameters, PyTorch layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    /// `[G*H, I_layer]`.
+    pub weight_ih: Vec<f32>,
+    /// `[G*H, H]`.
+    pub weight_hh: Vec<f32>,
+    /// `[G*H]`, `None` without bias.
+    pub bias_ih: Option<Vec<f32>>,
+    /// `[G*H]`, `None` without bias.
+    pub bias_hh: Option<Vec<f32>>,
+}
+
+/// All parameters of a model, one [`LayerWeights`] per layer and direction
+/// (order: `l0`, `l0_reverse`, `l1`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    cfg: RnnConfig,
+    layers: Vec<LayerWeights>,
+}
+
+/// `(name, shape)` of every tensor a configuration needs, in state_dict order.
+pub fn tensor_names(cfg: &RnnConfig) -> Vec<(String, Vec<usize>)> {
+    let gh = cfg.gate_count() * cfg.hidden_size();
+    let mut out = Vec::new();
+    for layer in 0..cfg.num_layers() {
+        for dir in 0..cfg.num_directions() {
+            let s = suffix(layer, dir);
+            out.push((
+                format!("weight_ih{s}"),
+                vec![gh, cfg.layer_input_size(layer)],
+            ));
+            out.push((format!("weight_hh{s}"), vec![gh, cfg.hidden_size()]));
+            if cfg.bias() {
+                out.push((format!("bias_ih{s}"), vec![gh]));
+                out.push((format!("bias_hh{s}"), vec![gh]));
+            }
+        }
+    }
+    out
+}
+
+fn suffix(layer: usize, dir: usize) -> String {
+    if dir == 0 {
+        format!("_l{layer}")
+    } else {
+        format!("_l{layer}_reverse")
+    }
+}
+
+impl Weights {
+    /// PyTorch's default initialisation: every parameter uniform in `±1/sqrt(H)`, drawn from a
+    /// ChaCha8 stream seeded with `seed` (reproducible across platforms and versions).
+    pub fn init(cfg: &RnnConfig, seed: u64) -> Weights {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let k = 1.0 / (cfg.hidden_size() as f32).sqrt();
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
+        let gh = cfg.gate_count() * cfg.hidden_size();
+        let mut layers = Vec::new();
+        for layer in 0..cfg.num_layers() {
+            for _ in 0..cfg.num_directions() {
+                let weight_ih = draw(gh * cfg.layer_input_size(layer));
+                let weight_hh = draw(gh * cfg.hidden_size());
+                let (bias_ih, bias_hh) = if cfg.bias() {
+                    (Some(draw(gh)), Some(draw(gh)))
+                } else {
+                    (None, None)
+                };
+                layers.push(LayerWeights {
+                    weight_ih,
+                    weight_hh,
+                    bias_ih,
+                    bias_hh,
+                });
+            }
+        }
+        Weights {
+            cfg: cfg.clone(),
+            layers,
+        }
+    }
+
+    /// Wrap explicit tensors, checking every shape against `cfg`.
+    pub fn from_layers(cfg: &RnnConfig, layers: Vec<LayerWeights>) -> Result<Weights> {
+        let w = Weights {
+            cfg: cfg.clone(),
+            layers,
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// The configuration these weights were made for.
+    pub fn config(&self) -> &RnnConfig {
+        &self.cfg
+    }
+
+    /// Parameters of `layer`, direction `dir` (0 = forward, 1 = reverse).
+    pub fn layer(&self, layer: usize, dir: usize) -> &LayerWeights {
+        &self.layers[layer * self.cfg.num_directions() + dir]
+    }
+
+    /// Mutable access to one layer-direction (e.g. for an optimiser on the host).
+    pub fn layer_mut(&mut self, layer: usize, dir: usize) -> &mut LayerWeights {
+        let d = self.cfg.num_directions();
+        &mut self.layers[layer * d + dir]
+    }
+
+    /// Every tensor by its PyTorch name, in state_dict order.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let data = self.layers.iter().flat_map(|l| {
+            [Some(&l.weight_ih), Some(&l.weight_hh), l.bias_ih.as_ref(), l.bias_hh.as_ref()]
+                .into_iter()
+                .flatten()
+        });
+        tensor_names(&self.cfg)
+            .into_iter()
+            .zip(data)
+            .map(|((name, shape), d)| (name, shape, d.as_slice()))
+            .collect()
+    }
+
+    /// Check every tensor's length against the configuration.
+    pub fn validate(&self) -> Result<()> {
+        let expected = self.cfg.num_layers() * self.cfg.num_directions();
+        if self.layers.len() != expected {
+            return Err(Error::ShapeMismatch {
+                name: "layers".into(),
+                expected: vec![expected],
+                got: vec![self.layers.len()],
+            });
+        }
+        let gh = self.cfg.gate_count() * self.cfg.hidden_size();
+        for (idx, l) in self.layers.iter().enumerate() {
+            let layer = idx / self.cfg.num_directions();
+            let s = suffix(layer, idx % self.cfg.num_directions());
+            let isz = self.cfg.layer_input_size(layer);
+            check_len(&format!("weight_ih{s}"), &l.weight_ih, &[gh, isz])?;
+            check_len(
+                &format!("weight_hh{s}"),
+                &l.weight_hh,
+                &[gh, self.cfg.hidden_size()],
+            )?;
+            match (&l.bias_ih, &l.bias_hh, self.cfg.bias()) {
+                (Some(bi), Some(bh), true) => {
+                    check_len(&format!("bias_ih{s}"), bi, &[gh])?;
+                    check_len(&format!("bias_hh{s}"), bh, &[gh])?;
+                }
+                (None, None, false) => {}
+                (_, _, true) => return Err(Error::MissingTensor(format!("bias_ih{s}/bias_hh{s}"))),
+                (_, _, false) => {
+                    return Err(Error::InvalidConfig(format!(
+                        "layer {s} has bias tensors but the config has bias = false"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a PyTorch state_dict saved as safetensors. Tensors may be f32, f64, f16 or bf16
+    /// (converted to f32); extra tensors in the file are ignored.
+    pub fn from_safetensors(cfg: &RnnConfig, bytes: &[u8]) -> Result<Weights> {
+        let st = SafeTensors::deserialize(bytes)?;
+        let mut map: HashMap<String, Vec<f32>> = HashMap::new();
+        for (name, shape) in tensor_names(cfg) {
+            let view = match st.tensor(&name) {
+                Ok(v) => v,
+                Err(SafeTensorError::TensorNotFound(_)) => return Err(Error::MissingTensor(name)),
+                Err(e) => return Err(e.into()),
+            };
+            if view.shape() != shape.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    name,
+                    expected: shape,
+                    got: view.shape().to_vec(),
+                });
+            }
+            let data = view_to_f32(&name, &view)?;
+            map.insert(name, data);
+        }
+        let mut layers = Vec::new();
+        for layer in 0..cfg.num_layers() {
+            for dir in 0..cfg.num_directions() {
+                let s = suffix(layer, dir);
+                let mut take = |n: &str| map.remove(&format!("{n}{s}"));
+                layers.push(LayerWeights {
+                    weight_ih: take("weight_ih").expect("loaded above"),
+                    weight_hh: take("weight_hh").expect("loaded above"),
+                    bias_ih: take("bias_ih"),
+                    bias_hh: take("bias_hh"),
+                });
+            }
+        }
+        Weights::from_layers(cfg, layers)
+    }
+
+    /// Read a safetensors state_dict from a file.
+    pub fn load(cfg: &RnnConfig, path: impl AsRef<Path>) -> Result<Weights> {
+        let bytes = std::fs::read(path)?;
+        Weights::from_safetensors(cfg, &bytes)
+    }
+
+    /// Serialise as a safetensors state_dict (f32, PyTorch names), loadable with
+    /// `safetensors.torch.load_file` and `module.load_state_dict`.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let tensors = self.named_tensors();
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(safetensors::serialize(views, None)?)
+    }
+
+    /// Write a safetensors state_dict to a file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        std::fs::write(path, self.to_safetensors()?)?;
+        Ok(())
+    }
+}
+
+fn check_len(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if data.len() != n {
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got: vec![data.len()],
+        });
+    }
+    Ok(())
+}
+
+/// Convert a tensor view of a float dtype to `f32`, little-endian as safetensors stores it.
+pub(crate) fn view_to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+    let d = view.data();
+    let out = match view.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::WrongDtype {
+                name: name.to_string(),
+                expected: "F32, F64, F16 or BF16",
+                got: format!("{other:?}"),
+            });
+        }
+    };
+    Ok(out)
+}

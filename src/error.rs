@@ -85,10 +85,6 @@ pub enum Error {
         why: String,
     },
 
-    /// A tensor belongs to another device than the model it is used with.
-    #[error("tensor `{0}` lives on a different device than the model")]
-    WrongDevice(String),
-
     /// wgpu reported an error (validation, out of memory, lost device) while running our work.
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -5,8 +5,10 @@
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod weights;
 
 pub use config::{CellKind, Direction, Layout, RnnConfig, RnnConfigBuilder};
 pub use error::{Error, Result};
 pub use weights::{LayerWeights, Weights};
+pub use gpu::{Context, GpuTensor, HostOutput, Output, Rnn, State};

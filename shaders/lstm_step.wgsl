@@ -1,0 +1,115 @@
+// One fused LSTM timestep: recurrent GEMM for all four gates, plus the step's input
+// projection, then the activations and the cell update, without writing pre-activations.
+//
+//   pre[b, j, :] = gx[t_local, b, j, :] + sum_k h_prev[b, k] * w_hh[k, j, :]    (i, f, g, o)
+//   c[b, j]      = sigmoid(f) * c[b, j] + sigmoid(i) * tanh(g)
+//   h[b, j]      = sigmoid(o) * tanh(c[b, j])          -> y[t_global, b, j]
+//
+// h_prev is y[t_global - 1] except at the first step of a time chunk, where it is h_carry
+// (h0, or the last h of the previous chunk, copied there by the host schedule).
+// Weights and gx are gate-interleaved: the vec4 at hidden unit j holds gates (i, f, g, o), so
+// one thread owns all four gates of its unit and can apply the cell update in registers.
+// CPU twin: rnn_wgpu::cpu::lstm_step.
+//
+// Bindings (group 0):
+//   0 uniform  p        StepParams (dynamic offset: one entry per timestep)
+//   1 read     gx       (Tc, B, H) vec4    this chunk's input projection, biases included
+//   2 read     w_hh     (H, H) vec4        W_hh^T, row k, unit j -> 4 gates
+//   3 read     h_carry  (B, H)
+//   4 write    y        (T, B, H)          also read: h_prev = y[t_global - 1]
+//   5 write    c_state  (B, H)             c_{t-1} in, c_t out (each thread owns its elements)
+// Dispatch: (ceil(H / 16), ceil(B / (16 * ROWS)), 1) workgroups of 16x16 threads; thread
+// (x, y) owns hidden unit j0 + x and batch rows b0 + y*ROWS .. + ROWS.
+
+override ROWS: u32 = 1u; // batch rows per thread: 1, 2 or 4, chosen by the host from B
+
+struct StepParams {
+    batch: u32,
+    hidden: u32,
+    t_local: u32,
+    t_global: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: StepParams;
+@group(0) @binding(1) var<storage, read> gx: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> h_carry: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c_state: array<f32>;
+
+const TJ: u32 = 16u;  // hidden units per workgroup
+const BK: u32 = 16u;  // k slab staged in workgroup memory
+const MAX_BM: u32 = 64u;
+
+var<workgroup> w_tile: array<vec4<f32>, 256>; // [BK][TJ]
+var<workgroup> h_tile: array<f32, 1024>;      // [BK][16 * ROWS]
+
+fn h_prev(b: u32, k: u32) -> f32 {
+    if (p.t_local == 0u) {
+        return h_carry[b * p.hidden + k];
+    }
+    return y[((p.t_global - 1u) * p.batch + b) * p.hidden + k];
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let H = p.hidden;
+    let B = p.batch;
+    let bm = 16u * ROWS;
+    let j0 = wg.x * TJ;
+    let b0 = wg.y * bm;
+    var acc: array<vec4<f32>, 4>;
+
+    for (var k0 = 0u; k0 < H; k0 += BK) {
+        // W tile: 16 k x 16 units, one vec4 per thread, consecutive threads on consecutive units.
+        let kw = li / TJ;
+        let jw = li % TJ;
+        var w = vec4<f32>(0.0);
+        if (k0 + kw < H && j0 + jw < H) {
+            w = w_hh[(k0 + kw) * H + j0 + jw];
+        }
+        w_tile[kw * TJ + jw] = w;
+        // h tile: bm rows x 16 k, consecutive threads on consecutive k.
+        for (var i = 0u; i < ROWS; i++) {
+            let e = li + i * 256u;
+            let r = e / BK;
+            let kk = e % BK;
+            var v = 0.0;
+            if (b0 + r < B && k0 + kk < H) {
+                v = h_prev(b0 + r, k0 + kk);
+            }
+            h_tile[kk * MAX_BM + r] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let wv = w_tile[kk * TJ + lid.x];
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r] = fma(vec4<f32>(h_tile[kk * MAX_BM + lid.y * ROWS + r]), wv, acc[r]);
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let j = j0 + lid.x;
+    if (j >= H) {
+        return;
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let b = b0 + lid.y * ROWS + r;
+        if (b < B) {
+            let pre = acc[r] + gx[(p.t_local * B + b) * H + j];
+            let i_g = sigmoid_stable(pre.x);
+            let f_g = sigmoid_stable(pre.y);
+            let g_g = tanh_stable(pre.z);
+            let o_g = sigmoid_stable(pre.w);
+            let idx = b * H + j;
+            let c = f_g * c_state[idx] + i_g * g_g;
+            c_state[idx] = c;
+            y[(p.t_global * B + b) * H + j] = o_g * tanh_stable(c);
+        }
+    }
+}

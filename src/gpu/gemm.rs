@@ -1,0 +1,103 @@
+//! Host side of `shaders/gemm.wgsl`: the batched input projection.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::context::Context;
+use crate::gpu::shaders::Kernel;
+
+/// Output tile edge of the GEMM kernel (rows and columns per workgroup).
+pub const GEMM_TILE: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_row_offset: u32,
+}
+
+/// Buffers of one projection: `c (M, N) = a[a_row_offset..][..M] (·, K) · b (K, N) + bias (N)`.
+pub(crate) struct InputProjection<'a> {
+    pub a: &'a wgpu::Buffer,
+    pub b: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+    pub c: &'a wgpu::Buffer,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub a_row_offset: u32,
+}
+
+/// Record `input_projection` into `pass`. CPU twin: [`crate::cpu::input_projection`].
+///
+/// Checks the dispatch against `max_compute_workgroups_per_dimension` and every buffer against
+/// the extent the kernel will touch, so a bad call is an `Error`, never a GPU fault.
+pub(crate) fn input_projection(
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
+    args: &InputProjection<'_>,
+) -> Result<()> {
+    let InputProjection {
+        m,
+        n,
+        k,
+        a_row_offset,
+        ..
+    } = *args;
+    let grid = (n.div_ceil(GEMM_TILE), m.div_ceil(GEMM_TILE));
+    let max = ctx.limits().max_compute_workgroups_per_dimension;
+    for (what, count) in [("gemm columns", grid.0), ("gemm rows", grid.1)] {
+        if count > max {
+            return Err(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                what: what.into(),
+                needed: count as u64,
+                allowed: max as u64,
+            });
+        }
+    }
+    let need = |words: u64| words * 4;
+    assert!(args.a.size() >= need((a_row_offset as u64 + m as u64) * k as u64));
+    assert!(args.b.size() >= need(k as u64 * n as u64));
+    assert!(args.bias.size() >= need(n as u64));
+    assert!(args.c.size() >= need(m as u64 * n as u64));
+
+    let params = ctx
+        .device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("gemm params"),
+            contents: bytemuck::bytes_of(&GemmParams {
+                m,
+                n,
+                k,
+                a_row_offset,
+            }),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+    let cached = ctx.pipeline(Kernel::Gemm, &[]);
+    let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("gemm"),
+        layout: &cached.layout,
+        entries: &[
+            entry(0, &params),
+            entry(1, args.a),
+            entry(2, args.b),
+            entry(3, args.bias),
+            entry(4, args.c),
+        ],
+    });
+    pass.set_pipeline(&cached.pipeline);
+    pass.set_bind_group(0, &bind, &[]);
+    pass.dispatch_workgroups(grid.0, grid.1, 1);
+    Ok(())
+}
+
+/// A whole-buffer binding.
+pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}

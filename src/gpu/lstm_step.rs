@@ -1,0 +1,120 @@
+//! Host side of `shaders/lstm_step.wgsl`: the fused recurrent step.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::context::{CachedPipeline, Context};
+use crate::gpu::gemm::entry;
+use crate::gpu::shaders::Kernel;
+
+/// Hidden units per workgroup (the kernel's `TJ`).
+const UNITS_PER_GROUP: u32 = 16;
+
+/// Per-step uniforms; one entry per timestep in a buffer addressed with dynamic offsets.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct StepParams {
+    pub batch: u32,
+    pub hidden: u32,
+    pub t_local: u32,
+    pub t_global: u32,
+}
+
+/// Batch rows per thread: small batches keep one row per thread so more workgroups exist;
+/// large ones give each thread several rows to reuse every weight it loads.
+pub(crate) fn rows_per_thread(batch: usize) -> u32 {
+    match batch {
+        0..=16 => 1,
+        17..=32 => 2,
+        _ => 4,
+    }
+}
+
+/// Workgroup grid for a step over `batch` rows and `hidden` units.
+pub(crate) fn step_grid(ctx: &Context, batch: usize, hidden: usize) -> Result<(u32, u32)> {
+    let rows = rows_per_thread(batch) as u64;
+    let gx = (hidden as u64).div_ceil(UNITS_PER_GROUP as u64);
+    let gy = (batch as u64).div_ceil(16 * rows);
+    let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    for (what, count) in [("lstm_step hidden units", gx), ("lstm_step batch rows", gy)] {
+        if count > max {
+            return Err(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                what: what.into(),
+                needed: count,
+                allowed: max,
+            });
+        }
+    }
+    Ok((gx as u32, gy as u32))
+}
+
+/// Buffers of a run of steps over one time chunk.
+pub(crate) struct LstmStepBuffers<'a> {
+    /// `StepParams` array, one entry per `params_stride` bytes.
+    pub params: &'a wgpu::Buffer,
+    /// `(Tc, B, H, 4)` this chunk's input projection.
+    pub gx: &'a wgpu::Buffer,
+    /// `(H, H, 4)` packed `W_hh^T`.
+    pub w_hh: &'a wgpu::Buffer,
+    /// `(B, H)` `h` before the chunk's first step.
+    pub h_carry: &'a wgpu::Buffer,
+    /// `(T, B, H)` outputs.
+    pub y: &'a wgpu::Buffer,
+    /// `(B, H)` cell state, updated in place.
+    pub c_state: &'a wgpu::Buffer,
+}
+
+/// A bound `lstm_step` pipeline, ready to dispatch any step of one chunk.
+pub(crate) struct LstmStep {
+    pipeline: Arc<CachedPipeline>,
+    bind: wgpu::BindGroup,
+    grid: (u32, u32),
+}
+
+impl LstmStep {
+    pub(crate) fn new(
+        ctx: &Context,
+        batch: usize,
+        hidden: usize,
+        bufs: &LstmStepBuffers<'_>,
+    ) -> Result<LstmStep> {
+        let grid = step_grid(ctx, batch, hidden)?;
+        let pipeline = ctx.pipeline(
+            Kernel::LstmStep,
+            &[("ROWS", rows_per_thread(batch) as u64)],
+        );
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("lstm_step"),
+            layout: &pipeline.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: bufs.params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
+                    }),
+                },
+                entry(1, bufs.gx),
+                entry(2, bufs.w_hh),
+                entry(3, bufs.h_carry),
+                entry(4, bufs.y),
+                entry(5, bufs.c_state),
+            ],
+        });
+        Ok(LstmStep {
+            pipeline,
+            bind,
+            grid,
+        })
+    }
+
+    /// Record one timestep whose `StepParams` sit at byte `params_offset`.
+    /// CPU twin: [`crate::cpu::lstm_step`].
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, params_offset: u32) {
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind, &[params_offset]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}

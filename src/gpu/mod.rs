@@ -1,0 +1,13 @@
+//! The GPU path: context, tensors, one host module per shader, and the schedule.
+
+pub mod context;
+mod gemm;
+mod lstm_step;
+pub mod pack;
+mod rnn;
+mod shaders;
+pub mod tensor;
+
+pub use context::{ADAPTER_ENV, Context, list_adapters};
+pub use rnn::{HostOutput, Output, Rnn, State};
+pub use tensor::GpuTensor;

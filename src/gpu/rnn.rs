@@ -1,0 +1,482 @@
+//! `Rnn`: packed weights on the GPU and the forward schedule.
+//!
+//! Schedule of one forward pass (one command encoder, one submission):
+//! 1. `h_carry <- h0`, `c_state <- c0` (buffer copies, or clears when no state is given);
+//! 2. for each time chunk `[t0, t0 + Tc)`:
+//!    - `gx <- x[t0..t0+Tc] · W_ih^T + b` — one GEMM over all `Tc*B` rows (`input_projection`);
+//!    - `Tc` dispatches of `lstm_step`, each reading `y[t-1]` (or `h_carry`) and writing `y[t]`;
+//!    - `h_carry <- y[t0 + Tc - 1]` for the next chunk;
+//! 3. `h_n <- y[T-1]`; `c_n` is `c_state`.
+//!
+//! Time is chunked only so the input projection `gx` (`4H/I` times larger than `x`) fits the
+//! device's storage-binding limit and a bounded scratch budget; with room, one chunk covers all
+//! of `T`.
+
+use wgpu::util::DeviceExt;
+
+use crate::config::RnnConfig;
+use crate::error::{Error, Result};
+use crate::gpu::context::Context;
+use crate::gpu::gemm::{self, GEMM_TILE, InputProjection};
+use crate::gpu::lstm_step::{LstmStep, LstmStepBuffers, StepParams};
+use crate::gpu::pack::{pack_bias, pack_gate_interleaved};
+use crate::gpu::tensor::GpuTensor;
+use crate::weights::Weights;
+
+/// Scratch budget for one chunk of the input projection. Large enough that every DeepBench
+/// row runs in a single chunk; small enough to leave room beside the model on 4 GB devices.
+const GX_BUDGET_BYTES: u64 = 256 << 20;
+
+/// Recurrent state of every layer and direction.
+///
+/// Shapes: `h` is `[layers*dirs, B, H]`, `c` is `[layers*dirs, B, H]` (LSTM only).
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Hidden state.
+    pub h: GpuTensor,
+    /// Cell state (LSTM).
+    pub c: Option<GpuTensor>,
+}
+
+/// Results of a forward pass, all on the GPU.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `[T, B, H*dirs]`: the last layer's `h_t` for every step.
+    pub y: GpuTensor,
+    /// `[layers*dirs, B, H]`: final hidden state.
+    pub h_n: GpuTensor,
+    /// `[layers*dirs, B, H]`: final cell state (LSTM).
+    pub c_n: Option<GpuTensor>,
+}
+
+/// Results of [`Rnn::forward_host`], on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostOutput {
+    /// `[T, B, H*dirs]`.
+    pub y: Vec<f32>,
+    /// `[layers*dirs, B, H]`.
+    pub h_n: Vec<f32>,
+    /// `[layers*dirs, B, H]` (LSTM).
+    pub c_n: Option<Vec<f32>>,
+}
+
+/// One layer-direction's parameters in GPU layout (see [`crate::gpu::pack`]).
+struct PackedLayer {
+    /// `(I, H, G)`: `W_ih^T`, gate-interleaved.
+    w_ih: wgpu::Buffer,
+    /// `(H, H, G)`: `W_hh^T`, gate-interleaved.
+    w_hh: wgpu::Buffer,
+    /// `(H, G)`: `b_ih + b_hh`.
+    bias: wgpu::Buffer,
+}
+
+/// A recurrent network whose weights live on the GPU.
+pub struct Rnn {
+    ctx: Context,
+    cfg: RnnConfig,
+    layer: PackedLayer,
+    max_chunk_steps: Option<usize>,
+}
+
+/// How a forward pass is cut into time chunks.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    steps: usize,
+    batch: usize,
+    chunk: usize,
+    params_stride: u64,
+}
+
+impl Rnn {
+    /// Validate `weights` against `cfg` and the device limits, pack and upload them once.
+    ///
+    /// Errors: [`Error::ShapeMismatch`]/[`Error::MissingTensor`] for weights that do not fit
+    /// `cfg`; [`Error::LimitExceeded`] when a packed weight matrix exceeds
+    /// `max_storage_buffer_binding_size`.
+    pub fn new(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
+        if weights.config() != cfg {
+            return Err(Error::InvalidConfig(format!(
+                "weights were made for {:?}, model configured as {:?}",
+                weights.config(),
+                cfg
+            )));
+        }
+        weights.validate()?;
+        let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
+        let lim = binding_limit(ctx);
+        for (name, words) in [("weight_ih_l0", g * h * i), ("weight_hh_l0", g * h * h)] {
+            let bytes = words as u64 * 4;
+            if bytes > lim.1 {
+                return Err(Error::LimitExceeded {
+                    limit: lim.0,
+                    what: format!("packed `{name}`"),
+                    needed: bytes,
+                    allowed: lim.1,
+                });
+            }
+        }
+        let w = weights.layer(0, 0);
+        let upload = |label: &str, data: Vec<f32>| {
+            ctx.device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytemuck::cast_slice(&data),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                })
+        };
+        let layer = ctx.scoped(|| {
+            Ok(PackedLayer {
+                w_ih: upload("w_ih", pack_gate_interleaved(&w.weight_ih, g, h, i)),
+                w_hh: upload("w_hh", pack_gate_interleaved(&w.weight_hh, g, h, h)),
+                bias: upload(
+                    "bias",
+                    pack_bias(w.bias_ih.as_deref(), w.bias_hh.as_deref(), g, h),
+                ),
+            })
+        })?;
+        Ok(Rnn {
+            ctx: ctx.clone(),
+            cfg: cfg.clone(),
+            layer,
+            max_chunk_steps: None,
+        })
+    }
+
+    /// Cap the number of timesteps per chunk of the input projection (default: as many as
+    /// fit the device). Lower it to trade scratch memory for one extra GEMM dispatch per chunk.
+    pub fn with_max_chunk_steps(mut self, steps: usize) -> Result<Rnn> {
+        if steps == 0 {
+            return Err(Error::ZeroSize("max_chunk_steps"));
+        }
+        self.max_chunk_steps = Some(steps);
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.cfg
+    }
+    /// The context the weights live on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Forward pass over a whole sequence, recorded into one command encoder and submitted
+    /// once. Returns without waiting; [`GpuTensor::download`] waits.
+    ///
+    /// Shapes: `x [T, B, I]`; `state.h`, `state.c` `[1, B, H]` (zeros when `state` is `None`).
+    /// Returns `y [T, B, H]`, `h_n [1, B, H]`, `c_n [1, B, H]`.
+    ///
+    /// Errors: [`Error::ZeroSize`] for `T = 0` or `B = 0`, [`Error::ShapeMismatch`],
+    /// [`Error::LimitExceeded`] when `x` or `y` exceed `max_storage_buffer_binding_size` or a
+    /// dispatch would exceed `max_compute_workgroups_per_dimension`, [`Error::Gpu`] if wgpu
+    /// reports an error anyway.
+    pub fn forward(&self, x: &GpuTensor, state: Option<&State>) -> Result<Output> {
+        let plan = self.plan(x, state)?;
+        let (t, b, h) = (plan.steps, plan.batch, self.cfg.hidden_size());
+        let out = Output {
+            y: GpuTensor::uninit(&self.ctx, "y", &[t, b, h])?,
+            h_n: GpuTensor::uninit(&self.ctx, "h_n", &[1, b, h])?,
+            c_n: Some(GpuTensor::uninit(&self.ctx, "c_n", &[1, b, h])?),
+        };
+        self.ctx.scoped(|| {
+            let mut enc = self
+                .ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("rnn forward"),
+                });
+            self.record(&mut enc, x, state, &out, &plan)?;
+            self.ctx.submit(enc.finish());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Record a forward pass into the caller's encoder (nothing is submitted), writing into
+    /// caller-provided outputs of the shapes [`Rnn::forward`] returns.
+    pub fn record_forward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        state: Option<&State>,
+        out: &Output,
+    ) -> Result<()> {
+        let plan = self.plan(x, state)?;
+        let h = self.cfg.hidden_size();
+        let (t, b) = (plan.steps, plan.batch);
+        check_shape("y", &out.y, &[t, b, h])?;
+        check_shape("h_n", &out.h_n, &[1, b, h])?;
+        match &out.c_n {
+            Some(c) => check_shape("c_n", c, &[1, b, h])?,
+            None => {
+                return Err(Error::ShapeMismatch {
+                    name: "c_n".into(),
+                    expected: vec![1, b, h],
+                    got: vec![],
+                });
+            }
+        }
+        self.record(encoder, x, state, out, &plan)
+    }
+
+    /// Blocking convenience on host slices: upload, forward, download.
+    ///
+    /// Shapes: `x [T, B, I]` flattened, `h0`/`c0` `[1, B, H]` flattened (zeros when `None`).
+    pub fn forward_host(
+        &self,
+        x: &[f32],
+        steps: usize,
+        batch: usize,
+        h0: Option<&[f32]>,
+        c0: Option<&[f32]>,
+    ) -> Result<HostOutput> {
+        let (i, h) = (self.cfg.input_size(), self.cfg.hidden_size());
+        if steps == 0 {
+            return Err(Error::ZeroSize("T (timesteps)"));
+        }
+        if batch == 0 {
+            return Err(Error::ZeroSize("B (batch)"));
+        }
+        let xt = GpuTensor::upload(&self.ctx, x, &[steps, batch, i]).map_err(|e| rename(e, "x"))?;
+        let state = match (h0, c0) {
+            (None, None) => None,
+            (h0, c0) => {
+                let zeros = vec![0.0; batch * h];
+                let h0 = GpuTensor::upload(&self.ctx, h0.unwrap_or(&zeros), &[1, batch, h])
+                    .map_err(|e| rename(e, "h0"))?;
+                let c0 = GpuTensor::upload(&self.ctx, c0.unwrap_or(&zeros), &[1, batch, h])
+                    .map_err(|e| rename(e, "c0"))?;
+                Some(State { h: h0, c: Some(c0) })
+            }
+        };
+        let out = self.forward(&xt, state.as_ref())?;
+        Ok(HostOutput {
+            y: out.y.download(&self.ctx)?,
+            h_n: out.h_n.download(&self.ctx)?,
+            c_n: match &out.c_n {
+                Some(c) => Some(c.download(&self.ctx)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Validate the inputs and cut time into chunks that fit the device.
+    fn plan(&self, x: &GpuTensor, state: Option<&State>) -> Result<Plan> {
+        let (i, h, g) = (
+            self.cfg.input_size(),
+            self.cfg.hidden_size(),
+            self.cfg.gate_count(),
+        );
+        let shape = x.shape();
+        if shape.len() != 3 || shape[2] != i {
+            return Err(Error::ShapeMismatch {
+                name: "x".into(),
+                expected: vec![shape.first().copied().unwrap_or(0), shape.get(1).copied().unwrap_or(0), i],
+                got: shape.to_vec(),
+            });
+        }
+        let (t, b) = (shape[0], shape[1]);
+        if t == 0 {
+            return Err(Error::ZeroSize("T (timesteps)"));
+        }
+        if b == 0 {
+            return Err(Error::ZeroSize("B (batch)"));
+        }
+        if let Some(s) = state {
+            check_shape("h0", &s.h, &[1, b, h])?;
+            match &s.c {
+                Some(c) => check_shape("c0", c, &[1, b, h])?,
+                None => {
+                    return Err(Error::ShapeMismatch {
+                        name: "c0".into(),
+                        expected: vec![1, b, h],
+                        got: vec![],
+                    });
+                }
+            }
+        }
+        let lim = binding_limit(&self.ctx);
+        let too_big = |what: &str, bytes: u64| {
+            if bytes > lim.1 {
+                Err(Error::LimitExceeded {
+                    limit: lim.0,
+                    what: what.into(),
+                    needed: bytes,
+                    allowed: lim.1,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        too_big("x", (t * b * i) as u64 * 4)?;
+        too_big("y", (t * b * h) as u64 * 4)?;
+        let gx_step_bytes = (b * g * h) as u64 * 4;
+        too_big("one timestep of the input projection (B x 4H)", gx_step_bytes)?;
+        crate::gpu::lstm_step::step_grid(&self.ctx, b, h)?;
+        let max_wg = self.ctx.limits().max_compute_workgroups_per_dimension as u64;
+        let gemm_cols = ((g * h) as u64).div_ceil(GEMM_TILE as u64);
+        if gemm_cols > max_wg {
+            return Err(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                what: "input projection columns (4H / 64)".into(),
+                needed: gemm_cols,
+                allowed: max_wg,
+            });
+        }
+        let rows_fit = max_wg * GEMM_TILE as u64 / b as u64;
+        if rows_fit == 0 {
+            return Err(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                what: "input projection rows for one timestep (B / 64)".into(),
+                needed: (b as u64).div_ceil(GEMM_TILE as u64),
+                allowed: max_wg,
+            });
+        }
+        let mem_fit = lim.1.min(GX_BUDGET_BYTES).max(gx_step_bytes) / gx_step_bytes;
+        let chunk = (t as u64)
+            .min(mem_fit)
+            .min(rows_fit)
+            .min(self.max_chunk_steps.unwrap_or(usize::MAX) as u64) as usize;
+        let align = self.ctx.limits().min_uniform_buffer_offset_alignment as u64;
+        let params_stride = (std::mem::size_of::<StepParams>() as u64).next_multiple_of(align);
+        Ok(Plan {
+            steps: t,
+            batch: b,
+            chunk,
+            params_stride,
+        })
+    }
+
+    fn record(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        state: Option<&State>,
+        out: &Output,
+        plan: &Plan,
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let (g, h, i) = (
+            self.cfg.gate_count(),
+            self.cfg.hidden_size(),
+            self.cfg.input_size(),
+        );
+        let (t_all, b) = (plan.steps, plan.batch);
+        let bh_bytes = (b * h) as u64 * 4;
+        let c_state = out.c_n.as_ref().expect("checked by plan/record_forward").buffer();
+
+        let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b, h])?;
+        match state {
+            Some(s) => {
+                enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bh_bytes);
+                let c0 = s.c.as_ref().expect("checked by plan");
+                enc.copy_buffer_to_buffer(c0.buffer(), 0, c_state, 0, bh_bytes);
+            }
+            None => {
+                // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
+                enc.clear_buffer(c_state, 0, Some(bh_bytes));
+            }
+        }
+
+        let params: Vec<u8> = (0..t_all)
+            .flat_map(|t| {
+                let p = StepParams {
+                    batch: b as u32,
+                    hidden: h as u32,
+                    t_local: (t % plan.chunk) as u32,
+                    t_global: t as u32,
+                };
+                let mut bytes = bytemuck::bytes_of(&p).to_vec();
+                bytes.resize(plan.params_stride as usize, 0);
+                bytes
+            })
+            .collect();
+        let params = ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("lstm_step params"),
+                contents: &params,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let gx = GpuTensor::uninit(ctx, "gx", &[plan.chunk, b, g * h])?;
+        let step = LstmStep::new(
+            ctx,
+            b,
+            h,
+            &LstmStepBuffers {
+                params: &params,
+                gx: gx.buffer(),
+                w_hh: &self.layer.w_hh,
+                h_carry: h_carry.buffer(),
+                y: out.y.buffer(),
+                c_state,
+            },
+        )?;
+
+        for t0 in (0..t_all).step_by(plan.chunk) {
+            let tc = plan.chunk.min(t_all - t0);
+            if t0 > 0 {
+                let last = (t0 - 1) as u64 * bh_bytes;
+                enc.copy_buffer_to_buffer(out.y.buffer(), last, h_carry.buffer(), 0, bh_bytes);
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("lstm chunk"),
+                timestamp_writes: None,
+            });
+            gemm::input_projection(
+                ctx,
+                &mut pass,
+                &InputProjection {
+                    a: x.buffer(),
+                    b: &self.layer.w_ih,
+                    bias: &self.layer.bias,
+                    c: gx.buffer(),
+                    m: (tc * b) as u32,
+                    n: (g * h) as u32,
+                    k: i as u32,
+                    a_row_offset: (t0 * b) as u32,
+                },
+            )?;
+            for t in t0..t0 + tc {
+                step.record(&mut pass, (t as u64 * plan.params_stride) as u32);
+            }
+        }
+        let last = (t_all - 1) as u64 * bh_bytes;
+        enc.copy_buffer_to_buffer(out.y.buffer(), last, out.h_n.buffer(), 0, bh_bytes);
+        Ok(())
+    }
+}
+
+/// The tighter of the two limits a bound buffer must respect, with its name.
+fn binding_limit(ctx: &Context) -> (&'static str, u64) {
+    let l = ctx.limits();
+    if l.max_storage_buffer_binding_size <= l.max_buffer_size {
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size)
+    } else {
+        ("max_buffer_size", l.max_buffer_size)
+    }
+}
+
+fn check_shape(name: &str, t: &GpuTensor, expected: &[usize]) -> Result<()> {
+    if t.shape() != expected {
+        return Err(Error::ShapeMismatch {
+            name: name.into(),
+            expected: expected.to_vec(),
+            got: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Give an upload's shape error the name of the argument it came from.
+fn rename(e: Error, name: &str) -> Error {
+    match e {
+        Error::ShapeMismatch { expected, got, .. } => Error::ShapeMismatch {
+            name: name.into(),
+            expected,
+            got,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,33 @@
+//! The shared GPU context of a test binary.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use rnn_wgpu::Context;
+
+/// The adapter every GPU test runs on, opened once per test binary.
+///
+/// A missing adapter fails the test (it is never a silent skip). Set
+/// `RNN_WGPU_ALLOW_NO_ADAPTER=1` to let a machine without any adapter run only the CPU tests;
+/// under `CI=true` that escape is ignored.
+pub fn ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Option<Context>> = OnceLock::new();
+    CTX.get_or_init(|| match Context::new() {
+        Ok(c) => {
+            // Written straight to stderr so it shows in the log even for passing tests
+            // (the test harness only captures the print macros).
+            let _ = writeln!(std::io::stderr(), "rnn-wgpu tests: adapter = {}", c.describe());
+            Some(c)
+        }
+        Err(e) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            let allow = std::env::var("RNN_WGPU_ALLOW_NO_ADAPTER").is_ok_and(|v| v == "1");
+            if ci || !allow {
+                panic!("no GPU adapter for the GPU tests: {e}");
+            }
+            let _ = writeln!(std::io::stderr(), "rnn-wgpu tests: NO ADAPTER, GPU tests skipped: {e}");
+            None
+        }
+    })
+    .as_ref()
+}

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: seeded inputs, tolerance checks, fixtures, the
+//! GPU context.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod gpu;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `n` values uniform in `[-scale, scale]`, reproducible from `seed`.
+pub fn seeded(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// Assert `|got - want| <= atol + rtol * |want|` element-wise. On failure, report the first
+/// mismatching index with its values, the count of mismatches and the worst error.
+#[track_caller]
+pub fn assert_close<G: Copy + Into<f64>>(
+    name: &str,
+    got: &[G],
+    want: &[f64],
+    atol: f64,
+    rtol: f64,
+) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: length {} vs reference {}",
+        got.len(),
+        want.len()
+    );
+    let mut first = None;
+    let mut bad = 0usize;
+    let mut worst = 0.0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g: f64 = g.into();
+        let err = (g - w).abs();
+        if !(err <= atol + rtol * w.abs()) {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+        if err > worst || err.is_nan() {
+            worst = err;
+        }
+    }
+    if let Some((i, g, w)) = first {
+        let show: Vec<String> = got
+            .iter()
+            .zip(want)
+            .skip(i)
+            .take(4)
+            .map(|(&g, &w)| format!("{:.6e} vs {:.6e}", g.into(), w))
+            .collect();
+        panic!(
+            "{name}: {bad}/{} elements outside atol={atol:e} rtol={rtol:e}; first at index {i}: \
+             got {g:.6e}, want {w:.6e} (worst |err| {worst:.3e}); from there: [{}]",
+            got.len(),
+            show.join(", ")
+        );
+    }
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff<G: Copy + Into<f64>>(got: &[G], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g.into() - w).abs())
+        .fold(0.0, f64::max)
+}

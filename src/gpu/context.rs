@@ -189,8 +189,8 @@ impl Context {
         self.inner.submissions.load(Ordering::Relaxed)
     }
 
-    /// Submit one command buffer and count it.
-    pub(crate) fn submit(&self, cmd: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+    /// Submit one command buffer and count it (see [`Context::submission_count`]).
+    pub fn submit(&self, cmd: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
         self.inner.submissions.fetch_add(1, Ordering::Relaxed);
         self.inner.queue.submit(Some(cmd))
     }

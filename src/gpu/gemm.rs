@@ -1,4 +1,5 @@
-//! Host side of `shaders/gemm.wgsl`: the batched input projection.
+//! Host side of `shaders/gemm.wgsl`: the batched input projection, and [`record_gemm`] to
+//! run the kernel on its own (benchmarks, frameworks).
 
 use wgpu::util::DeviceExt;
 
@@ -100,4 +101,64 @@ pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry
         binding,
         resource: buffer.as_entire_binding(),
     }
+}
+
+/// Record `c [M, N] = a [M, K] · b [K, N] + bias [N]` (the input-projection GEMM on its own)
+/// into a new compute pass of `encoder`. Nothing is submitted.
+///
+/// Errors: [`Error::ShapeMismatch`] when the shapes do not chain, [`Error::ZeroSize`] for an
+/// empty dimension, [`Error::LimitExceeded`] for a grid beyond
+/// `max_compute_workgroups_per_dimension`.
+pub fn record_gemm(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    a: &crate::gpu::GpuTensor,
+    b: &crate::gpu::GpuTensor,
+    bias: &crate::gpu::GpuTensor,
+    c: &crate::gpu::GpuTensor,
+) -> Result<()> {
+    let (&[m, k], &[kb, n]) = (a.shape(), b.shape()) else {
+        return Err(Error::ShapeMismatch {
+            name: "a/b (2-D)".into(),
+            expected: vec![2],
+            got: vec![a.shape().len(), b.shape().len()],
+        });
+    };
+    let mismatch = |name: &str, expected: Vec<usize>, got: &[usize]| Error::ShapeMismatch {
+        name: name.into(),
+        expected,
+        got: got.to_vec(),
+    };
+    if kb != k {
+        return Err(mismatch("b", vec![k, n], b.shape()));
+    }
+    if bias.shape() != [n] {
+        return Err(mismatch("bias", vec![n], bias.shape()));
+    }
+    if c.shape() != [m, n] {
+        return Err(mismatch("c", vec![m, n], c.shape()));
+    }
+    for (name, v) in [("M", m), ("N", n), ("K", k)] {
+        if v == 0 {
+            return Err(Error::ZeroSize(name));
+        }
+    }
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("gemm"),
+        timestamp_writes: None,
+    });
+    input_projection(
+        ctx,
+        &mut pass,
+        &InputProjection {
+            a: a.buffer(),
+            b: b.buffer(),
+            bias: bias.buffer(),
+            c: c.buffer(),
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_row_offset: 0,
+        },
+    )
 }

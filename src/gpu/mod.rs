@@ -1,7 +1,7 @@
 //! The GPU path: context, tensors, one host module per shader, and the schedule.
 
 pub mod context;
-mod gemm;
+pub mod gemm;
 mod lstm_step;
 pub mod pack;
 mod rnn;

@@ -43,6 +43,23 @@ struct PipelineKey {
     constants: Vec<(&'static str, u64)>,
 }
 
+/// How [`Context::with_options`] chooses an adapter.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Case-insensitive substring of the adapter name (`RNN_WGPU_ADAPTER`); `None` takes the
+    /// best-ranked adapter.
+    pub adapter: Option<String>,
+}
+
+impl ContextOptions {
+    /// Options from `RNN_WGPU_ADAPTER` (an empty value counts as unset).
+    pub fn from_env() -> ContextOptions {
+        ContextOptions {
+            adapter: std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
 /// A device's ranking when choosing among adapters: discrete before integrated before
 /// virtual before software, and among equals the native API before GL.
 fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -81,6 +98,12 @@ impl Context {
     /// Errors: [`Error::NoAdapter`] (with the names that were found, and how to get a software
     /// adapter), [`Error::RequestDevice`].
     pub fn new() -> Result<Context> {
+        Self::with_options(&ContextOptions::from_env())
+    }
+
+    /// Like [`Context::new`], with the adapter choice given explicitly instead of read from
+    /// the environment.
+    pub fn with_options(opts: &ContextOptions) -> Result<Context> {
         let adapters = enumerate();
         let found: Vec<String> = adapters
             .iter()
@@ -89,22 +112,17 @@ impl Context {
                 format!("{} ({:?})", i.name, i.backend)
             })
             .collect();
-        let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        let adapter = match &wanted {
-            Some(sub) => {
-                let sub = sub.to_lowercase();
-                adapters
-                    .into_iter()
-                    .filter(|a| a.get_info().name.to_lowercase().contains(&sub))
-                    .min_by_key(|a| adapter_rank(&a.get_info()))
-            }
-            None => adapters
-                .into_iter()
-                .min_by_key(|a| adapter_rank(&a.get_info())),
-        };
+        let wanted = opts.adapter.as_deref().map(str::to_lowercase);
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| match &wanted {
+                Some(sub) => a.get_info().name.to_lowercase().contains(sub),
+                None => true,
+            })
+            .min_by_key(|a| adapter_rank(&a.get_info()));
         let Some(adapter) = adapter else {
-            return Err(Error::NoAdapter(match wanted {
-                Some(sub) => format!(" matching {ADAPTER_ENV}={sub:?}; found {found:?}"),
+            return Err(Error::NoAdapter(match &opts.adapter {
+                Some(sub) => format!(" with a name containing {sub:?}; found {found:?}"),
                 None => " (on Linux without a GPU, install Mesa's software Vulkan driver: \
                           `apt-get install mesa-vulkan-drivers`)"
                     .to_string(),

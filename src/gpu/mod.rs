@@ -8,6 +8,6 @@ mod rnn;
 mod shaders;
 pub mod tensor;
 
-pub use context::{ADAPTER_ENV, Context, list_adapters};
+pub use context::{ADAPTER_ENV, Context, ContextOptions, list_adapters};
 pub use rnn::{HostOutput, Output, Rnn, State};
 pub use tensor::GpuTensor;

@@ -78,6 +78,15 @@ pub struct Rnn {
     max_chunk_steps: Option<usize>,
 }
 
+impl std::fmt::Debug for Rnn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rnn")
+            .field("cfg", &self.cfg)
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How a forward pass is cut into time chunks.
 #[derive(Debug, Clone, Copy)]
 struct Plan {

@@ -5,7 +5,7 @@ mod common;
 use common::{gpu::ctx, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{
-    Context, Direction, Error, GpuTensor, Layout, LayerWeights, Rnn, RnnConfig, State, Weights,
+    Context, Direction, Error, GpuTensor, LayerWeights, Layout, Rnn, RnnConfig, State, Weights,
     gpu::ContextOptions,
 };
 use safetensors::tensor::{Dtype, TensorView};
@@ -16,15 +16,26 @@ fn lstm(i: usize, h: usize) -> RnnConfig {
 
 #[test]
 fn config_rejects_zero_sizes_and_unimplemented_topologies() {
-    assert!(matches!(RnnConfig::lstm(0, 4).build(), Err(Error::ZeroSize("input_size"))));
-    assert!(matches!(RnnConfig::lstm(4, 0).build(), Err(Error::ZeroSize("hidden_size"))));
+    assert!(matches!(
+        RnnConfig::lstm(0, 4).build(),
+        Err(Error::ZeroSize("input_size"))
+    ));
+    assert!(matches!(
+        RnnConfig::lstm(4, 0).build(),
+        Err(Error::ZeroSize("hidden_size"))
+    ));
     assert!(matches!(
         RnnConfig::lstm(4, 4).num_layers(0).build(),
         Err(Error::ZeroSize("num_layers"))
     ));
-    assert!(matches!(RnnConfig::lstm(4, 4).num_layers(2).build(), Err(Error::Unsupported(_))));
     assert!(matches!(
-        RnnConfig::lstm(4, 4).direction(Direction::Bidirectional).build(),
+        RnnConfig::lstm(4, 4).num_layers(2).build(),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        RnnConfig::lstm(4, 4)
+            .direction(Direction::Bidirectional)
+            .build(),
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
@@ -49,8 +60,15 @@ fn weights_with_wrong_shapes_are_named() {
         }
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
-    let nobias = LayerWeights { bias_ih: None, bias_hh: None, ..Weights::init(&cfg, 1).layer(0, 0).clone() };
-    assert!(matches!(Weights::from_layers(&cfg, vec![nobias]), Err(Error::MissingTensor(_))));
+    let nobias = LayerWeights {
+        bias_ih: None,
+        bias_hh: None,
+        ..Weights::init(&cfg, 1).layer(0, 0).clone()
+    };
+    assert!(matches!(
+        Weights::from_layers(&cfg, vec![nobias]),
+        Err(Error::MissingTensor(_))
+    ));
 }
 
 /// A safetensors file holding `tensors` (name, dtype, shape, raw little-endian bytes).
@@ -115,7 +133,10 @@ fn safetensors_errors_name_the_tensor() {
 fn model_rejects_weights_of_another_config() {
     let Some(ctx) = ctx() else { return };
     let w = Weights::init(&lstm(3, 6), 1);
-    assert!(matches!(Rnn::new(ctx, &lstm(3, 5), &w), Err(Error::InvalidConfig(_))));
+    assert!(matches!(
+        Rnn::new(ctx, &lstm(3, 5), &w),
+        Err(Error::InvalidConfig(_))
+    ));
 }
 
 #[test]
@@ -131,25 +152,45 @@ fn forward_rejects_bad_shapes_and_empty_sizes() {
 
     assert_eq!(shape_err(rnn.forward(&x(&[4, 2, 4]), None)), "x");
     assert_eq!(shape_err(rnn.forward(&x(&[8, 3]), None)), "x");
-    assert!(matches!(rnn.forward(&x(&[0, 2, 3]), None), Err(Error::ZeroSize(_))));
-    assert!(matches!(rnn.forward(&x(&[4, 0, 3]), None), Err(Error::ZeroSize(_))));
+    assert!(matches!(
+        rnn.forward(&x(&[0, 2, 3]), None),
+        Err(Error::ZeroSize(_))
+    ));
+    assert!(matches!(
+        rnn.forward(&x(&[4, 0, 3]), None),
+        Err(Error::ZeroSize(_))
+    ));
 
     let state = |hb: usize, c: Option<usize>| State {
         h: GpuTensor::zeros(ctx, &[1, hb, 5]).unwrap(),
         c: c.map(|cb| GpuTensor::zeros(ctx, &[1, cb, 5]).unwrap()),
     };
-    assert_eq!(shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(3, Some(2))))), "h0");
-    assert_eq!(shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, Some(1))))), "c0");
-    assert_eq!(shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, None)))), "c0");
+    assert_eq!(
+        shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(3, Some(2))))),
+        "h0"
+    );
+    assert_eq!(
+        shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, Some(1))))),
+        "c0"
+    );
+    assert_eq!(
+        shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, None)))),
+        "c0"
+    );
 
     // Host convenience: the flat slice must match T*B*I.
     match rnn.forward_host(&[0.0; 10], 4, 2, None, None) {
         Err(Error::ShapeMismatch { name, .. }) => assert_eq!(name, "x"),
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
-    assert!(matches!(rnn.forward_host(&[], 0, 2, None, None), Err(Error::ZeroSize(_))));
     assert!(matches!(
-        Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap().with_max_chunk_steps(0),
+        rnn.forward_host(&[], 0, 2, None, None),
+        Err(Error::ZeroSize(_))
+    ));
+    assert!(matches!(
+        Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1))
+            .unwrap()
+            .with_max_chunk_steps(0),
         Err(Error::ZeroSize(_))
     ));
 
@@ -177,18 +218,35 @@ fn external_buffers_are_checked() {
             mapped_at_creation: false,
         })
     };
-    let not_storage = buf(wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC, 64);
-    assert!(matches!(GpuTensor::from_buffer(not_storage, &[4, 4]), Err(Error::BadBuffer { .. })));
+    let not_storage = buf(
+        wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        64,
+    );
+    assert!(matches!(
+        GpuTensor::from_buffer(not_storage, &[4, 4]),
+        Err(Error::BadBuffer { .. })
+    ));
     let small = buf(wgpu::BufferUsages::STORAGE, 32);
-    assert!(matches!(GpuTensor::from_buffer(small, &[4, 4]), Err(Error::BadBuffer { .. })));
+    assert!(matches!(
+        GpuTensor::from_buffer(small, &[4, 4]),
+        Err(Error::BadBuffer { .. })
+    ));
     let no_copy = GpuTensor::from_buffer(buf(wgpu::BufferUsages::STORAGE, 64), &[4, 4]).unwrap();
-    assert!(matches!(no_copy.download(ctx), Err(Error::BadBuffer { .. })));
+    assert!(matches!(
+        no_copy.download(ctx),
+        Err(Error::BadBuffer { .. })
+    ));
 }
 
 #[test]
 fn unknown_adapter_name_is_no_adapter() {
-    let opts = ContextOptions { adapter: Some("no such adapter, surely".into()) };
-    assert!(matches!(Context::with_options(&opts), Err(Error::NoAdapter(_))));
+    let opts = ContextOptions {
+        adapter: Some("no such adapter, surely".into()),
+    };
+    assert!(matches!(
+        Context::with_options(&opts),
+        Err(Error::NoAdapter(_))
+    ));
 }
 
 /// A device on the test adapter with some limits lowered, to exercise limit handling
@@ -219,7 +277,9 @@ fn limit_name<T: std::fmt::Debug>(r: rnn_wgpu::Result<T>) -> &'static str {
 
 #[test]
 fn storage_binding_limit_is_checked_or_tiled() {
-    let Some(ctx) = limited(|l| l.max_storage_buffer_binding_size = 1 << 16) else { return };
+    let Some(ctx) = limited(|l| l.max_storage_buffer_binding_size = 1 << 16) else {
+        return;
+    };
     // Weights of 4*80*80 floats = 100 KiB do not fit a 64 KiB binding.
     let big = lstm(8, 80);
     assert_eq!(
@@ -230,7 +290,10 @@ fn storage_binding_limit_is_checked_or_tiled() {
     let cfg = lstm(8, 8);
     let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[1000, 3, 8]).unwrap();
-    assert_eq!(limit_name(rnn.forward(&x, None)), "max_storage_buffer_binding_size");
+    assert_eq!(
+        limit_name(rnn.forward(&x, None)),
+        "max_storage_buffer_binding_size"
+    );
 
     // The input projection of 300 steps (300*3*4*13 floats = 183 KiB) is larger than a
     // binding, but it is intermediate: the schedule tiles time into chunks that fit.
@@ -240,20 +303,33 @@ fn storage_binding_limit_is_checked_or_tiled() {
     let (t, b) = (300, 3);
     let x = seeded(3, t * b * 5, 1.0);
     let out = rnn.forward_host(&x, t, b, None, None).unwrap();
-    let r = cpu::lstm_forward(&cfg, &RefWeights::new(&cfg, w.layer(0, 0)), &to_f64(&x), None, None, t, b)
-        .unwrap();
+    let r = cpu::lstm_forward(
+        &cfg,
+        &RefWeights::new(&cfg, w.layer(0, 0)),
+        &to_f64(&x),
+        None,
+        None,
+        t,
+        b,
+    )
+    .unwrap();
     // Same tolerance and reasoning as tests/lstm_forward.rs.
     common::assert_close("y (chunked to fit)", &out.y, &r.y, 2e-5, 1e-4);
 }
 
 #[test]
 fn workgroup_count_limit_is_checked_or_tiled() {
-    let Some(ctx) = limited(|l| l.max_compute_workgroups_per_dimension = 4) else { return };
+    let Some(ctx) = limited(|l| l.max_compute_workgroups_per_dimension = 4) else {
+        return;
+    };
     // 100 hidden units need 7 step workgroups along x (16 units each): refused.
     let wide = lstm(1, 100);
     let rnn = Rnn::new(&ctx, &wide, &Weights::init(&wide, 1)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[2, 1, 1]).unwrap();
-    assert_eq!(limit_name(rnn.forward(&x, None)), "max_compute_workgroups_per_dimension");
+    assert_eq!(
+        limit_name(rnn.forward(&x, None)),
+        "max_compute_workgroups_per_dimension"
+    );
 
     // T*B = 850 rows need 14 GEMM row-tiles of 64, more than 4: tiled into time chunks of
     // 15 steps (15*17 = 255 rows = 4 tiles) instead.
@@ -263,7 +339,15 @@ fn workgroup_count_limit_is_checked_or_tiled() {
     let (t, b) = (50, 17);
     let x = seeded(5, t * b * 5, 1.0);
     let out = rnn.forward_host(&x, t, b, None, None).unwrap();
-    let r = cpu::lstm_forward(&cfg, &RefWeights::new(&cfg, w.layer(0, 0)), &to_f64(&x), None, None, t, b)
-        .unwrap();
+    let r = cpu::lstm_forward(
+        &cfg,
+        &RefWeights::new(&cfg, w.layer(0, 0)),
+        &to_f64(&x),
+        None,
+        None,
+        t,
+        b,
+    )
+    .unwrap();
     common::assert_close("y (chunked to fit)", &out.y, &r.y, 2e-5, 1e-4);
 }

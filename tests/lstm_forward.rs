@@ -28,19 +28,70 @@ struct Case {
 }
 
 const GRID: &[Case] = &[
-    Case { input: 1, hidden: 1, batch: 1, steps: 1, bias: true },
-    Case { input: 7, hidden: 13, batch: 3, steps: 1000, bias: true },
-    Case { input: 256, hidden: 64, batch: 17, steps: 50, bias: true },
-    Case { input: 7, hidden: 256, batch: 64, steps: 50, bias: true },
-    Case { input: 256, hidden: 256, batch: 1, steps: 50, bias: false },
-    Case { input: 1, hidden: 64, batch: 64, steps: 1000, bias: true },
-    Case { input: 256, hidden: 13, batch: 17, steps: 1, bias: false },
-    Case { input: 1, hidden: 256, batch: 3, steps: 1000, bias: true },
+    Case {
+        input: 1,
+        hidden: 1,
+        batch: 1,
+        steps: 1,
+        bias: true,
+    },
+    Case {
+        input: 7,
+        hidden: 13,
+        batch: 3,
+        steps: 1000,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 64,
+        batch: 17,
+        steps: 50,
+        bias: true,
+    },
+    Case {
+        input: 7,
+        hidden: 256,
+        batch: 64,
+        steps: 50,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 256,
+        batch: 1,
+        steps: 50,
+        bias: false,
+    },
+    Case {
+        input: 1,
+        hidden: 64,
+        batch: 64,
+        steps: 1000,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 13,
+        batch: 17,
+        steps: 1,
+        bias: false,
+    },
+    Case {
+        input: 1,
+        hidden: 256,
+        batch: 3,
+        steps: 1000,
+        bias: true,
+    },
 ];
 
 /// Run GPU and reference on the same seeded inputs; `scale` multiplies x.
 fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::LstmForward) {
-    let cfg = RnnConfig::lstm(c.input, c.hidden).bias(c.bias).build().unwrap();
+    let cfg = RnnConfig::lstm(c.input, c.hidden)
+        .bias(c.bias)
+        .build()
+        .unwrap();
     let w = Weights::init(&cfg, seed);
     let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
     let (t, b, h) = (c.steps, c.batch, c.hidden);
@@ -49,23 +100,39 @@ fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::Lstm
     let c0 = seeded(seed + 3, b * h, 1.0);
     let gpu = rnn.forward_host(&x, t, b, Some(&h0), Some(&c0)).unwrap();
     let rw = RefWeights::new(&cfg, w.layer(0, 0));
-    let reference =
-        cpu::lstm_forward(&cfg, &rw, &to_f64(&x), Some(&to_f64(&h0)), Some(&to_f64(&c0)), t, b)
-            .unwrap();
+    let reference = cpu::lstm_forward(
+        &cfg,
+        &rw,
+        &to_f64(&x),
+        Some(&to_f64(&h0)),
+        Some(&to_f64(&c0)),
+        t,
+        b,
+    )
+    .unwrap();
     (gpu, reference)
 }
 
 fn check(name: &str, gpu: &HostOutput, r: &cpu::LstmForward, atol: f64, rtol: f64) {
     assert_close(&format!("{name} y"), &gpu.y, &r.y, atol, rtol);
     assert_close(&format!("{name} h_n"), &gpu.h_n, &r.h_n, atol, rtol);
-    assert_close(&format!("{name} c_n"), gpu.c_n.as_ref().unwrap(), &r.c_n, atol, rtol);
+    assert_close(
+        &format!("{name} c_n"),
+        gpu.c_n.as_ref().unwrap(),
+        &r.c_n,
+        atol,
+        rtol,
+    );
 }
 
 #[test]
 fn forward_matches_reference_on_the_grid() {
     let Some(ctx) = ctx() else { return };
     for (n, c) in GRID.iter().enumerate() {
-        let name = format!("I={} H={} B={} T={} bias={}", c.input, c.hidden, c.batch, c.steps, c.bias);
+        let name = format!(
+            "I={} H={} B={} T={} bias={}",
+            c.input, c.hidden, c.batch, c.steps, c.bias
+        );
         let (gpu, r) = run(ctx, c, 1.0, 100 + n as u64);
         eprintln!("{name}: max |err| y {:.2e}", max_abs_diff(&gpu.y, &r.y));
         check(&name, &gpu, &r, ATOL, RTOL);
@@ -75,7 +142,13 @@ fn forward_matches_reference_on_the_grid() {
 #[test]
 fn large_inputs_stay_finite_and_match() {
     let Some(ctx) = ctx() else { return };
-    let c = Case { input: 7, hidden: 13, batch: 3, steps: 20, bias: true };
+    let c = Case {
+        input: 7,
+        hidden: 13,
+        batch: 3,
+        steps: 20,
+        bias: true,
+    };
     for (scale, atol) in [
         // |x| <= 50: pre-activations reach ~50 * I / sqrt(H) ~ 100; their f32 rounding
         // (~K * 6e-8 * 100 ~ 1.2e-4) reaches the outputs only through gates that are not
@@ -86,9 +159,19 @@ fn large_inputs_stay_finite_and_match() {
         (1e4, 3e-2),
     ] {
         let (gpu, r) = run(ctx, &c, scale, 7);
-        let all = gpu.y.iter().chain(&gpu.h_n).chain(gpu.c_n.as_ref().unwrap());
-        assert!(all.clone().all(|v| v.is_finite()), "non-finite output at |x| <= {scale}");
-        eprintln!("|x|<={scale}: max |err| y {:.2e}", max_abs_diff(&gpu.y, &r.y));
+        let all = gpu
+            .y
+            .iter()
+            .chain(&gpu.h_n)
+            .chain(gpu.c_n.as_ref().unwrap());
+        assert!(
+            all.clone().all(|v| v.is_finite()),
+            "non-finite output at |x| <= {scale}"
+        );
+        eprintln!(
+            "|x|<={scale}: max |err| y {:.2e}",
+            max_abs_diff(&gpu.y, &r.y)
+        );
         check(&format!("|x|<={scale}"), &gpu, &r, atol, 0.0);
     }
 }
@@ -100,7 +183,10 @@ fn time_chunking_is_bit_identical() {
     let w = Weights::init(&cfg, 3);
     let (t, b) = (50, 6);
     let x = seeded(4, t * b * 5, 1.0);
-    let whole = Rnn::new(ctx, &cfg, &w).unwrap().forward_host(&x, t, b, None, None).unwrap();
+    let whole = Rnn::new(ctx, &cfg, &w)
+        .unwrap()
+        .forward_host(&x, t, b, None, None)
+        .unwrap();
     // 7 does not divide 50: the last chunk is short, and every chunk boundary goes through
     // the h carry copy. Each output element is summed in the same order either way.
     let chunked = Rnn::new(ctx, &cfg, &w)
@@ -116,7 +202,10 @@ fn time_chunking_is_bit_identical() {
 fn one_submission_per_forward_regardless_of_t() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(8, 16).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap().with_max_chunk_steps(64).unwrap();
+    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1))
+        .unwrap()
+        .with_max_chunk_steps(64)
+        .unwrap();
     for t in [1usize, 10, 300] {
         let x = GpuTensor::upload(ctx, &seeded(t as u64, t * 2 * 8, 1.0), &[t, 2, 8]).unwrap();
         let before = ctx.submission_count();
@@ -135,9 +224,17 @@ fn state_carries_across_calls() {
     let (b, t1, t2) = (4, 6, 9);
     let x = seeded(10, (t1 + t2) * b * 3, 1.0);
     let whole = rnn.forward_host(&x, t1 + t2, b, None, None).unwrap();
-    let first = rnn.forward_host(&x[..t1 * b * 3], t1, b, None, None).unwrap();
+    let first = rnn
+        .forward_host(&x[..t1 * b * 3], t1, b, None, None)
+        .unwrap();
     let second = rnn
-        .forward_host(&x[t1 * b * 3..], t2, b, Some(&first.h_n), first.c_n.as_deref())
+        .forward_host(
+            &x[t1 * b * 3..],
+            t2,
+            b,
+            Some(&first.h_n),
+            first.c_n.as_deref(),
+        )
         .unwrap();
     assert_eq!(&whole.y[t1 * b * 10..], &second.y[..]);
     assert_eq!(whole.h_n, second.h_n);
@@ -150,9 +247,11 @@ fn framework_device_and_buffers() {
         return;
     }
     // A framework creates its own device and hands it in, with its own buffers.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("adapter");
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let ctx = Context::from_device(device.clone(), queue.clone());
@@ -182,7 +281,8 @@ fn framework_device_and_buffers() {
         c: Some(GpuTensor::upload(&ctx, &seeded(8, b * 9, 1.0), &[1, b, 9]).unwrap()),
     };
     let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-    rnn.record_forward(&mut enc, &x, Some(&state), &out).unwrap();
+    rnn.record_forward(&mut enc, &x, Some(&state), &out)
+        .unwrap();
     queue.submit(Some(enc.finish()));
 
     let rw = RefWeights::new(&cfg, w.layer(0, 0));
@@ -191,5 +291,11 @@ fn framework_device_and_buffers() {
     let r = cpu::lstm_forward(&cfg, &rw, &to_f64(&xs), Some(&h0), Some(&c0), t, b).unwrap();
     assert_close("y", &out.y.download(&ctx).unwrap(), &r.y, ATOL, RTOL);
     assert_close("h_n", &out.h_n.download(&ctx).unwrap(), &r.h_n, ATOL, RTOL);
-    assert_close("c_n", &out.c_n.unwrap().download(&ctx).unwrap(), &r.c_n, ATOL, RTOL);
+    assert_close(
+        "c_n",
+        &out.c_n.unwrap().download(&ctx).unwrap(),
+        &r.c_n,
+        ATOL,
+        RTOL,
+    );
 }

@@ -170,7 +170,14 @@ pub fn lstm_forward(
     check("c0", c0, &[batch, hidden])?;
 
     let g4 = 4 * hidden;
-    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, &w.bias_hh, steps * batch, input);
+    let gx = input_projection(
+        x,
+        &w.weight_ih,
+        &w.bias_ih,
+        &w.bias_hh,
+        steps * batch,
+        input,
+    );
     let bh = batch * hidden;
     let mut out = LstmForward {
         y: vec![0.0; steps * bh],
@@ -263,6 +270,11 @@ pub fn lstm_backward(
     let zeros = vec![0.0; bh];
     let h0 = h0.unwrap_or(&zeros);
     let c0 = c0.unwrap_or(&zeros);
+    check("h0", h0, &[batch, hidden])?;
+    check("c0", c0, &[batch, hidden])?;
+    check("fwd.gates", &fwd.gates, &[steps, batch, g4])?;
+    check("fwd.c", &fwd.c, &[steps, batch, hidden])?;
+    check("fwd.y", &fwd.y, &[steps, batch, hidden])?;
     if let Some(dy) = dy {
         check("dy", dy, &[steps, batch, hidden])?;
     }
@@ -278,7 +290,11 @@ pub fn lstm_backward(
                 *a += b;
             }
         }
-        let c_prev = if t == 0 { c0 } else { &fwd.c[(t - 1) * bh..t * bh] };
+        let c_prev = if t == 0 {
+            c0
+        } else {
+            &fwd.c[(t - 1) * bh..t * bh]
+        };
         let (dgates, dh_prev, dc_prev) = lstm_step_backward(
             &dh,
             &dc,
@@ -320,8 +336,8 @@ pub fn lstm_backward(
                 g.d_weight_ih[n * input + k] += d * x[m * input + k];
                 g.dx[m * input + k] += d * w.weight_ih[n * input + k];
             }
-            for k in 0..hidden {
-                g.d_weight_hh[n * hidden + k] += d * hp[k];
+            for (k, &hk) in hp.iter().enumerate() {
+                g.d_weight_hh[n * hidden + k] += d * hk;
             }
         }
     }

@@ -20,7 +20,11 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 /// Logistic sigmoid, stable for any finite input: `exp` only ever sees `-|x|`.
 pub fn sigmoid(x: f64) -> f64 {
     let e = (-x.abs()).exp();
-    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
+    if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
 }
 
 /// Hyperbolic tangent (Rust's `tanh` is already stable for any finite input).

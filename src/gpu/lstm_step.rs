@@ -80,10 +80,7 @@ impl LstmStep {
         bufs: &LstmStepBuffers<'_>,
     ) -> Result<LstmStep> {
         let grid = step_grid(ctx, batch, hidden)?;
-        let pipeline = ctx.pipeline(
-            Kernel::LstmStep,
-            &[("ROWS", rows_per_thread(batch) as u64)],
-        );
+        let pipeline = ctx.pipeline(Kernel::LstmStep, &[("ROWS", rows_per_thread(batch) as u64)]);
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("lstm_step"),
             layout: &pipeline.layout,

@@ -64,7 +64,7 @@ mod tests {
         let w: Vec<f32> = (0..g * h * k).map(|v| v as f32).collect();
         let p = pack_gate_interleaved(&w, g, h, k);
         // Gate 2 (g) of unit 1 at k = 4 is PyTorch row 2*3 + 1 = 7, column 4.
-        assert_eq!(p[4 * g * h + 1 * g + 2], w[7 * k + 4]);
+        assert_eq!(p[4 * g * h + g + 2], w[7 * k + 4]);
         assert_eq!(unpack_gate_interleaved(&p, g, h, k), w);
     }
 
@@ -73,7 +73,10 @@ mod tests {
         let bi = [1.0, 2.0, 3.0, 4.0];
         let bh = [10.0, 20.0, 30.0, 40.0];
         // G = 2, H = 2: unit 0 -> (gate0, gate1) = rows (0, 2).
-        assert_eq!(pack_bias(Some(&bi), Some(&bh), 2, 2), vec![11.0, 33.0, 22.0, 44.0]);
+        assert_eq!(
+            pack_bias(Some(&bi), Some(&bh), 2, 2),
+            vec![11.0, 33.0, 22.0, 44.0]
+        );
         assert_eq!(pack_bias(None, None, 2, 2), vec![0.0; 4]);
     }
 }

@@ -189,12 +189,12 @@ impl Rnn {
             c_n: Some(GpuTensor::uninit(&self.ctx, "c_n", &[1, b, h])?),
         };
         self.ctx.scoped(|| {
-            let mut enc = self
-                .ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("rnn forward"),
-                });
+            let mut enc =
+                self.ctx
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("rnn forward"),
+                    });
             self.record(&mut enc, x, state, &out, &plan)?;
             self.ctx.submit(enc.finish());
             Ok(())
@@ -281,7 +281,11 @@ impl Rnn {
         if shape.len() != 3 || shape[2] != i {
             return Err(Error::ShapeMismatch {
                 name: "x".into(),
-                expected: vec![shape.first().copied().unwrap_or(0), shape.get(1).copied().unwrap_or(0), i],
+                expected: vec![
+                    shape.first().copied().unwrap_or(0),
+                    shape.get(1).copied().unwrap_or(0),
+                    i,
+                ],
                 got: shape.to_vec(),
             });
         }
@@ -321,7 +325,10 @@ impl Rnn {
         too_big("x", (t * b * i) as u64 * 4)?;
         too_big("y", (t * b * h) as u64 * 4)?;
         let gx_step_bytes = (b * g * h) as u64 * 4;
-        too_big("one timestep of the input projection (B x 4H)", gx_step_bytes)?;
+        too_big(
+            "one timestep of the input projection (B x 4H)",
+            gx_step_bytes,
+        )?;
         crate::gpu::lstm_step::step_grid(&self.ctx, b, h)?;
         let max_wg = self.ctx.limits().max_compute_workgroups_per_dimension as u64;
         let gemm_cols = ((g * h) as u64).div_ceil(GEMM_TILE as u64);
@@ -373,7 +380,11 @@ impl Rnn {
         );
         let (t_all, b) = (plan.steps, plan.batch);
         let bh_bytes = (b * h) as u64 * 4;
-        let c_state = out.c_n.as_ref().expect("checked by plan/record_forward").buffer();
+        let c_state = out
+            .c_n
+            .as_ref()
+            .expect("checked by plan/record_forward")
+            .buffer();
 
         let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b, h])?;
         match state {
@@ -461,7 +472,10 @@ impl Rnn {
 fn binding_limit(ctx: &Context) -> (&'static str, u64) {
     let l = ctx.limits();
     if l.max_storage_buffer_binding_size <= l.max_buffer_size {
-        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size)
+        (
+            "max_storage_buffer_binding_size",
+            l.max_storage_buffer_binding_size,
+        )
     } else {
         ("max_buffer_size", l.max_buffer_size)
     }

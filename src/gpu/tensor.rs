@@ -90,10 +90,7 @@ impl GpuTensor {
         if buffer.size() < need {
             return Err(Error::BadBuffer {
                 name,
-                why: format!(
-                    "{} bytes, shape {shape:?} needs {need}",
-                    buffer.size()
-                ),
+                why: format!("{} bytes, shape {shape:?} needs {need}", buffer.size()),
             });
         }
         Ok(GpuTensor {

@@ -16,7 +16,11 @@ pub fn ctx() -> Option<&'static Context> {
         Ok(c) => {
             // Written straight to stderr so it shows in the log even for passing tests
             // (the test harness only captures the print macros).
-            let _ = writeln!(std::io::stderr(), "rnn-wgpu tests: adapter = {}", c.describe());
+            let _ = writeln!(
+                std::io::stderr(),
+                "rnn-wgpu tests: adapter = {}",
+                c.describe()
+            );
             Some(c)
         }
         Err(e) => {
@@ -25,7 +29,10 @@ pub fn ctx() -> Option<&'static Context> {
             if ci || !allow {
                 panic!("no GPU adapter for the GPU tests: {e}");
             }
-            let _ = writeln!(std::io::stderr(), "rnn-wgpu tests: NO ADAPTER, GPU tests skipped: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "rnn-wgpu tests: NO ADAPTER, GPU tests skipped: {e}"
+            );
             None
         }
     })

@@ -37,7 +37,8 @@ pub fn assert_close<G: Copy + Into<f64>>(
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let g: f64 = g.into();
         let err = (g - w).abs();
-        if !(err <= atol + rtol * w.abs()) {
+        // Written so that a NaN error counts as a mismatch.
+        if err.is_nan() || err > atol + rtol * w.abs() {
             bad += 1;
             first.get_or_insert((i, g, w));
         }

@@ -10,5 +10,5 @@ pub mod weights;
 
 pub use config::{CellKind, Direction, Layout, RnnConfig, RnnConfigBuilder};
 pub use error::{Error, Result};
-pub use weights::{LayerWeights, Weights};
 pub use gpu::{Context, GpuTensor, HostOutput, Output, Rnn, State};
+pub use weights::{LayerWeights, Weights};

@@ -75,7 +75,8 @@ impl Weights {
     pub fn init(cfg: &RnnConfig, seed: u64) -> Weights {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let k = 1.0 / (cfg.hidden_size() as f32).sqrt();
-        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
         let gh = cfg.gate_count() * cfg.hidden_size();
         let mut layers = Vec::new();
         for layer in 0..cfg.num_layers() {
@@ -130,9 +131,14 @@ impl Weights {
     /// Every tensor by its PyTorch name, in state_dict order.
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
         let data = self.layers.iter().flat_map(|l| {
-            [Some(&l.weight_ih), Some(&l.weight_hh), l.bias_ih.as_ref(), l.bias_hh.as_ref()]
-                .into_iter()
-                .flatten()
+            [
+                Some(&l.weight_ih),
+                Some(&l.weight_hh),
+                l.bias_ih.as_ref(),
+                l.bias_hh.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
         });
         tensor_names(&self.cfg)
             .into_iter()

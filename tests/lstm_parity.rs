@@ -17,7 +17,10 @@ fn gpu_forward_matches_pytorch() {
             .forward_host(&fx.x, fx.steps, fx.batch, Some(&fx.h0), Some(&fx.c0))
             .unwrap();
         let y = fx.f64("y");
-        eprintln!("{case}: max |gpu - torch| y {:.2e}", max_abs_diff(&out.y, &y));
+        eprintln!(
+            "{case}: max |gpu - torch| y {:.2e}",
+            max_abs_diff(&out.y, &y)
+        );
         // Same f32-rounding argument as tests/lstm_forward.rs (sums of K = I + H <= 46 terms
         // here). `large_input` has |x| <= 50 and pre-activations up to ~49: its rounding is
         // ~50x larger but reaches outputs only through unsaturated gates (derivative <= 1).

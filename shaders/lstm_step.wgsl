@@ -9,6 +9,7 @@
 // (h0, or the last h of the previous chunk, copied there by the host schedule).
 // Weights and gx are gate-interleaved: the vec4 at hidden unit j holds gates (i, f, g, o), so
 // one thread owns all four gates of its unit and can apply the cell update in registers.
+// Training (SAVE = true) also writes the tape backward needs: the activated gates and c_t.
 // CPU twin: rnn_wgpu::cpu::lstm_step.
 //
 // Bindings (group 0):
@@ -18,10 +19,13 @@
 //   3 read     h_carry  (B, H)
 //   4 write    y        (T, B, H)          also read: h_prev = y[t_global - 1]
 //   5 write    c_state  (B, H)             c_{t-1} in, c_t out (each thread owns its elements)
+//   6 write    gates    (T, B, H) vec4     SAVE only: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+//   7 write    c_all    (T + 1, B, H)      SAVE only: c_t at slot t + 1 (slot 0 holds c0)
 // Dispatch: (ceil(H / 16), ceil(B / (16 * ROWS)), 1) workgroups of 16x16 threads; thread
 // (x, y) owns hidden unit j0 + x and batch rows b0 + y*ROWS .. + ROWS.
 
 override ROWS: u32 = 1u; // batch rows per thread: 1, 2 or 4, chosen by the host from B
+override SAVE: bool = false; // training: write the tape (bindings 6 and 7)
 
 struct StepParams {
     batch: u32,
@@ -36,6 +40,8 @@ struct StepParams {
 @group(0) @binding(3) var<storage, read> h_carry: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c_state: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gates: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> c_all: array<f32>;
 
 const TJ: u32 = 16u;  // hidden units per workgroup
 const BK: u32 = 16u;  // k slab staged in workgroup memory
@@ -109,7 +115,12 @@ fn main(
             let idx = b * H + j;
             let c = f_g * c_state[idx] + i_g * g_g;
             c_state[idx] = c;
-            y[(p.t_global * B + b) * H + j] = o_g * tanh_stable(c);
+            let out = (p.t_global * B + b) * H + j;
+            y[out] = o_g * tanh_stable(c);
+            if (SAVE) {
+                gates[out] = vec4<f32>(i_g, f_g, g_g, o_g);
+                c_all[out + B * H] = c;
+            }
         }
     }
 }

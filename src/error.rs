@@ -85,6 +85,10 @@ pub enum Error {
         why: String,
     },
 
+    /// A tape handed to `backward` was recorded by another model (or is otherwise unusable).
+    #[error("tape mismatch: {0}")]
+    TapeMismatch(String),
+
     /// wgpu reported an error (validation, out of memory, lost device) while running our work.
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -46,5 +46,8 @@ pub mod weights;
 
 pub use config::{CellKind, Direction, Layout, RnnConfig, RnnConfigBuilder};
 pub use error::{Error, Result};
-pub use gpu::{Context, ContextOptions, GpuTensor, HostOutput, Output, Rnn, State};
+pub use gpu::{
+    Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput, Output, ParamGrads,
+    Rnn, State, Tape,
+};
 pub use weights::{LayerWeights, Weights};

@@ -6,6 +6,7 @@
 //! [`lstm_forward`] ↔ `gpu::Rnn::forward`.
 
 mod lstm;
+pub mod optim;
 
 pub use lstm::{
     LstmForward, LstmGrads, RefWeights, input_projection, lstm_backward, lstm_forward, lstm_step,

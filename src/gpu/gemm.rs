@@ -17,36 +17,66 @@ struct GemmParams {
     n: u32,
     k: u32,
     a_row_offset: u32,
+    b_row_offset: u32,
+    _pad: [u32; 3],
 }
 
-/// Buffers of one projection: `c (M, N) = a[a_row_offset..][..M] (·, K) · b (K, N) + bias (N)`.
-pub(crate) struct InputProjection<'a> {
+/// One product `c (M, N) (+)= A (M, K) · B (K, N) [+ bias (N)]`; see `shaders/gemm.wgsl` for
+/// how `trans_a`/`trans_b` and the row offsets address the stored matrices.
+pub(crate) struct Gemm<'a> {
     pub a: &'a wgpu::Buffer,
     pub b: &'a wgpu::Buffer,
-    pub bias: &'a wgpu::Buffer,
+    /// `(rows, N)` bias vectors summed into every row of `c`; `None`: no bias term.
+    pub bias: Option<(&'a wgpu::Buffer, u32)>,
     pub c: &'a wgpu::Buffer,
     pub m: u32,
     pub n: u32,
     pub k: u32,
+    /// First row of the stored `a` (rows of `(M_total, K)`, or of `(K_total, M)` transposed).
     pub a_row_offset: u32,
+    /// First row of the stored `b` (rows of `(K_total, N)`, or of `(N_total, K)` transposed).
+    pub b_row_offset: u32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// Add into `c` instead of overwriting it.
+    pub accumulate: bool,
 }
 
-/// Record `input_projection` into `pass`. CPU twin: [`crate::cpu::input_projection`].
+impl<'a> Gemm<'a> {
+    /// `c = a · b + bias` with plain row-major operands and no offsets.
+    pub(crate) fn new(
+        a: &'a wgpu::Buffer,
+        b: &'a wgpu::Buffer,
+        c: &'a wgpu::Buffer,
+        (m, n, k): (usize, usize, usize),
+    ) -> Gemm<'a> {
+        Gemm {
+            a,
+            b,
+            bias: None,
+            c,
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_row_offset: 0,
+            b_row_offset: 0,
+            trans_a: false,
+            trans_b: false,
+            accumulate: false,
+        }
+    }
+}
+
+/// Record one GEMM into `pass`. CPU twins: [`crate::cpu::input_projection`] and the weight- and
+/// input-gradient sums of [`crate::cpu::lstm_backward`].
 ///
 /// Checks the dispatch against `max_compute_workgroups_per_dimension` and every buffer against
 /// the extent the kernel will touch, so a bad call is an `Error`, never a GPU fault.
-pub(crate) fn input_projection(
-    ctx: &Context,
-    pass: &mut wgpu::ComputePass<'_>,
-    args: &InputProjection<'_>,
-) -> Result<()> {
-    let InputProjection {
-        m,
-        n,
-        k,
-        a_row_offset,
-        ..
-    } = *args;
+pub(crate) fn gemm(ctx: &Context, pass: &mut wgpu::ComputePass<'_>, args: &Gemm<'_>) -> Result<()> {
+    let Gemm { m, n, k, .. } = *args;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
     let grid = (n.div_ceil(GEMM_TILE), m.div_ceil(GEMM_TILE));
     let max = ctx.limits().max_compute_workgroups_per_dimension;
     for (what, count) in [("gemm columns", grid.0), ("gemm rows", grid.1)] {
@@ -59,11 +89,22 @@ pub(crate) fn input_projection(
             });
         }
     }
-    let need = |words: u64| words * 4;
-    assert!(args.a.size() >= need((a_row_offset as u64 + m as u64) * k as u64));
-    assert!(args.b.size() >= need(k as u64 * n as u64));
-    assert!(args.bias.size() >= need(n as u64));
-    assert!(args.c.size() >= need(m as u64 * n as u64));
+    let words = |v: u64| v * 4;
+    let (m64, n64, k64) = (m as u64, n as u64, k as u64);
+    let a_rows = args.a_row_offset as u64 + if args.trans_a { k64 } else { m64 };
+    let a_cols = if args.trans_a { m64 } else { k64 };
+    let b_rows = args.b_row_offset as u64 + if args.trans_b { n64 } else { k64 };
+    let b_cols = if args.trans_b { k64 } else { n64 };
+    assert!(args.a.size() >= words(a_rows * a_cols), "gemm: a too small");
+    assert!(args.b.size() >= words(b_rows * b_cols), "gemm: b too small");
+    assert!(args.c.size() >= words(m64 * n64), "gemm: c too small");
+    if let Some((bias, rows)) = args.bias {
+        assert!((1..=2).contains(&rows), "gemm: 1 or 2 bias rows");
+        assert!(
+            bias.size() >= words(rows as u64 * n64),
+            "gemm: bias too small"
+        );
+    }
 
     let params = ctx
         .device()
@@ -73,11 +114,23 @@ pub(crate) fn input_projection(
                 m,
                 n,
                 k,
-                a_row_offset,
+                a_row_offset: args.a_row_offset,
+                b_row_offset: args.b_row_offset,
+                _pad: [0; 3],
             }),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-    let cached = ctx.pipeline(Kernel::Gemm, &[]);
+    let cached = ctx.pipeline(
+        Kernel::Gemm,
+        &[
+            ("TRANS_A", args.trans_a as u64),
+            ("TRANS_B", args.trans_b as u64),
+            ("BIAS_ROWS", args.bias.map_or(0, |b| b.1) as u64),
+            ("ACCUMULATE", args.accumulate as u64),
+        ],
+    );
+    // Without a bias the binding is never read; any buffer satisfies the layout.
+    let bias = args.bias.map_or(args.b, |b| b.0);
     let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("gemm"),
         layout: &cached.layout,
@@ -85,7 +138,7 @@ pub(crate) fn input_projection(
             entry(0, &params),
             entry(1, args.a),
             entry(2, args.b),
-            entry(3, args.bias),
+            entry(3, bias),
             entry(4, args.c),
         ],
     });
@@ -147,18 +200,12 @@ pub fn record_gemm(
         label: Some("gemm"),
         timestamp_writes: None,
     });
-    input_projection(
+    gemm(
         ctx,
         &mut pass,
-        &InputProjection {
-            a: a.buffer(),
-            b: b.buffer(),
-            bias: bias.buffer(),
-            c: c.buffer(),
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            a_row_offset: 0,
+        &Gemm {
+            bias: Some((bias.buffer(), 1)),
+            ..Gemm::new(a.buffer(), b.buffer(), c.buffer(), (m, n, k))
         },
     )
 }

@@ -63,6 +63,8 @@ pub(crate) struct LstmStepBuffers<'a> {
     pub y: &'a wgpu::Buffer,
     /// `(B, H)` cell state, updated in place.
     pub c_state: &'a wgpu::Buffer,
+    /// Training only: `(T, B, H, 4)` activated gates and `(T + 1, B, H)` cell states.
+    pub tape: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
 /// A bound `lstm_step` pipeline, ready to dispatch any step of one chunk.
@@ -80,7 +82,28 @@ impl LstmStep {
         bufs: &LstmStepBuffers<'_>,
     ) -> Result<LstmStep> {
         let grid = step_grid(ctx, batch, hidden)?;
-        let pipeline = ctx.pipeline(Kernel::LstmStep, &[("ROWS", rows_per_thread(batch) as u64)]);
+        let pipeline = ctx.pipeline(
+            Kernel::LstmStep,
+            &[
+                ("ROWS", rows_per_thread(batch) as u64),
+                ("SAVE", bufs.tape.is_some() as u64),
+            ],
+        );
+        // Inference never touches bindings 6 and 7, but the layout wants writable buffers that
+        // alias no read-only binding of the same dispatch.
+        let unused;
+        let (gates, c_all) = match bufs.tape {
+            Some(t) => t,
+            None => {
+                unused = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("lstm_step unused tape"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                (&unused, &unused)
+            }
+        };
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("lstm_step"),
             layout: &pipeline.layout,
@@ -98,6 +121,8 @@ impl LstmStep {
                 entry(3, bufs.h_carry),
                 entry(4, bufs.y),
                 entry(5, bufs.c_state),
+                entry(6, gates),
+                entry(7, c_all),
             ],
         });
         Ok(LstmStep {

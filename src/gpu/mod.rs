@@ -1,13 +1,19 @@
 //! The GPU path: context, tensors, one host module per shader, and the schedule.
 
+pub mod clip;
+mod column_sum;
 pub mod context;
 pub mod gemm;
 mod lstm_step;
+mod lstm_step_backward;
+pub mod optim;
 pub mod pack;
 mod rnn;
 mod shaders;
 pub mod tensor;
+mod train;
 
 pub use context::{ADAPTER_ENV, Context, ContextOptions, list_adapters};
 pub use rnn::{HostOutput, Output, Rnn, State};
 pub use tensor::GpuTensor;
+pub use train::{GradMode, Grads, HostGrads, ParamGrads, Tape};

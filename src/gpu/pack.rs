@@ -36,21 +36,12 @@ pub fn unpack_gate_interleaved(p: &[f32], gates: usize, hidden: usize, k: usize)
     out
 }
 
-/// `b_ih + b_hh` (both `[G*H]`, PyTorch) gate-interleaved to `[H, G]`; zeros without bias.
-/// Summed once at upload: both biases only ever enter the same pre-activation sum.
-pub fn pack_bias(
-    b_ih: Option<&[f32]>,
-    b_hh: Option<&[f32]>,
-    gates: usize,
-    hidden: usize,
-) -> Vec<f32> {
-    let mut out = vec![0.0; gates * hidden];
-    for g in 0..gates {
-        for j in 0..hidden {
-            let at = |b: Option<&[f32]>| b.map_or(0.0, |b| b[g * hidden + j]);
-            out[j * gates + g] = at(b_ih) + at(b_hh);
-        }
-    }
+/// Biases `b_ih`, `b_hh` (each `[G*H]`, PyTorch) gate-interleaved into one `[2, H, G]`
+/// buffer (zeros for a missing one). They stay separate parameters, as in PyTorch, so that
+/// optimisers update each exactly as `torch.optim` would; the GEMM adds both rows.
+pub fn pack_biases(b_ih: &[f32], b_hh: &[f32], gates: usize, hidden: usize) -> Vec<f32> {
+    let mut out = pack_gate_interleaved(b_ih, gates, hidden, 1);
+    out.extend(pack_gate_interleaved(b_hh, gates, hidden, 1));
     out
 }
 
@@ -69,14 +60,13 @@ mod tests {
     }
 
     #[test]
-    fn bias_sums_both_vectors() {
+    fn biases_stay_two_rows() {
         let bi = [1.0, 2.0, 3.0, 4.0];
         let bh = [10.0, 20.0, 30.0, 40.0];
-        // G = 2, H = 2: unit 0 -> (gate0, gate1) = rows (0, 2).
+        // G = 2, H = 2: unit 0 -> (gate0, gate1) = rows (0, 2) of each vector.
         assert_eq!(
-            pack_bias(Some(&bi), Some(&bh), 2, 2),
-            vec![11.0, 33.0, 22.0, 44.0]
+            pack_biases(&bi, &bh, 2, 2),
+            vec![1.0, 3.0, 2.0, 4.0, 10.0, 30.0, 20.0, 40.0]
         );
-        assert_eq!(pack_bias(None, None, 2, 2), vec![0.0; 4]);
     }
 }

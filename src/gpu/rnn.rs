@@ -17,11 +17,12 @@ use wgpu::util::DeviceExt;
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
-use crate::gpu::gemm::{self, GEMM_TILE, InputProjection};
+use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
 use crate::gpu::lstm_step::{LstmStep, LstmStepBuffers, StepParams};
-use crate::gpu::pack::{pack_bias, pack_gate_interleaved};
+use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
 use crate::gpu::tensor::GpuTensor;
-use crate::weights::Weights;
+use crate::weights::{LayerWeights, Weights};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Scratch budget for one chunk of the input projection. Large enough that every DeepBench
 /// row runs in a single chunk; small enough to leave room beside the model on 4 GB devices.
@@ -60,21 +61,26 @@ pub struct HostOutput {
     pub c_n: Option<Vec<f32>>,
 }
 
-/// One layer-direction's parameters in GPU layout (see [`crate::gpu::pack`]).
-struct PackedLayer {
-    /// `(I, H, G)`: `W_ih^T`, gate-interleaved.
-    w_ih: wgpu::Buffer,
-    /// `(H, H, G)`: `W_hh^T`, gate-interleaved.
-    w_hh: wgpu::Buffer,
-    /// `(H, G)`: `b_ih + b_hh`.
-    bias: wgpu::Buffer,
+/// One layer-direction's parameters in GPU layout (see [`crate::gpu::pack`]). Gradients use
+/// the same layout, so optimisers update parameters element-wise.
+pub(crate) struct PackedLayer {
+    /// `[I, H*G]`: `W_ih^T`, gate-interleaved.
+    pub w_ih: GpuTensor,
+    /// `[H, H*G]`: `W_hh^T`, gate-interleaved.
+    pub w_hh: GpuTensor,
+    /// `[2, H*G]`: `b_ih` and `b_hh`, gate-interleaved (`None` without bias).
+    pub bias: Option<GpuTensor>,
 }
+
+/// Unique id of each model, so a tape can be matched to the model that recorded it.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A recurrent network whose weights live on the GPU.
 pub struct Rnn {
-    ctx: Context,
-    cfg: RnnConfig,
-    layer: PackedLayer,
+    pub(crate) ctx: Context,
+    pub(crate) cfg: RnnConfig,
+    pub(crate) layer: PackedLayer,
+    pub(crate) id: u64,
     max_chunk_steps: Option<usize>,
 }
 
@@ -89,9 +95,9 @@ impl std::fmt::Debug for Rnn {
 
 /// How a forward pass is cut into time chunks.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    steps: usize,
-    batch: usize,
+pub(crate) struct Plan {
+    pub steps: usize,
+    pub batch: usize,
     chunk: usize,
     params_stride: u64,
 }
@@ -125,30 +131,71 @@ impl Rnn {
             }
         }
         let w = weights.layer(0, 0);
-        let upload = |label: &str, data: Vec<f32>| {
-            ctx.device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytemuck::cast_slice(&data),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                })
-        };
         let layer = ctx.scoped(|| {
             Ok(PackedLayer {
-                w_ih: upload("w_ih", pack_gate_interleaved(&w.weight_ih, g, h, i)),
-                w_hh: upload("w_hh", pack_gate_interleaved(&w.weight_hh, g, h, h)),
-                bias: upload(
-                    "bias",
-                    pack_bias(w.bias_ih.as_deref(), w.bias_hh.as_deref(), g, h),
-                ),
+                w_ih: GpuTensor::upload(
+                    ctx,
+                    &pack_gate_interleaved(&w.weight_ih, g, h, i),
+                    &[i, g * h],
+                )?,
+                w_hh: GpuTensor::upload(
+                    ctx,
+                    &pack_gate_interleaved(&w.weight_hh, g, h, h),
+                    &[h, g * h],
+                )?,
+                bias: match (&w.bias_ih, &w.bias_hh) {
+                    (Some(bi), Some(bh)) => Some(GpuTensor::upload(
+                        ctx,
+                        &pack_biases(bi, bh, g, h),
+                        &[2, g * h],
+                    )?),
+                    _ => None,
+                },
             })
         })?;
         Ok(Rnn {
             ctx: ctx.clone(),
             cfg: cfg.clone(),
             layer,
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             max_chunk_steps: None,
         })
+    }
+
+    /// The parameters on the GPU, in the packed layout gradients share (see
+    /// [`crate::gpu::pack`]): `[W_ih^T (I, H*G), W_hh^T (H, H*G), biases (2, H*G)]`, the
+    /// biases only when the model has them. Same order as [`crate::gpu::ParamGrads::tensors`],
+    /// so an optimiser can pair them up.
+    pub fn parameters(&self) -> Vec<&GpuTensor> {
+        let mut v = vec![&self.layer.w_ih, &self.layer.w_hh];
+        v.extend(self.layer.bias.as_ref());
+        v
+    }
+
+    /// Download the current parameters in PyTorch layout (e.g. after training).
+    pub fn weights(&self) -> Result<Weights> {
+        let (g, h, i) = (
+            self.cfg.gate_count(),
+            self.cfg.hidden_size(),
+            self.cfg.input_size(),
+        );
+        let l = &self.layer;
+        let (bias_ih, bias_hh) = match &l.bias {
+            Some(b) => {
+                let (bi, bh) = unpack_biases(&b.download(&self.ctx)?, g, h);
+                (Some(bi), Some(bh))
+            }
+            None => (None, None),
+        };
+        Weights::from_layers(
+            &self.cfg,
+            vec![LayerWeights {
+                weight_ih: unpack_gate_interleaved(&l.w_ih.download(&self.ctx)?, g, h, i),
+                weight_hh: unpack_gate_interleaved(&l.w_hh.download(&self.ctx)?, g, h, h),
+                bias_ih,
+                bias_hh,
+            }],
+        )
     }
 
     /// Cap the number of timesteps per chunk of the input projection (default: as many as
@@ -195,7 +242,7 @@ impl Rnn {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("rnn forward"),
                     });
-            self.record(&mut enc, x, state, &out, &plan)?;
+            self.record(&mut enc, x, state, &out, &plan, None)?;
             self.ctx.submit(enc.finish());
             Ok(())
         })?;
@@ -226,7 +273,7 @@ impl Rnn {
                 });
             }
         }
-        self.record(encoder, x, state, out, &plan)
+        self.record(encoder, x, state, out, &plan, None)
     }
 
     /// Blocking convenience on host slices: upload, forward, download.
@@ -271,7 +318,7 @@ impl Rnn {
     }
 
     /// Validate the inputs and cut time into chunks that fit the device.
-    fn plan(&self, x: &GpuTensor, state: Option<&State>) -> Result<Plan> {
+    pub(crate) fn plan(&self, x: &GpuTensor, state: Option<&State>) -> Result<Plan> {
         let (i, h, g) = (
             self.cfg.input_size(),
             self.cfg.hidden_size(),
@@ -364,13 +411,17 @@ impl Rnn {
         })
     }
 
-    fn record(
+    /// Record the forward schedule; with `tape = Some((gates, c_all))` the step kernels also
+    /// save the activated gates `[T, B, H*G]` and the cell states `[T + 1, B, H]` (slot 0 is
+    /// `c0`) that backward needs.
+    pub(crate) fn record(
         &self,
         enc: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
         state: Option<&State>,
         out: &Output,
         plan: &Plan,
+        tape: Option<(&GpuTensor, &GpuTensor)>,
     ) -> Result<()> {
         let ctx = &self.ctx;
         let (g, h, i) = (
@@ -397,6 +448,10 @@ impl Rnn {
                 // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
                 enc.clear_buffer(c_state, 0, Some(bh_bytes));
             }
+        }
+
+        if let Some((_, c_all)) = tape {
+            enc.copy_buffer_to_buffer(c_state, 0, c_all.buffer(), 0, bh_bytes);
         }
 
         let params: Vec<u8> = (0..t_all)
@@ -427,10 +482,11 @@ impl Rnn {
             &LstmStepBuffers {
                 params: &params,
                 gx: gx.buffer(),
-                w_hh: &self.layer.w_hh,
+                w_hh: self.layer.w_hh.buffer(),
                 h_carry: h_carry.buffer(),
                 y: out.y.buffer(),
                 c_state,
+                tape: tape.map(|(g, c)| (g.buffer(), c.buffer())),
             },
         )?;
 
@@ -444,18 +500,19 @@ impl Rnn {
                 label: Some("lstm chunk"),
                 timestamp_writes: None,
             });
-            gemm::input_projection(
+            // input_projection: gx = x[t0..t0+tc] · W_ih^T + (b_ih + b_hh)
+            gemm(
                 ctx,
                 &mut pass,
-                &InputProjection {
-                    a: x.buffer(),
-                    b: &self.layer.w_ih,
-                    bias: &self.layer.bias,
-                    c: gx.buffer(),
-                    m: (tc * b) as u32,
-                    n: (g * h) as u32,
-                    k: i as u32,
+                &Gemm {
+                    bias: self.layer.bias.as_ref().map(|b| (b.buffer(), 2)),
                     a_row_offset: (t0 * b) as u32,
+                    ..Gemm::new(
+                        x.buffer(),
+                        self.layer.w_ih.buffer(),
+                        gx.buffer(),
+                        (tc * b, g * h, i),
+                    )
                 },
             )?;
             for t in t0..t0 + tc {
@@ -468,8 +525,17 @@ impl Rnn {
     }
 }
 
+/// Split a packed `[2, H*G]` bias buffer into PyTorch-layout `b_ih`, `b_hh`.
+pub(crate) fn unpack_biases(packed: &[f32], gates: usize, hidden: usize) -> (Vec<f32>, Vec<f32>) {
+    let (bi, bh) = packed.split_at(gates * hidden);
+    (
+        unpack_gate_interleaved(bi, gates, hidden, 1),
+        unpack_gate_interleaved(bh, gates, hidden, 1),
+    )
+}
+
 /// The tighter of the two limits a bound buffer must respect, with its name.
-fn binding_limit(ctx: &Context) -> (&'static str, u64) {
+pub(crate) fn binding_limit(ctx: &Context) -> (&'static str, u64) {
     let l = ctx.limits();
     if l.max_storage_buffer_binding_size <= l.max_buffer_size {
         (
@@ -481,7 +547,7 @@ fn binding_limit(ctx: &Context) -> (&'static str, u64) {
     }
 }
 
-fn check_shape(name: &str, t: &GpuTensor, expected: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(name: &str, t: &GpuTensor, expected: &[usize]) -> Result<()> {
     if t.shape() != expected {
         return Err(Error::ShapeMismatch {
             name: name.into(),

@@ -11,31 +11,51 @@ pub(crate) enum Binding {
 }
 
 const ACTIVATIONS: &str = include_str!("../../shaders/common/activations.wgsl");
+const GRAD_CLIP: &str = include_str!("../../shaders/clip.wgsl");
+const OPTIMIZER_STEP: &str = include_str!("../../shaders/optim.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const LSTM_STEP: &str = include_str!("../../shaders/lstm_step.wgsl");
+const LSTM_STEP_BACKWARD: &str = include_str!("../../shaders/lstm_step_backward.wgsl");
+const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 
 /// Every compute kernel of the crate. Names, not strings, select pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
+    /// `shaders/clip.wgsl`: gradient norm (two passes), clip by norm, clip by value.
+    GradClip,
+    /// `shaders/optim.wgsl`: in-place SGD or Adam step of one parameter tensor.
+    OptimizerStep,
     /// `shaders/gemm.wgsl`: tiled `C = A·B + bias`.
     Gemm,
-    /// `shaders/lstm_step.wgsl`: one fused LSTM timestep.
+    /// `shaders/lstm_step.wgsl`: one fused LSTM timestep (optionally saving the tape).
     LstmStep,
+    /// `shaders/lstm_step_backward.wgsl`: one fused LSTM timestep of BPTT.
+    LstmStepBackward,
+    /// `shaders/column_sum.wgsl`: deterministic sum over the rows of a matrix (bias grads).
+    ColumnSum,
 }
 
 impl Kernel {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Kernel::GradClip => "clip",
+            Kernel::OptimizerStep => "optim",
             Kernel::Gemm => "gemm",
             Kernel::LstmStep => "lstm_step",
+            Kernel::LstmStepBackward => "lstm_step_backward",
+            Kernel::ColumnSum => "column_sum",
         }
     }
 
     /// Full WGSL: the shared snippets, then the kernel's own file.
     pub(crate) fn source(self) -> String {
         let body = match self {
+            Kernel::GradClip => GRAD_CLIP,
+            Kernel::OptimizerStep => OPTIMIZER_STEP,
             Kernel::Gemm => GEMM,
             Kernel::LstmStep => LSTM_STEP,
+            Kernel::LstmStepBackward => LSTM_STEP_BACKWARD,
+            Kernel::ColumnSum => COLUMN_SUM,
         };
         format!("{ACTIVATIONS}\n{body}")
     }
@@ -43,8 +63,30 @@ impl Kernel {
     pub(crate) fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
+            Kernel::GradClip => &[DynamicUniform, ReadWrite, ReadWrite, ReadWrite],
+            Kernel::OptimizerStep => &[DynamicUniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
-            Kernel::LstmStep => &[DynamicUniform, Read, Read, Read, ReadWrite, ReadWrite],
+            Kernel::ColumnSum => &[Uniform, Read, ReadWrite],
+            Kernel::LstmStep => &[
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+            ],
+            Kernel::LstmStepBackward => &[
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+            ],
         }
     }
 }

@@ -1,0 +1,568 @@
+//! Host side of `shaders/optim.wgsl`: in-place optimiser steps on the GPU with `torch.optim`
+//! semantics, so a training step never leaves the device.
+//!
+//! - [`Sgd`] / [`SgdOptimizer`]: `torch.optim.SGD` (momentum, dampening, Nesterov, L2 weight
+//!   decay; the momentum buffer starts as the first gradient).
+//! - [`Adam`] / [`AdamOptimizer`]: `torch.optim.Adam` (L2 weight decay added to the gradient,
+//!   bias correction, PyTorch's update order).
+//!
+//! An optimiser owns its state tensors on the GPU (momentum buffers, first and second
+//! moments), shaped like the parameters it was built for. `step` updates every parameter in
+//! place in one queue submission; `record_step` records the same work into a caller's encoder
+//! (after, say, backward and [`crate::gpu::clip::record_clip_grad_norm`]). Hyper-parameters are
+//! `f64`, as PyTorch's are Python floats; scalars derived from them (bias corrections, `1 -
+//! beta`) are computed in f64 on the host, and the per-element arithmetic runs in f32.
+//! Not covered: `maximize`, `amsgrad`, decoupled weight decay (AdamW), per-group settings.
+//! CPU twins: [`crate::cpu::optim::sgd_step`], [`crate::cpu::optim::adam_step`].
+
+use crate::error::{Error, Result};
+use crate::gpu::clip::{
+    UniformSlots, WORKGROUP_SIZE, check_distinct, command_encoder, compute_pass, element_count,
+    grid_2d, placeholder_buffer, tensor_entry,
+};
+use crate::gpu::context::Context;
+use crate::gpu::shaders::Kernel;
+use crate::gpu::tensor::GpuTensor;
+
+/// `torch.optim.SGD` hyper-parameters (`maximize = False`).
+///
+/// Per step, with `g` the gradient and `p` the parameter:
+/// `g += weight_decay * p`; with momentum, `buf = g` at the first step and
+/// `buf = momentum * buf + (1 - dampening) * g` after, then `g = g + momentum * buf`
+/// (Nesterov) or `g = buf`; finally `p -= lr * g`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sgd {
+    /// Learning rate, `>= 0`.
+    pub lr: f64,
+    /// Momentum factor, `>= 0` (0 turns momentum off and keeps no buffer).
+    pub momentum: f64,
+    /// Dampening of the momentum's gradient term (not applied at the first step, as torch).
+    pub dampening: f64,
+    /// L2 penalty, `>= 0`, added to the gradient as `weight_decay * p`.
+    pub weight_decay: f64,
+    /// Nesterov momentum; needs `momentum > 0` and `dampening == 0`.
+    pub nesterov: bool,
+}
+
+impl Default for Sgd {
+    /// PyTorch's defaults: `lr = 1e-3`, everything else off.
+    fn default() -> Sgd {
+        Sgd {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+impl Sgd {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f64) -> Sgd {
+        Sgd {
+            lr,
+            ..Sgd::default()
+        }
+    }
+
+    /// The checks `torch.optim.SGD` makes, plus finiteness.
+    ///
+    /// Errors: [`Error::InvalidConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        non_negative("SGD learning rate", self.lr)?;
+        non_negative("SGD momentum", self.momentum)?;
+        non_negative("SGD weight_decay", self.weight_decay)?;
+        if !self.dampening.is_finite() {
+            return Err(invalid("SGD dampening", self.dampening));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "Nesterov momentum requires a momentum and zero dampening (momentum {}, \
+                 dampening {})",
+                self.momentum, self.dampening
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `torch.optim.Adam` hyper-parameters (`amsgrad = False`, `maximize = False`).
+///
+/// Per step `t` (from 1), with `g` the gradient and `p` the parameter:
+/// `g += weight_decay * p`; `m = beta1 * m + (1 - beta1) * g`;
+/// `v = beta2 * v + (1 - beta2) * g^2`;
+/// `denom = sqrt(v) / sqrt(1 - beta2^t) + eps`; `p -= (lr / (1 - beta1^t)) * m / denom`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adam {
+    /// Learning rate, `>= 0`.
+    pub lr: f64,
+    /// Decay of the first moment, in `[0, 1)`.
+    pub beta1: f64,
+    /// Decay of the second moment, in `[0, 1)`.
+    pub beta2: f64,
+    /// Added to the denominator, `> 0` (torch also accepts 0, which divides 0 by 0 wherever a
+    /// gradient has been exactly 0 so far; here that is an error).
+    pub eps: f64,
+    /// L2 penalty, `>= 0`, added to the gradient as `weight_decay * p` (Adam, not AdamW).
+    pub weight_decay: f64,
+}
+
+impl Default for Adam {
+    /// PyTorch's defaults: `lr = 1e-3`, `betas = (0.9, 0.999)`, `eps = 1e-8`, no decay.
+    fn default() -> Adam {
+        Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl Adam {
+    /// Adam with learning rate `lr` and PyTorch's other defaults.
+    pub fn new(lr: f64) -> Adam {
+        Adam {
+            lr,
+            ..Adam::default()
+        }
+    }
+
+    /// The checks `torch.optim.Adam` makes, plus finiteness and `eps > 0`.
+    ///
+    /// Errors: [`Error::InvalidConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        non_negative("Adam learning rate", self.lr)?;
+        for (name, beta) in [("Adam beta1", self.beta1), ("Adam beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be in [0, 1), got {beta}"
+                )));
+            }
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return Err(Error::InvalidConfig(format!(
+                "Adam eps must be positive and finite, got {}",
+                self.eps
+            )));
+        }
+        non_negative("Adam weight_decay", self.weight_decay)
+    }
+}
+
+fn non_negative(name: &str, v: f64) -> Result<()> {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(name, v))
+    }
+}
+
+fn invalid(name: &str, v: f64) -> Error {
+    Error::InvalidConfig(format!("invalid {name}: {v} (must be finite and >= 0)"))
+}
+
+/// Values of the shader's `OPTIMIZER` override.
+const SGD: u64 = 0;
+const ADAM: u64 = 1;
+
+/// One dispatch's uniforms; see `OptimParams` in the shader.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptimParams {
+    len: u32,
+    groups: u32,
+    first_step: u32,
+    _pad: u32,
+    lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+    one_minus_dampening: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+    _pad2: [u32; 2],
+}
+
+/// SGD over a fixed list of parameter tensors, its momentum buffers on the GPU.
+#[derive(Debug)]
+pub struct SgdOptimizer {
+    config: Sgd,
+    shapes: Vec<Vec<usize>>,
+    /// One per parameter when `momentum != 0`, else empty.
+    momentum_buffers: Vec<GpuTensor>,
+    steps: u64,
+    placeholder: wgpu::Buffer,
+}
+
+impl SgdOptimizer {
+    /// An optimiser for `params` (their shapes are fixed from here on). Momentum buffers are
+    /// allocated now and filled at the first step.
+    ///
+    /// Errors: [`Error::InvalidConfig`] from [`Sgd::validate`] or when a tensor is listed
+    /// twice, [`Error::LimitExceeded`] when a parameter exceeds the device's binding size.
+    pub fn new(ctx: &Context, config: Sgd, params: &[&GpuTensor]) -> Result<SgdOptimizer> {
+        config.validate()?;
+        let shapes = check_params(ctx, params)?;
+        let momentum_buffers = if config.momentum != 0.0 {
+            zeros_like(ctx, &shapes)?
+        } else {
+            Vec::new()
+        };
+        Ok(SgdOptimizer {
+            config,
+            shapes,
+            momentum_buffers,
+            steps: 0,
+            placeholder: placeholder_buffer(ctx, "sgd unused state"),
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Sgd {
+        &self.config
+    }
+
+    /// Change the learning rate (a schedule); the next step uses it.
+    ///
+    /// Errors: [`Error::InvalidConfig`] if `lr` is negative or not finite.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        non_negative("SGD learning rate", lr)?;
+        self.config.lr = lr;
+        Ok(())
+    }
+
+    /// Steps recorded so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The momentum buffers, one per parameter (empty without momentum). Meaningful after the
+    /// first step.
+    pub fn momentum_buffers(&self) -> &[GpuTensor] {
+        &self.momentum_buffers
+    }
+
+    /// Update every parameter in place from its gradient: one submission.
+    ///
+    /// `params` and `grads` pair up by index and must have the shapes given to
+    /// [`SgdOptimizer::new`]. Errors: [`Error::ShapeMismatch`] for a wrong count or shape,
+    /// [`Error::InvalidConfig`] when a gradient aliases a parameter or a tensor is listed twice,
+    /// [`Error::Gpu`] if wgpu reports an error.
+    pub fn step(
+        &mut self,
+        ctx: &Context,
+        params: &[&GpuTensor],
+        grads: &[&GpuTensor],
+    ) -> Result<()> {
+        ctx.scoped(|| {
+            let mut encoder = command_encoder(ctx, "sgd step");
+            self.record_step(ctx, &mut encoder, params, grads)?;
+            ctx.submit(encoder.finish());
+            Ok(())
+        })
+    }
+
+    /// Record [`SgdOptimizer::step`] into `encoder` (one compute pass). The step counter
+    /// advances now, so the encoder must be submitted before the next step is recorded.
+    pub fn record_step(
+        &mut self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &[&GpuTensor],
+        grads: &[&GpuTensor],
+    ) -> Result<()> {
+        let lens = check_step(ctx, &self.shapes, params, grads)?;
+        let c = &self.config;
+        let uniforms = OptimParams {
+            first_step: (self.steps == 0) as u32,
+            lr: c.lr as f32,
+            weight_decay: c.weight_decay as f32,
+            momentum: c.momentum as f32,
+            one_minus_dampening: (1.0 - c.dampening) as f32,
+            ..Default::default()
+        };
+        let momentum = !self.momentum_buffers.is_empty();
+        let constants = [
+            ("OPTIMIZER", SGD),
+            ("MOMENTUM", momentum as u64),
+            ("NESTEROV", c.nesterov as u64),
+        ];
+        let state = momentum.then_some(&self.momentum_buffers[..]);
+        record_update(
+            ctx,
+            encoder,
+            &Update {
+                label: "sgd step",
+                constants: &constants,
+                uniforms,
+                lens: &lens,
+                state,
+                state2: None,
+                placeholder: &self.placeholder,
+            },
+            params,
+            grads,
+        )?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// Adam over a fixed list of parameter tensors, its moments on the GPU.
+#[derive(Debug)]
+pub struct AdamOptimizer {
+    config: Adam,
+    shapes: Vec<Vec<usize>>,
+    exp_avg: Vec<GpuTensor>,
+    exp_avg_sq: Vec<GpuTensor>,
+    steps: u64,
+    placeholder: wgpu::Buffer,
+}
+
+impl AdamOptimizer {
+    /// An optimiser for `params` (their shapes are fixed from here on), with zeroed moments.
+    ///
+    /// Errors: [`Error::InvalidConfig`] from [`Adam::validate`] or when a tensor is listed
+    /// twice, [`Error::LimitExceeded`] when a parameter exceeds the device's binding size.
+    pub fn new(ctx: &Context, config: Adam, params: &[&GpuTensor]) -> Result<AdamOptimizer> {
+        config.validate()?;
+        let shapes = check_params(ctx, params)?;
+        Ok(AdamOptimizer {
+            config,
+            exp_avg: zeros_like(ctx, &shapes)?,
+            exp_avg_sq: zeros_like(ctx, &shapes)?,
+            shapes,
+            steps: 0,
+            placeholder: placeholder_buffer(ctx, "adam unused state"),
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Adam {
+        &self.config
+    }
+
+    /// Change the learning rate (a schedule); the next step uses it.
+    ///
+    /// Errors: [`Error::InvalidConfig`] if `lr` is negative or not finite.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        non_negative("Adam learning rate", lr)?;
+        self.config.lr = lr;
+        Ok(())
+    }
+
+    /// Steps recorded so far (PyTorch's `state["step"]`).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// First moments (`exp_avg`), one per parameter.
+    pub fn exp_avg(&self) -> &[GpuTensor] {
+        &self.exp_avg
+    }
+
+    /// Second moments (`exp_avg_sq`), one per parameter.
+    pub fn exp_avg_sq(&self) -> &[GpuTensor] {
+        &self.exp_avg_sq
+    }
+
+    /// Update every parameter in place from its gradient: one submission.
+    ///
+    /// `params` and `grads` pair up by index and must have the shapes given to
+    /// [`AdamOptimizer::new`]. Errors: as [`SgdOptimizer::step`].
+    pub fn step(
+        &mut self,
+        ctx: &Context,
+        params: &[&GpuTensor],
+        grads: &[&GpuTensor],
+    ) -> Result<()> {
+        ctx.scoped(|| {
+            let mut encoder = command_encoder(ctx, "adam step");
+            self.record_step(ctx, &mut encoder, params, grads)?;
+            ctx.submit(encoder.finish());
+            Ok(())
+        })
+    }
+
+    /// Record [`AdamOptimizer::step`] into `encoder` (one compute pass). The step counter
+    /// advances now, so the encoder must be submitted before the next step is recorded.
+    pub fn record_step(
+        &mut self,
+        ctx: &Context,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &[&GpuTensor],
+        grads: &[&GpuTensor],
+    ) -> Result<()> {
+        let lens = check_step(ctx, &self.shapes, params, grads)?;
+        let c = &self.config;
+        // As torch.optim.Adam computes them, in double precision on the host.
+        let step = (self.steps + 1) as f64;
+        let bias_correction1 = 1.0 - c.beta1.powf(step);
+        let bias_correction2 = 1.0 - c.beta2.powf(step);
+        let uniforms = OptimParams {
+            weight_decay: c.weight_decay as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            eps: c.eps as f32,
+            step_size: (c.lr / bias_correction1) as f32,
+            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+            ..Default::default()
+        };
+        record_update(
+            ctx,
+            encoder,
+            &Update {
+                label: "adam step",
+                constants: &[("OPTIMIZER", ADAM)],
+                uniforms,
+                lens: &lens,
+                state: Some(&self.exp_avg),
+                state2: Some(&self.exp_avg_sq),
+                placeholder: &self.placeholder,
+            },
+            params,
+            grads,
+        )?;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// Everything one optimiser step needs besides the tensors.
+struct Update<'a> {
+    label: &'a str,
+    constants: &'a [(&'static str, u64)],
+    /// The uniforms every parameter shares; `len` and `groups` are filled per parameter.
+    uniforms: OptimParams,
+    lens: &'a [u32],
+    state: Option<&'a [GpuTensor]>,
+    state2: Option<&'a [GpuTensor]>,
+    placeholder: &'a wgpu::Buffer,
+}
+
+/// One dispatch of `shaders/optim.wgsl` per non-empty parameter, all in one compute pass.
+fn record_update(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    u: &Update<'_>,
+    params: &[&GpuTensor],
+    grads: &[&GpuTensor],
+) -> Result<()> {
+    let mut slots = Vec::new();
+    let mut work = Vec::new();
+    for (i, &len) in u.lens.iter().enumerate() {
+        if len == 0 {
+            continue;
+        }
+        let (grid, groups) = grid_2d(ctx, "optimiser step workgroups", len, WORKGROUP_SIZE)?;
+        work.push((i, grid, slots.len()));
+        slots.push(OptimParams {
+            len,
+            groups,
+            ..u.uniforms
+        });
+    }
+    if work.is_empty() {
+        return Ok(());
+    }
+    let uniforms = UniformSlots::new(ctx, u.label, &slots);
+    let pipeline = ctx.pipeline(Kernel::OptimizerStep, u.constants);
+    let mut pass = compute_pass(encoder, u.label);
+    pass.set_pipeline(&pipeline.pipeline);
+    for (i, grid, slot) in work {
+        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(u.label),
+            layout: &pipeline.layout,
+            entries: &[
+                uniforms.entry(0),
+                tensor_entry(1, grads[i]),
+                tensor_entry(2, params[i]),
+                state_entry(3, u.state, i, u.placeholder),
+                state_entry(4, u.state2, i, u.placeholder),
+            ],
+        });
+        pass.set_bind_group(0, &bind, &[uniforms.offset(slot)]);
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+    Ok(())
+}
+
+/// Binding of parameter `i`'s optimiser state, or of the placeholder when the variant has none.
+fn state_entry<'a>(
+    binding: u32,
+    state: Option<&'a [GpuTensor]>,
+    i: usize,
+    placeholder: &'a wgpu::Buffer,
+) -> wgpu::BindGroupEntry<'a> {
+    match state {
+        Some(s) => tensor_entry(binding, &s[i]),
+        None => crate::gpu::gemm::entry(binding, placeholder),
+    }
+}
+
+/// The parameters' shapes, after checking they are distinct and each fits one binding.
+fn check_params(ctx: &Context, params: &[&GpuTensor]) -> Result<Vec<Vec<usize>>> {
+    check_distinct("parameter", params)?;
+    for (i, p) in params.iter().enumerate() {
+        element_count(ctx, &format!("parameter {i}"), p)?;
+    }
+    Ok(params.iter().map(|p| p.shape().to_vec()).collect())
+}
+
+fn zeros_like(ctx: &Context, shapes: &[Vec<usize>]) -> Result<Vec<GpuTensor>> {
+    shapes.iter().map(|s| GpuTensor::zeros(ctx, s)).collect()
+}
+
+/// Element counts of a step's tensors, after checking counts, shapes and aliasing against the
+/// shapes the optimiser was built for.
+fn check_step(
+    ctx: &Context,
+    shapes: &[Vec<usize>],
+    params: &[&GpuTensor],
+    grads: &[&GpuTensor],
+) -> Result<Vec<u32>> {
+    for (name, got) in [
+        ("params (count)", params.len()),
+        ("grads (count)", grads.len()),
+    ] {
+        if got != shapes.len() {
+            return Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: vec![shapes.len()],
+                got: vec![got],
+            });
+        }
+    }
+    for (i, shape) in shapes.iter().enumerate() {
+        for (name, t) in [("param", params[i]), ("grad", grads[i])] {
+            if t.shape() != shape.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    name: format!("{name} {i}"),
+                    expected: shape.clone(),
+                    got: t.shape().to_vec(),
+                });
+            }
+        }
+    }
+    check_distinct("parameter", params)?;
+    // A gradient read after its buffer was updated as a parameter would be silently wrong.
+    if let Some(i) =
+        (0..grads.len()).find(|&i| params.iter().any(|p| p.buffer() == grads[i].buffer()))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "grad {i} shares its buffer with a parameter"
+        )));
+    }
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| element_count(ctx, &format!("parameter {i}"), p))
+        .collect()
+}

@@ -1,0 +1,486 @@
+//! Training: the forward pass that records a [`Tape`], and backpropagation through time.
+//!
+//! Schedule of one backward pass (one command encoder, one submission):
+//! 1. `dc <- dc_n` (or zeros);
+//! 2. for t = T-1 .. 0: one fused `lstm_step_backward` dispatch: `dh_t = dy_t + dG_{t+1}·W_hh`,
+//!    the gate gradients `dG_t` from the saved activations, and `dc_{t-1}`;
+//! 3. then large GEMMs over all steps at once: `dh0 = dG_0·W_hh`, `dx = dG·W_ih`,
+//!    `dW_ih^T = xᵀ·dG`, `dW_hh^T = [h0; y_0..y_{T-2}]ᵀ·dG`, and column sums for the biases.
+//!
+//! Every reduction has a fixed order and no atomics, so two runs give bit-identical
+//! gradients. Gradients live in the packed layout of the parameters (see
+//! [`crate::gpu::pack`]); [`Grads::to_host`] unpacks them to PyTorch's.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::column_sum::column_sum;
+use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
+use crate::gpu::lstm_step_backward::{LstmStepBackward, LstmStepBackwardBuffers, StepBackParams};
+use crate::gpu::pack::unpack_gate_interleaved;
+use crate::gpu::rnn::{Output, Rnn, State, binding_limit, check_shape, unpack_biases};
+use crate::gpu::tensor::GpuTensor;
+use crate::weights::LayerWeights;
+
+/// What backward needs from a forward pass, kept on the GPU.
+///
+/// `x` and `y` alias the forward's input and output: leave them unchanged until backward
+/// has been recorded (as with PyTorch's saved tensors).
+#[derive(Debug, Clone)]
+pub struct Tape {
+    model: u64,
+    steps: usize,
+    batch: usize,
+    /// `[T, B, I]` the input.
+    x: GpuTensor,
+    /// `[1, B, H]` the initial hidden state (a copy).
+    h0: GpuTensor,
+    /// `[T, B, H]` the outputs, i.e. `h_t`.
+    y: GpuTensor,
+    /// `[T, B, H*G]` activated gates, gate-interleaved.
+    gates: GpuTensor,
+    /// `[T + 1, B, H]` cell states; slot 0 is `c0`.
+    c_all: GpuTensor,
+}
+
+impl Tape {
+    /// `T` of the recorded pass.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+    /// `B` of the recorded pass.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Parameter gradients on the GPU, in the packed layout of [`Rnn::parameters`] and in the
+/// same order.
+#[derive(Debug, Clone)]
+pub struct ParamGrads {
+    /// `[I, H*G]`: `dW_ih^T`, gate-interleaved.
+    pub w_ih: GpuTensor,
+    /// `[H, H*G]`: `dW_hh^T`, gate-interleaved.
+    pub w_hh: GpuTensor,
+    /// `[2, H*G]`: `d b_ih` and `d b_hh` (equal), gate-interleaved; `None` without bias.
+    pub bias: Option<GpuTensor>,
+}
+
+impl ParamGrads {
+    /// Zero gradients shaped for `rnn`'s parameters (the start of an accumulation).
+    pub fn zeros(rnn: &Rnn) -> Result<ParamGrads> {
+        let p = rnn.parameters();
+        Ok(ParamGrads {
+            w_ih: GpuTensor::zeros(&rnn.ctx, p[0].shape())?,
+            w_hh: GpuTensor::zeros(&rnn.ctx, p[1].shape())?,
+            bias: match p.get(2) {
+                Some(b) => Some(GpuTensor::zeros(&rnn.ctx, b.shape())?),
+                None => None,
+            },
+        })
+    }
+
+    /// The gradient tensors, in the order of [`Rnn::parameters`].
+    pub fn tensors(&self) -> Vec<&GpuTensor> {
+        let mut v = vec![&self.w_ih, &self.w_hh];
+        v.extend(self.bias.as_ref());
+        v
+    }
+
+    /// Download and unpack to PyTorch layout (`weight_ih [4H, I]`, ...).
+    pub fn to_host(&self, rnn: &Rnn) -> Result<LayerWeights> {
+        let cfg = &rnn.cfg;
+        let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
+        let (bias_ih, bias_hh) = match &self.bias {
+            Some(b) => {
+                let (bi, bh) = unpack_biases(&b.download(&rnn.ctx)?, g, h);
+                (Some(bi), Some(bh))
+            }
+            None => (None, None),
+        };
+        Ok(LayerWeights {
+            weight_ih: unpack_gate_interleaved(&self.w_ih.download(&rnn.ctx)?, g, h, i),
+            weight_hh: unpack_gate_interleaved(&self.w_hh.download(&rnn.ctx)?, g, h, h),
+            bias_ih,
+            bias_hh,
+        })
+    }
+}
+
+/// Every gradient of one backward pass, on the GPU.
+#[derive(Debug, Clone)]
+pub struct Grads {
+    /// `[T, B, I]`.
+    pub dx: GpuTensor,
+    /// `[1, B, H]`.
+    pub dh0: GpuTensor,
+    /// `[1, B, H]` (LSTM).
+    pub dc0: Option<GpuTensor>,
+    /// Parameter gradients.
+    pub params: ParamGrads,
+}
+
+/// [`Grads`] downloaded, parameters in PyTorch layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostGrads {
+    /// `[T, B, I]`.
+    pub dx: Vec<f32>,
+    /// `[1, B, H]`.
+    pub dh0: Vec<f32>,
+    /// `[1, B, H]` (LSTM).
+    pub dc0: Option<Vec<f32>>,
+    /// `weight_ih [4H, I]`, `weight_hh [4H, H]`, `bias_ih`, `bias_hh [4H]`.
+    pub params: LayerWeights,
+}
+
+impl Grads {
+    /// Download everything; parameter gradients unpacked to PyTorch layout.
+    pub fn to_host(&self, rnn: &Rnn) -> Result<HostGrads> {
+        Ok(HostGrads {
+            dx: self.dx.download(&rnn.ctx)?,
+            dh0: self.dh0.download(&rnn.ctx)?,
+            dc0: match &self.dc0 {
+                Some(c) => Some(c.download(&rnn.ctx)?),
+                None => None,
+            },
+            params: self.params.to_host(rnn)?,
+        })
+    }
+}
+
+/// Whether [`Rnn::backward_into`] overwrites or adds to the parameter gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradMode {
+    /// `grads = d loss / d params`.
+    Overwrite,
+    /// `grads += d loss / d params` (truncated BPTT over chunks, gradient accumulation).
+    Accumulate,
+}
+
+impl Rnn {
+    /// Forward pass that also records the [`Tape`] backward needs (gate activations and cell
+    /// states, on the GPU). Same shapes, errors and single submission as [`Rnn::forward`].
+    pub fn forward_train(&self, x: &GpuTensor, state: Option<&State>) -> Result<(Output, Tape)> {
+        let plan = self.plan(x, state)?;
+        let (g, h) = (self.cfg.gate_count(), self.cfg.hidden_size());
+        let (t, b) = (plan.steps, plan.batch);
+        self.check_tape_fits(t, b)?;
+        let ctx = &self.ctx;
+        let out = Output {
+            y: GpuTensor::uninit(ctx, "y", &[t, b, h])?,
+            h_n: GpuTensor::uninit(ctx, "h_n", &[1, b, h])?,
+            c_n: Some(GpuTensor::uninit(ctx, "c_n", &[1, b, h])?),
+        };
+        let tape = Tape {
+            model: self.id,
+            steps: t,
+            batch: b,
+            x: x.clone(),
+            h0: GpuTensor::zeros(ctx, &[1, b, h])?,
+            y: out.y.clone(),
+            gates: GpuTensor::uninit(ctx, "tape gates", &[t, b, g * h])?,
+            c_all: GpuTensor::uninit(ctx, "tape c", &[t + 1, b, h])?,
+        };
+        ctx.scoped(|| {
+            let mut enc = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("rnn forward_train"),
+                });
+            if let Some(s) = state {
+                enc.copy_buffer_to_buffer(
+                    s.h.buffer(),
+                    0,
+                    tape.h0.buffer(),
+                    0,
+                    tape.h0.byte_size(),
+                );
+            }
+            self.record(
+                &mut enc,
+                x,
+                state,
+                &out,
+                &plan,
+                Some((&tape.gates, &tape.c_all)),
+            )?;
+            ctx.submit(enc.finish());
+            Ok(())
+        })?;
+        Ok((out, tape))
+    }
+
+    /// Backpropagation through time for a recorded forward pass: returns `dx`, `dh0`, `dc0`
+    /// and every parameter gradient (one submission).
+    ///
+    /// Shapes: `dy [T, B, H]`, `dh_n`, `dc_n` `[1, B, H]`; each may be `None` (zero), e.g.
+    /// many-to-one training passes only `dh_n`.
+    ///
+    /// Errors: [`Error::TapeMismatch`] for a tape recorded by another model,
+    /// [`Error::ShapeMismatch`] for a wrong-shaped upstream gradient, [`Error::LimitExceeded`].
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        dy: Option<&GpuTensor>,
+        dh_n: Option<&GpuTensor>,
+        dc_n: Option<&GpuTensor>,
+    ) -> Result<Grads> {
+        let mut grads = self.empty_grads(tape)?;
+        self.backward_into(tape, dy, dh_n, dc_n, &mut grads, GradMode::Overwrite)?;
+        Ok(grads)
+    }
+
+    /// [`Rnn::backward`] into existing gradients. `dx`, `dh0`, `dc0` are always overwritten
+    /// (reallocated if the tape's `T` or `B` differs); parameter gradients are overwritten or,
+    /// with [`GradMode::Accumulate`], added to (truncated BPTT over chunks).
+    pub fn backward_into(
+        &self,
+        tape: &Tape,
+        dy: Option<&GpuTensor>,
+        dh_n: Option<&GpuTensor>,
+        dc_n: Option<&GpuTensor>,
+        grads: &mut Grads,
+        mode: GradMode,
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let (g, h, i) = (
+            self.cfg.gate_count(),
+            self.cfg.hidden_size(),
+            self.cfg.input_size(),
+        );
+        let hg = g * h;
+        let (t, b) = (tape.steps, tape.batch);
+        if tape.model != self.id {
+            return Err(Error::TapeMismatch(
+                "the tape was recorded by a different model".into(),
+            ));
+        }
+        if let Some(dy) = dy {
+            check_shape("dy", dy, &[t, b, h])?;
+        }
+        if let Some(d) = dh_n {
+            check_shape("dh_n", d, &[1, b, h])?;
+        }
+        if let Some(d) = dc_n {
+            check_shape("dc_n", d, &[1, b, h])?;
+        }
+        for (want, have) in self.parameters().iter().zip(grads.params.tensors()) {
+            check_shape("param grads", have, want.shape())?;
+        }
+        if grads.params.tensors().len() != self.parameters().len() {
+            return Err(Error::ShapeMismatch {
+                name: "param grads".into(),
+                expected: vec![self.parameters().len()],
+                got: vec![grads.params.tensors().len()],
+            });
+        }
+        self.check_tape_fits(t, b)?;
+        if grads.dx.shape() != [t, b, i] {
+            grads.dx = GpuTensor::uninit(ctx, "dx", &[t, b, i])?;
+        }
+        if grads.dh0.shape() != [1, b, h] {
+            grads.dh0 = GpuTensor::uninit(ctx, "dh0", &[1, b, h])?;
+        }
+        if grads.dc0.as_ref().is_none_or(|c| c.shape() != [1, b, h]) {
+            grads.dc0 = Some(GpuTensor::uninit(ctx, "dc0", &[1, b, h])?);
+        }
+        let dc = grads.dc0.as_ref().expect("set above").buffer();
+        let bh_bytes = (b * h) as u64 * 4;
+        let accumulate = mode == GradMode::Accumulate;
+
+        ctx.scoped(|| {
+            let zeros;
+            let dh_n = match dh_n {
+                Some(d) => d.buffer(),
+                None => {
+                    zeros = GpuTensor::zeros(ctx, &[1, b, h])?;
+                    zeros.buffer()
+                }
+            };
+            let align = ctx.limits().min_uniform_buffer_offset_alignment as u64;
+            let stride = (std::mem::size_of::<StepBackParams>() as u64).next_multiple_of(align);
+            let params: Vec<u8> = (0..t)
+                .flat_map(|step| {
+                    let p = StepBackParams {
+                        batch: b as u32,
+                        hidden: h as u32,
+                        t: step as u32,
+                        last: (step == t - 1) as u32,
+                    };
+                    let mut bytes = bytemuck::bytes_of(&p).to_vec();
+                    bytes.resize(stride as usize, 0);
+                    bytes
+                })
+                .collect();
+            let params = ctx
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("lstm_step_backward params"),
+                    contents: &params,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let d_gates = GpuTensor::uninit(ctx, "dG", &[t, b, hg])?;
+            let step = LstmStepBackward::new(
+                ctx,
+                b,
+                h,
+                &LstmStepBackwardBuffers {
+                    params: &params,
+                    gates: tape.gates.buffer(),
+                    c_all: tape.c_all.buffer(),
+                    w_hh: self.layer.w_hh.buffer(),
+                    dy: dy.map(|d| d.buffer()),
+                    dh_n,
+                    d_gates: d_gates.buffer(),
+                    dc,
+                },
+            )?;
+
+            let mut enc = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("rnn backward"),
+                });
+            match dc_n {
+                Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, dc, 0, bh_bytes),
+                None => enc.clear_buffer(dc, 0, Some(bh_bytes)),
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("lstm backward"),
+                timestamp_writes: None,
+            });
+            for s in (0..t).rev() {
+                step.record(&mut pass, (s as u64 * stride) as u32);
+            }
+            let dg = d_gates.buffer();
+            let w_hh = self.layer.w_hh.buffer();
+            let w_ih = self.layer.w_ih.buffer();
+            // dh0 = dG_0 · W_hh: W_hh^T is stored (H, H*G), i.e. transposed for this product.
+            gemm(
+                ctx,
+                &mut pass,
+                &Gemm {
+                    trans_b: true,
+                    ..Gemm::new(dg, w_hh, grads.dh0.buffer(), (b, h, hg))
+                },
+            )?;
+            // dx = dG · W_ih, all steps at once.
+            gemm(
+                ctx,
+                &mut pass,
+                &Gemm {
+                    trans_b: true,
+                    ..Gemm::new(dg, w_ih, grads.dx.buffer(), (t * b, i, hg))
+                },
+            )?;
+            // dW_ih^T = x^T · dG.
+            gemm(
+                ctx,
+                &mut pass,
+                &Gemm {
+                    trans_a: true,
+                    accumulate,
+                    ..Gemm::new(
+                        tape.x.buffer(),
+                        dg,
+                        grads.params.w_ih.buffer(),
+                        (i, hg, t * b),
+                    )
+                },
+            )?;
+            // dW_hh^T = h0^T · dG_0 + y[0..T-1]^T · dG[1..T].
+            gemm(
+                ctx,
+                &mut pass,
+                &Gemm {
+                    trans_a: true,
+                    accumulate,
+                    ..Gemm::new(tape.h0.buffer(), dg, grads.params.w_hh.buffer(), (h, hg, b))
+                },
+            )?;
+            if t > 1 {
+                gemm(
+                    ctx,
+                    &mut pass,
+                    &Gemm {
+                        trans_a: true,
+                        accumulate: true,
+                        b_row_offset: b as u32,
+                        ..Gemm::new(
+                            tape.y.buffer(),
+                            dg,
+                            grads.params.w_hh.buffer(),
+                            (h, hg, (t - 1) * b),
+                        )
+                    },
+                )?;
+            }
+            // Both biases enter the same sum, so both get the column sums of dG.
+            if let Some(bias) = &grads.params.bias {
+                for offset in [0, hg] {
+                    column_sum(
+                        ctx,
+                        &mut pass,
+                        dg,
+                        bias.buffer(),
+                        offset,
+                        (t * b, hg),
+                        accumulate,
+                    )?;
+                }
+            }
+            drop(pass);
+            ctx.submit(enc.finish());
+            Ok(())
+        })
+    }
+
+    /// Gradients shaped for `tape`, parameter gradients zeroed.
+    fn empty_grads(&self, tape: &Tape) -> Result<Grads> {
+        let (h, i) = (self.cfg.hidden_size(), self.cfg.input_size());
+        let (t, b) = (tape.steps, tape.batch);
+        Ok(Grads {
+            dx: GpuTensor::uninit(&self.ctx, "dx", &[t, b, i])?,
+            dh0: GpuTensor::uninit(&self.ctx, "dh0", &[1, b, h])?,
+            dc0: Some(GpuTensor::uninit(&self.ctx, "dc0", &[1, b, h])?),
+            params: ParamGrads::zeros(self)?,
+        })
+    }
+
+    /// The tape and the backward GEMMs are not chunked over time: check they fit the device.
+    fn check_tape_fits(&self, t: usize, b: usize) -> Result<()> {
+        let (g, h, i) = (
+            self.cfg.gate_count(),
+            self.cfg.hidden_size(),
+            self.cfg.input_size(),
+        );
+        let lim = binding_limit(&self.ctx);
+        let bytes = (t * b * g * h) as u64 * 4;
+        if bytes > lim.1 {
+            return Err(Error::LimitExceeded {
+                limit: lim.0,
+                what: "training tape (T x B x 4H gate activations)".into(),
+                needed: bytes,
+                allowed: lim.1,
+            });
+        }
+        let max = self.ctx.limits().max_compute_workgroups_per_dimension as u64;
+        let tile = GEMM_TILE as u64;
+        for (what, n) in [
+            ("backward dx rows (T*B / 64)", (t * b) as u64),
+            ("weight-gradient rows (I / 64)", i as u64),
+            ("weight-gradient columns (4H / 64)", (g * h) as u64),
+        ] {
+            let groups = n.div_ceil(tile);
+            if groups > max {
+                return Err(Error::LimitExceeded {
+                    limit: "max_compute_workgroups_per_dimension",
+                    what: what.into(),
+                    needed: groups,
+                    allowed: max,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -219,10 +219,16 @@ fn main() -> Result<(), rnn_wgpu::Error> {
             let loss = readout.loss.download(&ctx)?[0] as f64;
             last_eval = evaluate(&readout.w.download(&ctx)?)?;
             curve.push((it, loss, last_eval));
-            bar.println(format!(
+            let line = format!(
                 "iter {it:5}  train MSE {loss:.4}  eval MSE {last_eval:.4}  |grad| {:.3}",
                 norm.download(&ctx)?[0]
-            ));
+            );
+            // A hidden bar (output not a terminal) swallows its println: print plainly then.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
             bar.set_message(format!("eval MSE {last_eval:.4}"));
             if last_eval < args.target_mse {
                 bar.set_position(done_iters as u64);

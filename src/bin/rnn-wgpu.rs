@@ -1,1 +1,288 @@
-fn main(){}
+//! The benchmark harness: `cargo run --release [-- --suite quick|lite|deepbench]`.
+//!
+//! Opens the best adapter, times each row of a suite (median of `--reps` forwards, each
+//! `forward` + `wait`), checks one forward against the f64 CPU reference, prints a table and
+//! writes JSON plus an SVG chart under `bench-results/`. Exits non-zero when no adapter is
+//! found, a row fails, or an error exceeds `--tol`.
+
+// A crate root's modules live beside it, so these name the folder named after the binary.
+#[path = "rnn-wgpu/measure.rs"]
+mod measure;
+#[path = "rnn-wgpu/report.rs"]
+mod report;
+#[path = "rnn-wgpu/suite.rs"]
+mod suite;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use rnn_wgpu::{Context, Error};
+
+use measure::Settings;
+use report::{AdapterJson, I_EQUALS_H_NOTE, Report, RowResult, Status};
+use suite::{Mode, Row, SuiteName};
+
+/// Default `--tol`. Each pre-activation is an f32 dot product over I + H + 2 terms with
+/// |x|, |h| <= 1 and |w| <= 1/sqrt(H), so its value is O(1) and its rounding error grows like
+/// sqrt(I + H) * 2^-24: about 1e-5 at H = 4096. sigmoid and tanh have slopes <= 1, c and h stay
+/// bounded by 1, and the recurrence does not amplify errors with weights this small; 1e-4
+/// leaves headroom for the adapter's `exp`/`tanh`, and a real bug (a wrong gate, a stale
+/// state) shows up as errors of 1e-2 or more.
+const DEFAULT_TOL: f64 = 1e-4;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Benchmark rnn-wgpu's LSTM forward on the best wgpu adapter"
+)]
+struct Args {
+    /// Rows to run (ignored when --rows is given).
+    #[arg(long, value_enum, default_value_t = SuiteName::Quick)]
+    suite: SuiteName,
+    /// Custom LSTM inference rows, `H,B,T[;H,B,T...]` (I = H).
+    #[arg(long)]
+    rows: Option<String>,
+    /// Timed forwards per row; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// Untimed forwards before timing (pipeline compilation, first-touch allocation).
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Skip the CPU-reference parity check.
+    #[arg(long)]
+    no_check: bool,
+    /// Batch rows the CPU reference runs on (batch rows are independent).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    check_rows: u32,
+    /// Largest allowed |gpu - cpu| over y, h_n and c_n.
+    #[arg(long, default_value_t = DEFAULT_TOL)]
+    tol: f64,
+    /// The adapter's peak f32 GFLOP/s, to print % of peak.
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// Seed of the weights (the input uses seed + 1).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// JSON output [default: bench-results/<suite>.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// SVG chart output [default: bench-results/<suite>.svg].
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let suite = match &args.rows {
+        Some(spec) => match suite::parse_rows(spec) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => suite::suite(args.suite),
+    };
+
+    let ctx = match Context::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            report_no_context(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let info = ctx.adapter_info();
+    let date = report::today_utc();
+    println!(
+        "adapter: {} | backend: {:?} | type: {:?} | date: {date}",
+        info.name, info.backend, info.device_type
+    );
+    println!(
+        "suite: {} ({} rows), {} reps (median), {} warm-up",
+        suite.name,
+        suite.rows.len(),
+        args.reps,
+        args.warmup
+    );
+    if let Some(note) = &suite.left_out {
+        println!("{note}");
+    }
+    println!();
+
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("bench-results/{}.json", suite.name)));
+    let svg_path = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("bench-results/{}.svg", suite.name)));
+    let settings = Settings {
+        warmup: args.warmup as usize,
+        reps: args.reps as usize,
+        check_rows: (!args.no_check).then_some(args.check_rows as usize),
+        seed: args.seed,
+    };
+    let mut report = Report {
+        tool: format!("rnn-wgpu {}", env!("CARGO_PKG_VERSION")),
+        suite: suite.name.clone(),
+        date,
+        adapter: AdapterJson::new(info),
+        reps: settings.reps,
+        warmup: settings.warmup,
+        tol: args.tol,
+        peak_gflops: args.peak_gflops,
+        note: I_EQUALS_H_NOTE,
+        left_out: suite.left_out.clone(),
+        complete: false,
+        rows: Vec::new(),
+    };
+
+    println!("{}", report::table_header());
+    let n = suite.rows.len();
+    for (k, row) in suite.rows.iter().enumerate() {
+        let tag = format!(
+            "[{}/{n}] {} H={} B={} T={} {}",
+            k + 1,
+            row.cell,
+            row.hidden,
+            row.batch,
+            row.steps,
+            row.mode.as_str()
+        );
+        let result = run_row(&ctx, row, &settings, &args, &|step| {
+            eprintln!("{tag}: {step}")
+        });
+        println!("{}", report::table_line(&result));
+        report.rows.push(result);
+        // Rewritten after every row, so an interrupted long suite keeps what it measured.
+        save(&report, &json_path, &svg_path);
+    }
+    report.complete = true;
+    save(&report, &json_path, &svg_path);
+
+    println!();
+    println!("{I_EQUALS_H_NOTE}.");
+    println!(
+        "ms: median wall time of forward + wait; GFLOP/s: 8*B*H*(I+H)*T / ms; vs CPU: f64 \
+         reference time (measured on --check-rows batch rows, scaled to B) / ms; subs: queue \
+         submissions per forward."
+    );
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+
+    let failed = report.rows.iter().filter(|r| r.failed()).count();
+    if failed > 0 {
+        eprintln!(
+            "{failed} row(s) failed (error, or max err above --tol {})",
+            args.tol
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Measure one row, turning a skip or an error into a table row.
+fn run_row(
+    ctx: &Context,
+    row: &Row,
+    settings: &Settings,
+    args: &Args,
+    progress: &dyn Fn(&str),
+) -> RowResult {
+    let flops = measure::config(row)
+        .map(|cfg| cfg.forward_flops(row.batch, row.steps))
+        .unwrap_or(f64::NAN);
+    let mut result = RowResult {
+        cell: row.cell.clone(),
+        hidden: row.hidden,
+        batch: row.batch,
+        steps: row.steps,
+        input_size: row.hidden,
+        mode: row.mode.as_str(),
+        status: Status::Ok,
+        note: None,
+        flops,
+        ms: None,
+        samples_ms: Vec::new(),
+        gflops: None,
+        percent_peak: None,
+        submissions: None,
+        check_rows: None,
+        cpu_ms: None,
+        vs_cpu: None,
+        max_err: None,
+        within_tol: None,
+    };
+    if row.mode == Mode::Train {
+        progress("skipped (training mode not implemented yet)");
+        result.status = Status::Skipped;
+        result.note = Some("training mode not implemented yet".into());
+        return result;
+    }
+    match measure::run_inference(ctx, row, settings, progress) {
+        Ok(m) => {
+            let gflops = flops / (m.median_ms * 1e6);
+            result.ms = Some(m.median_ms);
+            result.samples_ms = m.samples_ms;
+            result.gflops = Some(gflops);
+            result.percent_peak = args.peak_gflops.map(|peak| 100.0 * gflops / peak);
+            result.submissions = Some(m.submissions);
+            if let Some(c) = m.check {
+                let cpu_ms = c.cpu_ms_all_rows(row.batch);
+                result.check_rows = Some(c.rows);
+                result.cpu_ms = Some(cpu_ms);
+                result.vs_cpu = Some(cpu_ms / m.median_ms);
+                result.max_err = (!c.max_err.is_nan()).then_some(c.max_err);
+                // A NaN error compares false here, so it fails the check.
+                result.within_tol = Some(c.max_err <= args.tol);
+            }
+            progress(&format!("{:.3} ms, {gflops:.2} GFLOP/s", m.median_ms));
+        }
+        Err(e) => {
+            progress(&format!("error: {e}"));
+            result.status = Status::Error;
+            result.note = Some(e.to_string());
+        }
+    }
+    result
+}
+
+fn save(report: &Report, json: &std::path::Path, svg: &std::path::Path) {
+    if let Err(e) = report::write_json(json, report) {
+        eprintln!("warning: could not write {}: {e}", json.display());
+    }
+    if let Err(e) = report::write_svg(svg, report) {
+        eprintln!("warning: could not write {}: {e}", svg.display());
+    }
+}
+
+/// Explain a failed `Context::new`, listing every adapter wgpu saw.
+fn report_no_context(e: &Error) {
+    eprintln!("error: {e}");
+    if matches!(e, Error::NoAdapter(_)) {
+        eprintln!();
+        eprintln!("No usable wgpu adapter was found, so there is nothing to benchmark on.");
+        eprintln!("To get one:");
+        eprintln!(
+            "  - without a GPU (Linux): install Mesa's software Vulkan driver (llvmpipe), e.g. \
+             `sudo apt-get install mesa-vulkan-drivers`;"
+        );
+        eprintln!(
+            "  - with a GPU: install its vendor driver with Vulkan (or Metal / DX12) support."
+        );
+        eprintln!(
+            "  - check RNN_WGPU_ADAPTER (a substring of the adapter name) and WGPU_BACKEND \
+             (e.g. vulkan, gl), which narrow the search."
+        );
+    }
+    let seen = rnn_wgpu::gpu::list_adapters();
+    if seen.is_empty() {
+        eprintln!("wgpu saw no adapters at all.");
+    } else {
+        eprintln!("wgpu saw:");
+        for a in seen {
+            eprintln!("  - {} ({:?}, {:?})", a.name, a.backend, a.device_type);
+        }
+    }
+}

@@ -105,9 +105,7 @@ pub fn run_inference(
             let c_n = match &out.c_n {
                 Some(c) => c.download(ctx)?,
                 None => {
-                    return Err(rnn_wgpu::Error::Gpu(
-                        "LSTM forward returned no c_n".into(),
-                    ));
+                    return Err(rnn_wgpu::Error::Gpu("LSTM forward returned no c_n".into()));
                 }
             };
             Some(check(&cfg, &weights, row, &x, rows, [&y, &h_n, &c_n])?)

@@ -8,7 +8,8 @@ const IMPLEMENTED_CELLS: &[&str] = &["lstm"];
 
 /// `(H, B, T)` of the smoke suite: small enough for a software adapter (llvmpipe runs each
 /// in well under a second), and covering B = 1, a long T and a wide B.
-const QUICK_ROWS: &[(usize, usize, usize)] = &[(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)];
+const QUICK_ROWS: &[(usize, usize, usize)] =
+    &[(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)];
 
 /// Which suite to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,7 +94,11 @@ fn parse_deepbench() -> Vec<CsvRow> {
                     batch: num(f[3]),
                     steps: num(f[4]),
                     // DeepBench's `device` rows are inference problems sized for phones.
-                    mode: if f[0] == "train" { Mode::Train } else { Mode::Inference },
+                    mode: if f[0] == "train" {
+                        Mode::Train
+                    } else {
+                        Mode::Inference
+                    },
                 },
             }
         })
@@ -121,9 +126,7 @@ pub fn suite(name: SuiteName) -> Suite {
     }
     let wanted = |r: &CsvRow| match name {
         SuiteName::Deepbench => true,
-        SuiteName::Lite => {
-            r.suite == "inference" || (r.suite == "train" && r.row.hidden <= 1024)
-        }
+        SuiteName::Lite => r.suite == "inference" || (r.suite == "train" && r.row.hidden <= 1024),
         SuiteName::Quick => unreachable!("handled above"),
     };
     let mut rows: Vec<Row> = Vec::new();
@@ -221,7 +224,10 @@ mod tests {
     fn custom_rows_parse() {
         let s = parse_rows("64,2,3; 8,1,1").unwrap();
         assert_eq!(s.rows.len(), 2);
-        assert_eq!((s.rows[0].hidden, s.rows[0].batch, s.rows[0].steps), (64, 2, 3));
+        assert_eq!(
+            (s.rows[0].hidden, s.rows[0].batch, s.rows[0].steps),
+            (64, 2, 3)
+        );
         assert!(parse_rows("64,2").is_err());
         assert!(parse_rows("64,0,3").is_err());
     }

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Time PyTorch's nn.LSTM on the rnn-wgpu benchmark suites, for a side-by-side ratio.
+
+Same rows as the Rust harness (`cargo run --release -- --suite ...`): `quick`, `lite` and
+`deepbench` come from benches/deepbench_rnn.csv, parsed the same way (comment lines and the
+header skipped; gru/vanilla cells skipped with a one-line note), or custom `--rows H,B,T;...`.
+Same model: one layer, unidirectional, I = H, seq-major x [T, B, H] uniform in +-1.
+Same FLOP count: LSTM forward 8*B*H*(I+H)*T; a train row (forward + backward) counts 3x that.
+
+Devices: the CPU, and when CUDA is available, CUDA with TF32 off ("cuda") and on
+("cuda+tf32"), switched through torch.backends.cuda.matmul.allow_tf32 and
+torch.backends.cudnn.allow_tf32. Inference runs under torch.no_grad(); train rows time
+forward plus backward (input and weight gradients). Each row reports the median wall time of
+--reps runs after --warmup runs, with torch.cuda.synchronize() inside the timed region.
+
+Run (a venv with torch exists at /tmp/torchvenv on the dev machine):
+
+    /tmp/torchvenv/bin/python scripts/bench_torch.py --suite quick
+    /tmp/torchvenv/bin/python scripts/bench_torch.py --suite lite --devices cpu --json torch-lite.json
+    /tmp/torchvenv/bin/python scripts/bench_torch.py --rows "512,4,25;1024,1,25" --inference-only
+
+On a shared or busy machine pass --threads (e.g. 1): torch's CPU thread pool spin-waits, and
+with more threads than free cores a small row can run ~100x slower than it should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+DEEPBENCH_CSV = Path(__file__).resolve().parent.parent / "benches" / "deepbench_rnn.csv"
+IMPLEMENTED_CELLS = {"lstm"}
+# (H, B, T) of the smoke suite; keep in step with QUICK_ROWS in src/bin/rnn-wgpu/suite.rs.
+QUICK_ROWS = [(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)]
+I_EQUALS_H_NOTE = (
+    "whole layer timed with I = H, input projection included; "
+    "DeepBench times only the recurrent part"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    cell: str
+    hidden: int
+    batch: int
+    steps: int
+    mode: str  # "inference" or "train"
+
+
+def forward_flops(row: Row) -> float:
+    """LSTM forward 8*B*H*(I+H)*T with I = H (DeepBench / cuDNN convention)."""
+    h, b, t = row.hidden, row.batch, row.steps
+    return 8.0 * b * h * (h + h) * t
+
+
+def row_flops(row: Row) -> float:
+    return forward_flops(row) * (3.0 if row.mode == "train" else 1.0)
+
+
+def load_suite(name: str) -> tuple[list[Row], str | None]:
+    """Rows of a named suite plus a one-line note of what was left out."""
+    if name == "quick":
+        return [Row("lstm", h, b, t, "inference") for h, b, t in QUICK_ROWS], None
+    rows: list[Row] = []
+    skipped: list[str] = []
+    duplicates = 0
+    for line in DEEPBENCH_CSV.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("suite,"):
+            continue
+        suite, cell, hidden, batch, steps = (f.strip() for f in line.split(","))
+        h = int(hidden)
+        if name == "lite" and not (suite == "inference" or (suite == "train" and h <= 1024)):
+            continue
+        # DeepBench's `device` rows are inference problems sized for phones.
+        row = Row(cell, h, int(batch), int(steps), "train" if suite == "train" else "inference")
+        if cell not in IMPLEMENTED_CELLS:
+            skipped.append(cell)
+        elif row in rows:
+            duplicates += 1
+        else:
+            rows.append(row)
+    notes = []
+    if skipped:
+        cells = "/".join(sorted(set(skipped)))
+        notes.append(f"skipped {len(skipped)} {cells} rows (cells not implemented yet)")
+    if duplicates:
+        notes.append(f"{duplicates} duplicate row(s) timed once")
+    return rows, "; ".join(notes) or None
+
+
+def parse_rows(spec: str) -> list[Row]:
+    rows = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        nums = [int(v) for v in part.split(",")]
+        if len(nums) != 3 or min(nums) <= 0:
+            raise SystemExit(f"--rows: {part!r} is not H,B,T with positive sizes")
+        rows.append(Row("lstm", nums[0], nums[1], nums[2], "inference"))
+    if not rows:
+        raise SystemExit("--rows: no rows given")
+    return rows
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_row(row: Row, device: torch.device, reps: int, warmup: int, seed: int) -> list[float]:
+    """Wall times in ms of `reps` runs of `row` on `device`."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    lstm = torch.nn.LSTM(row.hidden, row.hidden, num_layers=1).to(device)
+    shape = (row.steps, row.batch, row.hidden)
+    x = (torch.rand(shape, generator=gen) * 2 - 1).to(device)
+    if row.mode == "train":
+        x.requires_grad_(True)
+        dy = (torch.rand(shape, generator=gen) * 2 - 1).to(device)
+
+    def run() -> None:
+        if row.mode == "train":
+            lstm.zero_grad(set_to_none=True)
+            x.grad = None
+            y, _ = lstm(x)
+            y.backward(dy)
+        else:
+            with torch.no_grad():
+                lstm(x)
+
+    for _ in range(warmup):
+        run()
+    sync(device)
+    samples = []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def devices(wanted: list[str] | None) -> list[tuple[str, torch.device, bool]]:
+    """(label, device, tf32) for every device to time."""
+    out = [("cpu", torch.device("cpu"), False)]
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda")
+        out += [("cuda", cuda, False), ("cuda+tf32", cuda, True)]
+    if wanted:
+        unknown = set(wanted) - {label for label, _, _ in out}
+        if unknown:
+            raise SystemExit(f"--devices: {sorted(unknown)} not available here")
+        out = [d for d in out if d[0] in wanted]
+    return out
+
+
+def set_tf32(enabled: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", choices=["quick", "lite", "deepbench"], default="quick")
+    ap.add_argument("--rows", help="custom LSTM inference rows H,B,T[;H,B,T...] (I = H)")
+    ap.add_argument("--reps", type=int, default=5, help="timed runs per row (median reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    ap.add_argument("--devices", help="comma list from cpu,cuda,cuda+tf32 (default: all present)")
+    ap.add_argument("--inference-only", action="store_true", help="skip train rows")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="write results here")
+    args = ap.parse_args()
+    if args.reps < 1:
+        raise SystemExit("--reps must be at least 1")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rows:
+        suite, rows, left_out = "custom", parse_rows(args.rows), None
+    else:
+        suite = args.suite
+        rows, left_out = load_suite(suite)
+    if args.inference_only:
+        rows = [r for r in rows if r.mode == "inference"]
+    devs = devices(args.devices.split(",") if args.devices else None)
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    print(f"torch {torch.__version__} | cpu threads: {torch.get_num_threads()} | date: {date}")
+    if torch.cuda.is_available():
+        print(f"cuda: {torch.cuda.get_device_name()} (cuDNN {torch.backends.cudnn.version()})")
+    print(f"suite: {suite} ({len(rows)} rows), {args.reps} reps (median), {args.warmup} warm-up")
+    if left_out:
+        print(left_out)
+    print()
+    header = (
+        f"{'cell':<5} {'H':>5} {'B':>4} {'T':>5} {'mode':<9} {'device':<9} "
+        f"{'ms':>10} {'GFLOP/s':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    results = []
+    for label, device, tf32 in devs:
+        if device.type == "cuda":
+            set_tf32(tf32)
+        for k, row in enumerate(rows):
+            print(
+                f"[{label} {k + 1}/{len(rows)}] {row.cell} H={row.hidden} B={row.batch} "
+                f"T={row.steps} {row.mode}",
+                file=sys.stderr,
+            )
+            samples = time_row(row, device, args.reps, args.warmup, args.seed)
+            ms = statistics.median(samples)
+            gflops = row_flops(row) / (ms * 1e6)
+            print(
+                f"{row.cell:<5} {row.hidden:>5} {row.batch:>4} {row.steps:>5} {row.mode:<9} "
+                f"{label:<9} {ms:>10.3f} {gflops:>9.2f}",
+                flush=True,
+            )
+            results.append(
+                {**asdict(row), "input_size": row.hidden, "device": label, "tf32": tf32,
+                 "flops": row_flops(row), "ms": ms, "samples_ms": samples, "gflops": gflops}
+            )
+    print()
+    print(f"{I_EQUALS_H_NOTE}.")
+    print("GFLOP/s: 8*B*H*(I+H)*T per forward (x3 for train) / median ms.")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            "tool": "scripts/bench_torch.py",
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "suite": suite,
+            "date": date,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "note": I_EQUALS_H_NOTE,
+            "left_out": left_out,
+            "rows": results,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+//! Results: the printed table, the JSON file, the SVG chart, and today's date.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Printed under the table and stored in the JSON: how our rows differ from DeepBench's.
+pub const I_EQUALS_H_NOTE: &str = "whole layer timed with I = H, input projection included; DeepBench times only the recurrent part";
+
+/// The adapter, as strings (wgpu's types are only serialisable behind a feature).
+#[derive(Debug, Serialize)]
+pub struct AdapterJson {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl AdapterJson {
+    pub fn new(info: &wgpu::AdapterInfo) -> AdapterJson {
+        AdapterJson {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        }
+    }
+}
+
+/// Outcome of one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Error,
+}
+
+/// One row of the table and of the JSON file.
+#[derive(Debug, Serialize)]
+pub struct RowResult {
+    pub cell: String,
+    pub hidden: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub input_size: usize,
+    pub mode: &'static str,
+    pub status: Status,
+    /// Why a row was skipped or failed.
+    pub note: Option<String>,
+    /// FLOPs of one pass (LSTM forward: `8*B*H*(I+H)*T`).
+    pub flops: f64,
+    /// Median wall time of `forward` + `wait`.
+    pub ms: Option<f64>,
+    pub samples_ms: Vec<f64>,
+    pub gflops: Option<f64>,
+    pub percent_peak: Option<f64>,
+    /// Queue submissions of one forward pass.
+    pub submissions: Option<u64>,
+    /// Batch rows the CPU reference ran on.
+    pub check_rows: Option<usize>,
+    /// The CPU reference's time, extrapolated linearly to all B rows.
+    pub cpu_ms: Option<f64>,
+    /// `cpu_ms / ms`.
+    pub vs_cpu: Option<f64>,
+    /// Max |gpu - ref| over `y`, `h_n`, `c_n` of the checked rows (`null` in JSON if NaN).
+    pub max_err: Option<f64>,
+    pub within_tol: Option<bool>,
+}
+
+impl RowResult {
+    /// Whether this row should make the run exit non-zero.
+    pub fn failed(&self) -> bool {
+        self.status == Status::Error || self.within_tol == Some(false)
+    }
+}
+
+/// The whole run, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub suite: String,
+    pub date: String,
+    pub adapter: AdapterJson,
+    pub reps: usize,
+    pub warmup: usize,
+    pub tol: f64,
+    pub peak_gflops: Option<f64>,
+    pub note: &'static str,
+    pub left_out: Option<String>,
+    /// False while the run is still going (the file is rewritten after every row).
+    pub complete: bool,
+    pub rows: Vec<RowResult>,
+}
+
+/// Header of the printed table.
+pub fn table_header() -> String {
+    let head = format!(
+        "{:<5} {:>5} {:>4} {:>5} {:<9} {:>10} {:>8} {:>6} {:>8} {:>8} {:>4}",
+        "cell", "H", "B", "T", "mode", "ms", "GFLOP/s", "%peak", "vs CPU", "max err", "subs"
+    );
+    let rule = "-".repeat(head.len());
+    format!("{head}\n{rule}")
+}
+
+/// One printed line for `r`.
+pub fn table_line(r: &RowResult) -> String {
+    let lead = format!(
+        "{:<5} {:>5} {:>4} {:>5} {:<9}",
+        r.cell, r.hidden, r.batch, r.steps, r.mode
+    );
+    if r.status != Status::Ok {
+        let what = if r.status == Status::Skipped {
+            "skipped"
+        } else {
+            "ERROR"
+        };
+        return format!("{lead} {what}: {}", r.note.as_deref().unwrap_or(""));
+    }
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
+    let mut line = format!(
+        "{lead} {:>10} {:>8} {:>6} {:>8} {:>8} {:>4}",
+        opt(r.ms, &|v| format!("{v:.3}")),
+        opt(r.gflops, &|v| format!("{v:.2}")),
+        opt(r.percent_peak, &|v| format!("{v:.1}")),
+        opt(r.vs_cpu, &|v| if v < 1.0 {
+            format!("{v:.2}x")
+        } else {
+            format!("{v:.1}x")
+        }),
+        match (r.max_err, r.check_rows) {
+            (Some(e), _) => format!("{e:.1e}"),
+            (None, Some(_)) => "NaN".to_string(),
+            (None, None) => "-".to_string(),
+        },
+        r.submissions.map_or("-".to_string(), |s| s.to_string()),
+    );
+    if r.within_tol == Some(false) {
+        line.push_str("  FAIL: above --tol");
+    }
+    line
+}
+
+/// Write `report` as pretty JSON, creating parent directories.
+pub fn write_json(path: &Path, report: &Report) -> std::io::Result<()> {
+    create_parent(path)?;
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
+}
+
+/// Write a horizontal bar chart of GFLOP/s per row, creating parent directories.
+pub fn write_svg(path: &Path, report: &Report) -> std::io::Result<()> {
+    create_parent(path)?;
+    std::fs::write(path, svg(report))
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Hand-written SVG: one labelled bar per row, skipped and failed rows named in grey.
+fn svg(report: &Report) -> String {
+    const LABEL_W: f64 = 250.0;
+    const BAR_W: f64 = 520.0;
+    const ROW_H: f64 = 22.0;
+    const TOP: f64 = 56.0;
+    let width = LABEL_W + BAR_W + 110.0;
+    let height = TOP + ROW_H * report.rows.len() as f64 + 30.0;
+    let best = report
+        .rows
+        .iter()
+        .filter_map(|r| r.gflops)
+        .fold(0.0f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let a = &report.adapter;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">rnn-wgpu {} suite: forward GFLOP/s{}</text>"#,
+        xml(&report.suite),
+        if report.complete {
+            ""
+        } else {
+            " (incomplete run)"
+        }
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="38">{} ({}, {}), {}</text>"#,
+        xml(&a.name),
+        xml(&a.backend),
+        xml(&a.device_type),
+        xml(&report.date)
+    );
+    for (k, r) in report.rows.iter().enumerate() {
+        let y = TOP + ROW_H * k as f64;
+        let label = format!(
+            "{} H={} B={} T={} {}",
+            r.cell, r.hidden, r.batch, r.steps, r.mode
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            LABEL_W - 8.0,
+            y + 14.0,
+            xml(&label)
+        );
+        match (r.status, r.gflops) {
+            (Status::Ok, Some(g)) => {
+                let w = (BAR_W * g / best).max(1.0);
+                let fill = if r.within_tol == Some(false) {
+                    "#c0392b"
+                } else {
+                    "#2e86c1"
+                };
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{LABEL_W}" y="{}" width="{w:.1}" height="{}" fill="{fill}"/>"#,
+                    y + 3.0,
+                    ROW_H - 6.0
+                );
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{}">{g:.2}</text>"#,
+                    LABEL_W + w + 5.0,
+                    y + 14.0
+                );
+            }
+            _ => {
+                let why = r.note.as_deref().unwrap_or("no result");
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{LABEL_W}" y="{}" fill="#888">{}</text>"##,
+                    y + 14.0,
+                    xml(&format!(
+                        "{}: {why}",
+                        if r.status == Status::Error {
+                            "error"
+                        } else {
+                            "skipped"
+                        }
+                    ))
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="{}" fill="#555">{}</text>"##,
+        height - 10.0,
+        xml(report.note)
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Escape text for SVG content and attributes.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Today's UTC date as `YYYY-MM-DD`.
+pub fn today_utc() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Proleptic Gregorian `(year, month, day)` of `days` since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`: eras of 400 years, years starting in March so the
+/// leap day falls last).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1, [0, 365]
+    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn xml_escapes() {
+        assert_eq!(xml("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;");
+    }
+}

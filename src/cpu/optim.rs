@@ -50,7 +50,7 @@ pub fn grad_norm(grads: &[Vec<f64>]) -> f64 {
 ///
 /// Errors: [`Error::InvalidConfig`] if `max_norm` is negative or NaN.
 pub fn clip_grad_norm(grads: &mut [Vec<f64>], max_norm: f64) -> Result<f64> {
-    if !(max_norm >= 0.0) {
+    if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::InvalidConfig(format!(
             "clip_grad_norm needs max_norm >= 0, got {max_norm}"
         )));
@@ -58,7 +58,7 @@ pub fn clip_grad_norm(grads: &mut [Vec<f64>], max_norm: f64) -> Result<f64> {
     let total = grad_norm(grads);
     let coef = max_norm / (total + 1e-6);
     // PyTorch multiplies by clamp(coef, max = 1): the same, NaN included.
-    if !(coef >= 1.0) {
+    if coef.is_nan() || coef < 1.0 {
         for grad in grads.iter_mut() {
             for g in grad.iter_mut() {
                 *g *= coef;

@@ -12,7 +12,6 @@
 //! `wgpu::CommandEncoder` so a whole training step can be one submission.
 //! CPU twins: [`crate::cpu::optim`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
@@ -118,7 +117,7 @@ pub fn record_clip_grad_value(
 /// The global L2 norm `sqrt(sum over all tensors and elements of g^2)` of `grads` (one
 /// submission, then a blocking readback of the norm). An empty list has norm 0.
 ///
-/// The sum of squares is accumulated in f32 (as PyTorch does for f32 gradients), so it
+/// The sum of squares is accumulated in f32 (as PyTorch does for f32 gradients on CUDA), so it
 /// overflows to `inf` once the norm passes about 1.8e19. CPU twin:
 /// [`crate::cpu::optim::grad_norm`].
 ///
@@ -179,7 +178,7 @@ pub fn record_clip_grad_norm(
     max_norm: f32,
     norm: &GpuTensor,
 ) -> Result<()> {
-    if !(max_norm >= 0.0) {
+    if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::InvalidConfig(format!(
             "clip_grad_norm needs max_norm >= 0, got {max_norm}"
         )));
@@ -388,11 +387,10 @@ fn check_grads(ctx: &Context, grads: &[&GpuTensor]) -> Result<Vec<u32>> {
 
 // Helpers shared with `gpu::optim`, whose kernel has the same 256-thread elementwise shape.
 
-/// `Err` if two of `tensors` share a buffer.
+/// `Err` if two of `tensors` share a buffer. (Quadratic, but lists of parameters are short.)
 pub(crate) fn check_distinct(what: &str, tensors: &[&GpuTensor]) -> Result<()> {
-    let mut seen = HashSet::new();
     for (i, t) in tensors.iter().enumerate() {
-        if !seen.insert(t.buffer()) {
+        if tensors[..i].iter().any(|u| u.buffer() == t.buffer()) {
             return Err(Error::InvalidConfig(format!(
                 "{what} {i} shares its buffer with an earlier {what}"
             )));

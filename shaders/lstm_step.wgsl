@@ -21,10 +21,15 @@
 //   5 write    c_state  (B, H)             c_{t-1} in, c_t out (each thread owns its elements)
 //   6 write    gates    (T, B, H) vec4     SAVE only: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
 //   7 write    c_all    (T + 1, B, H)      SAVE only: c_t at slot t + 1 (slot 0 holds c0)
-// Dispatch: (ceil(H / 16), ceil(B / (16 * ROWS)), 1) workgroups of 16x16 threads; thread
-// (x, y) owns hidden unit j0 + x and batch rows b0 + y*ROWS .. + ROWS.
+// Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS.
+// Thread (x, y) owns hidden unit j0 + x. With KSPLIT = 1 it owns batch rows b0 + y*ROWS ..
+// + ROWS and the whole reduction. Small batches cannot fill 16 rows, so KSPLIT > 1 splits the
+// reduction instead: lane y = s * (16 / KSPLIT) + r works on row b0 + r and on every KSPLIT-th
+// k of each slab (k = s, s + KSPLIT, ...); the KSPLIT partial sums are then added in a fixed
+// order in workgroup memory. Every thread has work even at B = 1.
 
-override ROWS: u32 = 1u; // batch rows per thread: 1, 2 or 4, chosen by the host from B
+override ROWS: u32 = 1u;   // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
+override KSPLIT: u32 = 1u; // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
 override SAVE: bool = false; // training: write the tape (bindings 6 and 7)
 
 struct StepParams {
@@ -48,7 +53,8 @@ const BK: u32 = 16u;  // k slab staged in workgroup memory
 const MAX_BM: u32 = 64u;
 
 var<workgroup> w_tile: array<vec4<f32>, 256>; // [BK][TJ]
-var<workgroup> h_tile: array<f32, 1024>;      // [BK][16 * ROWS]
+var<workgroup> h_tile: array<f32, 1024>;      // [BK][BM]
+var<workgroup> partial: array<vec4<f32>, 256>; // [16 lanes][TJ], KSPLIT > 1 only
 
 fn h_prev(b: u32, k: u32) -> f32 {
     if (p.t_local == 0u) {
@@ -65,7 +71,10 @@ fn main(
 ) {
     let H = p.hidden;
     let B = p.batch;
-    let bm = 16u * ROWS;
+    let lanes_per_split = 16u / KSPLIT;
+    let bm = lanes_per_split * ROWS;
+    let split = lid.y / lanes_per_split;            // which k subset this lane sums
+    let row0 = (lid.y % lanes_per_split) * ROWS;    // first tile row this lane owns
     let j0 = wg.x * TJ;
     let b0 = wg.y * bm;
     var acc: array<vec4<f32>, 4>;
@@ -80,8 +89,7 @@ fn main(
         }
         w_tile[kw * TJ + jw] = w;
         // h tile: bm rows x 16 k, consecutive threads on consecutive k.
-        for (var i = 0u; i < ROWS; i++) {
-            let e = li + i * 256u;
+        for (var e = li; e < bm * BK; e += 256u) {
             let r = e / BK;
             let kk = e % BK;
             var v = 0.0;
@@ -91,21 +99,33 @@ fn main(
             h_tile[kk * MAX_BM + r] = v;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
+        for (var kk = split; kk < BK; kk += KSPLIT) {
             let wv = w_tile[kk * TJ + lid.x];
             for (var r = 0u; r < ROWS; r++) {
-                acc[r] = fma(vec4<f32>(h_tile[kk * MAX_BM + lid.y * ROWS + r]), wv, acc[r]);
+                acc[r] = fma(vec4<f32>(h_tile[kk * MAX_BM + row0 + r]), wv, acc[r]);
             }
         }
         workgroupBarrier();
     }
 
+    if (KSPLIT > 1u) {
+        partial[lid.y * TJ + lid.x] = acc[0];
+        workgroupBarrier();
+        if (split == 0u) {
+            var total = partial[lid.y * TJ + lid.x];
+            for (var s = 1u; s < KSPLIT; s++) {
+                total += partial[(s * lanes_per_split + lid.y) * TJ + lid.x];
+            }
+            acc[0] = total;
+        }
+    }
+
     let j = j0 + lid.x;
-    if (j >= H) {
+    if (j >= H || split != 0u) {
         return;
     }
     for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + lid.y * ROWS + r;
+        let b = b0 + row0 + r;
         if (b < B) {
             let pre = acc[r] + gx[(p.t_local * B + b) * H + j];
             let i_g = sigmoid_stable(pre.x);

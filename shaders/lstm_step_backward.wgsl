@@ -21,10 +21,12 @@
 //   5 read     dh_n   (B, H)           upstream gradient of h_n (zeros when absent)
 //   6 write    dG     (T, B, H) vec4   writes step t, reads step t + 1
 //   7 write    dc     (B, H)           dc_n in, dc0 out; each thread owns its elements
-// Dispatch: (ceil(H / 16), ceil(B / (16 * ROWS)), 1) workgroups of 16x16 threads; thread
-// (x, y) owns unit k0 + x and batch rows b0 + y*ROWS .. + ROWS.
+// Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS.
+// Thread (x, y) owns unit k0 + x; lanes split batch rows and the reduction exactly as in
+// lstm_step.wgsl (KSPLIT <= 8 here: a slab holds 8 units).
 
 override ROWS: u32 = 1u;
+override KSPLIT: u32 = 1u;
 override HAS_DY: bool = true;
 
 struct StepBackParams {
@@ -48,7 +50,8 @@ const SLAB: u32 = 8u;  // units j (vec4 of gates) per staged slab of the reducti
 const MAX_BM: u32 = 64u;
 
 var<workgroup> w_tile: array<vec4<f32>, 128>;  // [TK][SLAB]
-var<workgroup> g_tile: array<vec4<f32>, 512>;  // [16 * ROWS][SLAB]
+var<workgroup> g_tile: array<vec4<f32>, 512>;  // [BM][SLAB]
+var<workgroup> partial: array<f32, 256>;       // [16 lanes][TK], KSPLIT > 1 only
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -58,7 +61,10 @@ fn main(
 ) {
     let H = p.hidden;
     let B = p.batch;
-    let bm = 16u * ROWS;
+    let lanes_per_split = 16u / KSPLIT;
+    let bm = lanes_per_split * ROWS;
+    let split = lid.y / lanes_per_split;
+    let row0 = (lid.y % lanes_per_split) * ROWS;
     let k0 = wg.x * TK;
     let b0 = wg.y * bm;
     var acc: array<f32, 4>;
@@ -87,22 +93,34 @@ fn main(
                 g_tile[r * SLAB + jj] = v;
             }
             workgroupBarrier();
-            for (var jj = 0u; jj < SLAB; jj++) {
+            for (var jj = split; jj < SLAB; jj += KSPLIT) {
                 let wv = w_tile[lid.x * SLAB + jj];
                 for (var r = 0u; r < ROWS; r++) {
-                    acc[r] += dot(g_tile[(lid.y * ROWS + r) * SLAB + jj], wv);
+                    acc[r] += dot(g_tile[(row0 + r) * SLAB + jj], wv);
                 }
             }
             workgroupBarrier();
         }
     }
 
+    if (KSPLIT > 1u) {
+        partial[lid.y * TK + lid.x] = acc[0];
+        workgroupBarrier();
+        if (split == 0u) {
+            var total = partial[lid.y * TK + lid.x];
+            for (var s = 1u; s < KSPLIT; s++) {
+                total += partial[(s * lanes_per_split + lid.y) * TK + lid.x];
+            }
+            acc[0] = total;
+        }
+    }
+
     let k = k0 + lid.x;
-    if (k >= H) {
+    if (k >= H || split != 0u) {
         return;
     }
     for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + lid.y * ROWS + r;
+        let b = b0 + row0 + r;
         if (b >= B) {
             continue;
         }

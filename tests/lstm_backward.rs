@@ -447,7 +447,11 @@ fn accumulation_adds_parameter_gradients() {
 
 #[test]
 fn backward_is_one_submission() {
-    let Some(ctx) = ctx() else { return };
+    // Its own context: the shared one counts other tests' submissions too.
+    let Some(ctx) = common::gpu::own_ctx() else {
+        return;
+    };
+    let ctx = &ctx;
     let cfg = RnnConfig::lstm(3, 8).build().unwrap();
     let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
     for t in [1usize, 40] {
@@ -503,4 +507,28 @@ fn bad_upstream_gradients_and_foreign_tapes_are_errors() {
         rnn.backward_into(&tape, None, None, None, &mut g2, GradMode::Accumulate),
         Err(Error::ShapeMismatch { .. })
     ));
+}
+
+#[test]
+fn every_batch_tiling_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    // As in tests/lstm_forward.rs: each batch tiling of the step-backward kernel (reductions
+    // split 8, 8, 4, 2 ways for B <= 8, then 1, 2 and 4 rows per thread).
+    for batch in [1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 65] {
+        let c = Case {
+            input: 3,
+            hidden: 20,
+            batch,
+            steps: 4,
+            bias: true,
+        };
+        let p = Problem::new(&c, 400 + batch as u64);
+        let rnn = Rnn::new(ctx, &p.cfg, &p.w).unwrap();
+        compare(
+            &format!("B={batch}"),
+            &p.gpu(ctx, &rnn),
+            &p.reference(),
+            true,
+        );
+    }
 }

@@ -200,7 +200,11 @@ fn time_chunking_is_bit_identical() {
 
 #[test]
 fn one_submission_per_forward_regardless_of_t() {
-    let Some(ctx) = ctx() else { return };
+    // Its own context: the shared one counts other tests' submissions too.
+    let Some(ctx) = common::gpu::own_ctx() else {
+        return;
+    };
+    let ctx = &ctx;
     let cfg = RnnConfig::lstm(8, 16).build().unwrap();
     let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1))
         .unwrap()
@@ -298,4 +302,22 @@ fn framework_device_and_buffers() {
         ATOL,
         RTOL,
     );
+}
+
+#[test]
+fn every_batch_tiling_matches_reference() {
+    let Some(ctx) = ctx() else { return };
+    // The step kernel tiles batches by size: split reductions for B <= 8 (16, 8, 4, 2 lanes),
+    // one row per thread up to 16, then 2 and 4 rows per thread. Cover each, and each edge.
+    for batch in [1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 65] {
+        let c = Case {
+            input: 3,
+            hidden: 20,
+            batch,
+            steps: 4,
+            bias: true,
+        };
+        let (gpu, r) = run(ctx, &c, 1.0, 300 + batch as u64);
+        check(&format!("B={batch}"), &gpu, &r, ATOL, RTOL);
+    }
 }

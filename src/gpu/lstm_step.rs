@@ -20,21 +20,49 @@ pub(crate) struct StepParams {
     pub t_global: u32,
 }
 
-/// Batch rows per thread: small batches keep one row per thread so more workgroups exist;
-/// large ones give each thread several rows to reuse every weight it loads.
-pub(crate) fn rows_per_thread(batch: usize) -> u32 {
-    match batch {
-        0..=16 => 1,
-        17..=32 => 2,
-        _ => 4,
+/// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the
+/// reduction: `16 / ksplit` lanes of batch rows, each lane `rows` rows deep, and `ksplit` lanes
+/// sharing each row's reduction (small batches would otherwise leave most threads idle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StepTiling {
+    pub ksplit: u32,
+    pub rows: u32,
+}
+
+impl StepTiling {
+    /// The tiling for `batch` rows, splitting the reduction at most `max_ksplit` ways.
+    /// Large batches give each thread several rows so every loaded weight is reused.
+    pub(crate) fn for_batch(batch: usize, max_ksplit: u32) -> StepTiling {
+        let (ksplit, rows) = match batch {
+            1 => (16, 1),
+            2 => (8, 1),
+            3..=4 => (4, 1),
+            5..=8 => (2, 1),
+            9..=16 => (1, 1),
+            17..=32 => (1, 2),
+            _ => (1, 4),
+        };
+        StepTiling {
+            ksplit: ksplit.min(max_ksplit),
+            rows,
+        }
+    }
+
+    /// Batch rows one workgroup covers.
+    pub(crate) fn rows_per_group(self) -> u32 {
+        16 / self.ksplit * self.rows
+    }
+
+    /// The override constants of both step kernels.
+    pub(crate) fn constants(self) -> [(&'static str, u64); 2] {
+        [("ROWS", self.rows as u64), ("KSPLIT", self.ksplit as u64)]
     }
 }
 
 /// Workgroup grid for a step over `batch` rows and `hidden` units.
-pub(crate) fn step_grid(ctx: &Context, batch: usize, hidden: usize) -> Result<(u32, u32)> {
-    let rows = rows_per_thread(batch) as u64;
+pub(crate) fn step_grid(ctx: &Context, tiling: StepTiling, batch: usize, hidden: usize) -> Result<(u32, u32)> {
     let gx = (hidden as u64).div_ceil(UNITS_PER_GROUP as u64);
-    let gy = (batch as u64).div_ceil(16 * rows);
+    let gy = (batch as u64).div_ceil(tiling.rows_per_group() as u64);
     let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
     for (what, count) in [("lstm_step hidden units", gx), ("lstm_step batch rows", gy)] {
         if count > max {
@@ -81,13 +109,12 @@ impl LstmStep {
         hidden: usize,
         bufs: &LstmStepBuffers<'_>,
     ) -> Result<LstmStep> {
-        let grid = step_grid(ctx, batch, hidden)?;
+        let tiling = StepTiling::for_batch(batch, 16);
+        let grid = step_grid(ctx, tiling, batch, hidden)?;
+        let [rows, ksplit] = tiling.constants();
         let pipeline = ctx.pipeline(
             Kernel::LstmStep,
-            &[
-                ("ROWS", rows_per_thread(batch) as u64),
-                ("SAVE", bufs.tape.is_some() as u64),
-            ],
+            &[rows, ksplit, ("SAVE", bufs.tape.is_some() as u64)],
         );
         // Inference never touches bindings 6 and 7, but the layout wants writable buffers that
         // alias no read-only binding of the same dispatch.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
-use crate::gpu::lstm_step::{rows_per_thread, step_grid};
+use crate::gpu::lstm_step::{StepTiling, step_grid};
 use crate::gpu::shaders::Kernel;
 
 /// Per-step uniforms; one entry per timestep, addressed with dynamic offsets.
@@ -52,13 +52,13 @@ impl LstmStepBackward {
         hidden: usize,
         bufs: &LstmStepBackwardBuffers<'_>,
     ) -> Result<LstmStepBackward> {
-        let grid = step_grid(ctx, batch, hidden)?;
+        // The backward reduction is staged in slabs of 8 units: at most 8 lanes can share it.
+        let tiling = StepTiling::for_batch(batch, 8);
+        let grid = step_grid(ctx, tiling, batch, hidden)?;
+        let [rows, ksplit] = tiling.constants();
         let pipeline = ctx.pipeline(
             Kernel::LstmStepBackward,
-            &[
-                ("ROWS", rows_per_thread(batch) as u64),
-                ("HAS_DY", bufs.dy.is_some() as u64),
-            ],
+            &[rows, ksplit, ("HAS_DY", bufs.dy.is_some() as u64)],
         );
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("lstm_step_backward"),

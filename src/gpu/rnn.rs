@@ -376,7 +376,12 @@ impl Rnn {
             "one timestep of the input projection (B x 4H)",
             gx_step_bytes,
         )?;
-        crate::gpu::lstm_step::step_grid(&self.ctx, b, h)?;
+        crate::gpu::lstm_step::step_grid(
+            &self.ctx,
+            crate::gpu::lstm_step::StepTiling::for_batch(b, 16),
+            b,
+            h,
+        )?;
         let max_wg = self.ctx.limits().max_compute_workgroups_per_dimension as u64;
         let gemm_cols = ((g * h) as u64).div_ceil(GEMM_TILE as u64);
         if gemm_cols > max_wg {

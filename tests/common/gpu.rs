@@ -38,3 +38,10 @@ pub fn ctx() -> Option<&'static Context> {
     })
     .as_ref()
 }
+
+/// A context of its own, for tests that count this context's submissions (the shared one is
+/// used by tests running in parallel).
+pub fn own_ctx() -> Option<Context> {
+    ctx()?;
+    Some(Context::new().expect("the adapter opened once already"))
+}

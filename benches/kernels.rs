@@ -1,5 +1,7 @@
-//! Criterion benches of single kernels: the input-projection GEMM alone, and a whole LSTM
-//! forward (one GEMM plus T fused steps, one submission).
+//! Criterion benches of single kernels: the input-projection GEMM alone, a whole LSTM
+//! forward (one GEMM plus T fused steps, one submission), and a whole training step
+//! (`forward_train` + `backward`: T fused step-backward kernels plus the gradient GEMMs, two
+//! submissions).
 //!
 //! Run with `cargo bench --bench kernels` (add `-- --quick` for a short run, or a name filter
 //! such as `-- lstm_fwd`). Sizes are small enough for a software adapter (llvmpipe), where each
@@ -7,7 +9,8 @@
 //!
 //! Throughput is reported as `Throughput::Elements(flops)`: criterion's "elements" are FLOPs,
 //! so its `Gelem/s` reads as GFLOP/s. GEMM: `2*M*N*K`; LSTM forward: `8*B*H*(I+H)*T`
-//! ([`RnnConfig::forward_flops`]), element-wise work not counted.
+//! ([`RnnConfig::forward_flops`]); training step: 3x the forward, as in the harness;
+//! element-wise work not counted.
 //!
 //! Timing: `iter_custom` records and submits `iters` runs, then waits for the device inside
 //! the timed region, so the time is the GPU's work plus the host's recording, not just the
@@ -32,6 +35,10 @@ const GEMM_SIZES: &[(usize, usize, usize)] = &[(200, 512, 128), (400, 1024, 256)
 
 /// `(H, B, T)` of the LSTM forward benches, `I = H`.
 const LSTM_SIZES: &[(usize, usize, usize)] = &[(64, 16, 25), (128, 4, 50), (256, 16, 25)];
+
+/// `(H, B, T)` of the training-step benches, `I = H`: the smallest forward size (a step is
+/// about 3x a forward, ~0.1 s on llvmpipe).
+const TRAIN_SIZES: &[(usize, usize, usize)] = &[(64, 16, 25)];
 
 fn uniform(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -83,6 +90,28 @@ fn bench_lstm_forward(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context) {
     }
 }
 
+fn bench_lstm_train(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context) {
+    for &(h, b, t) in TRAIN_SIZES {
+        let cfg = RnnConfig::lstm(h, h).build().expect("config");
+        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 0)).expect("model");
+        let x = GpuTensor::upload(ctx, &uniform(t * b * h, 4), &[t, b, h]).expect("upload x");
+        let dy = GpuTensor::upload(ctx, &uniform(t * b * h, 5), &[t, b, h]).expect("upload dy");
+        group.throughput(Throughput::Elements(3 * cfg.forward_flops(b, t) as u64));
+        group.bench_function(format!("lstm_train_H{h}_B{b}_T{t}"), |bench| {
+            bench.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let (_out, tape) = rnn.forward_train(&x, None).expect("forward_train");
+                    rnn.backward(&tape, Some(&dy), None, None)
+                        .expect("backward");
+                }
+                ctx.wait().expect("training steps ran");
+                start.elapsed()
+            })
+        });
+    }
+}
+
 fn kernels(c: &mut Criterion) {
     let ctx = match Context::new() {
         Ok(ctx) => ctx,
@@ -101,6 +130,7 @@ fn kernels(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     bench_gemm(&mut group, &ctx);
     bench_lstm_forward(&mut group, &ctx);
+    bench_lstm_train(&mut group, &ctx);
     group.finish();
 }
 

@@ -1,9 +1,13 @@
-//! The benchmark harness: `cargo run --release [-- --suite quick|lite|deepbench]`.
+//! The benchmark harness:
+//! `cargo run --release [-- --suite quick|lite|deepbench] [--mode inference|train|both]`.
 //!
-//! Opens the best adapter, times each row of a suite (median of `--reps` forwards, each
-//! `forward` + `wait`), checks one forward against the f64 CPU reference, prints a table and
-//! writes JSON plus an SVG chart under `bench-results/`. Exits non-zero when no adapter is
-//! found, a row fails, or an error exceeds `--tol`.
+//! Opens the best adapter and times each row of a suite: median of `--reps` passes, where an
+//! inference pass is `forward` + `wait` and a train pass (one training step) is
+//! `forward_train` + `backward` (from a seeded `dy`) + `wait`. It checks one pass against the
+//! f64 CPU reference (inference: the outputs on `--check-rows` batch rows; train: every
+//! gradient of a reduced problem with `B' = min(B, --check-rows)`), prints a table and writes
+//! JSON plus an SVG chart under `bench-results/`. Exits non-zero when no adapter is found, a
+//! row fails, or an error exceeds `--tol` (inference) or `--train-tol` (train).
 
 // A crate root's modules live beside it, so these name the folder named after the binary.
 #[path = "rnn-wgpu/measure.rs"]
@@ -20,8 +24,8 @@ use clap::Parser;
 use rnn_wgpu::{Context, Error};
 
 use measure::Settings;
-use report::{AdapterJson, I_EQUALS_H_NOTE, Report, RowResult, Status};
-use suite::{Mode, Row, SuiteName};
+use report::{AdapterJson, I_EQUALS_H_NOTE, MAX_ERR_NOTE, Report, RowResult, Status};
+use suite::{Mode, ModeFilter, Row, SuiteName};
 
 /// Default `--tol`. Each pre-activation is an f32 dot product over I + H + 2 terms with
 /// |x|, |h| <= 1 and |w| <= 1/sqrt(H), so its value is O(1) and its rounding error grows like
@@ -31,43 +35,64 @@ use suite::{Mode, Row, SuiteName};
 /// state) shows up as errors of 1e-2 or more.
 const DEFAULT_TOL: f64 = 1e-4;
 
+/// Default `--train-tol`, on the scaled error: per gradient tensor, max |gpu - ref| divided by
+/// the reference's largest magnitude (gradients grow with T*B, so an absolute bound would
+/// have to grow too). Each gradient is an f32 sum: over 4H terms for dx and dh, over the T*B'
+/// rows of the check problem for dW_ih, dW_hh and the biases, and BPTT carries every step's
+/// rounding into the previous one through W_hh (damped by f < 1). f32 summation error grows
+/// like sqrt(n) * 6e-8 of the summed magnitudes, so a few thousand terms give ~1e-6 to 1e-5 of
+/// the tensor's scale (the quick suite here shows ~1e-6; tests/lstm_backward.rs holds its
+/// grid, T up to 1000 and T*B up to 64 000, to 1e-4 of scale). 1e-3 leaves two orders of magnitude for the adapter's `exp`/`tanh` and cancellation
+/// in the sums, while a real bug (wrong gate, missing term, bad index) gives errors of the
+/// order of the tensor's scale itself, i.e. near 1.
+const DEFAULT_TRAIN_TOL: f64 = 1e-3;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Benchmark rnn-wgpu's LSTM forward on the best wgpu adapter"
+    about = "Benchmark rnn-wgpu's LSTM forward (inference) and forward + backward (train) on \
+             the best wgpu adapter"
 )]
 struct Args {
     /// Rows to run (ignored when --rows is given).
     #[arg(long, value_enum, default_value_t = SuiteName::Quick)]
     suite: SuiteName,
-    /// Custom LSTM inference rows, `H,B,T[;H,B,T...]` (I = H).
+    /// Custom LSTM rows, `H,B,T[;H,B,T...]` (I = H), one per mode --mode selects.
     #[arg(long)]
     rows: Option<String>,
-    /// Timed forwards per row; the median is reported.
+    /// Which rows to run: forward only, forward + backward only, or both.
+    #[arg(long, value_enum, default_value_t = ModeFilter::Both)]
+    mode: ModeFilter,
+    /// Timed passes per row; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
-    /// Untimed forwards before timing (pipeline compilation, first-touch allocation).
+    /// Untimed passes before timing (pipeline compilation, first-touch allocation).
     #[arg(long, default_value_t = 1)]
     warmup: u32,
     /// Skip the CPU-reference parity check.
     #[arg(long)]
     no_check: bool,
-    /// Batch rows the CPU reference runs on (batch rows are independent).
+    /// Batch rows the CPU reference runs on (inference: the first rows of the problem;
+    /// train: B' of a reduced problem, since weight gradients sum over all rows).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     check_rows: u32,
-    /// Largest allowed |gpu - cpu| over y, h_n and c_n.
+    /// Inference rows: largest allowed |gpu - cpu| over y, h_n and c_n.
     #[arg(long, default_value_t = DEFAULT_TOL)]
     tol: f64,
+    /// Train rows: largest allowed max |gpu - cpu| / max |cpu| of any gradient tensor.
+    #[arg(long, default_value_t = DEFAULT_TRAIN_TOL)]
+    train_tol: f64,
     /// The adapter's peak f32 GFLOP/s, to print % of peak.
     #[arg(long)]
     peak_gflops: Option<f64>,
-    /// Seed of the weights (the input uses seed + 1).
+    /// Seed of the weights (the input uses seed + 1, train rows' dy seed + 2).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// JSON output [default: bench-results/<suite>.json].
+    /// JSON output [default: bench-results/<suite>.json, or <suite>-<mode>.json with a
+    /// --mode other than both].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// SVG chart output [default: bench-results/<suite>.svg].
+    /// SVG chart output [default: as --json, with .svg].
     #[arg(long)]
     svg: Option<PathBuf>,
 }
@@ -75,15 +100,23 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let suite = match &args.rows {
-        Some(spec) => match suite::parse_rows(spec) {
+        Some(spec) => match suite::parse_rows(spec, args.mode.modes()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         },
-        None => suite::suite(args.suite),
+        None => suite::filter_modes(suite::suite(args.suite), args.mode),
     };
+    if suite.rows.is_empty() {
+        eprintln!(
+            "error: suite {} has no {} rows",
+            suite.name,
+            args.mode.as_str()
+        );
+        return ExitCode::from(2);
+    }
 
     let ctx = match Context::new() {
         Ok(ctx) => ctx,
@@ -110,14 +143,19 @@ fn main() -> ExitCode {
     }
     println!();
 
+    // A filtered run gets its own files, so it does not overwrite a full run's.
+    let stem = match args.mode {
+        ModeFilter::Both => format!("bench-results/{}", suite.name),
+        m => format!("bench-results/{}-{}", suite.name, m.as_str()),
+    };
     let json_path = args
         .json
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench-results/{}.json", suite.name)));
+        .unwrap_or_else(|| PathBuf::from(format!("{stem}.json")));
     let svg_path = args
         .svg
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench-results/{}.svg", suite.name)));
+        .unwrap_or_else(|| PathBuf::from(format!("{stem}.svg")));
     let settings = Settings {
         warmup: args.warmup as usize,
         reps: args.reps as usize,
@@ -132,8 +170,11 @@ fn main() -> ExitCode {
         reps: settings.reps,
         warmup: settings.warmup,
         tol: args.tol,
+        train_tol: args.train_tol,
+        mode: args.mode.as_str(),
         peak_gflops: args.peak_gflops,
         note: I_EQUALS_H_NOTE,
+        max_err_note: MAX_ERR_NOTE,
         left_out: suite.left_out.clone(),
         complete: false,
         rows: Vec::new(),
@@ -165,17 +206,25 @@ fn main() -> ExitCode {
     println!();
     println!("{I_EQUALS_H_NOTE}.");
     println!(
-        "ms: median wall time of forward + wait; GFLOP/s: 8*B*H*(I+H)*T / ms; vs CPU: f64 \
-         reference time (measured on --check-rows batch rows, scaled to B) / ms; subs: queue \
-         submissions per forward."
+        "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
+         backward + wait); GFLOP/s: 8*B*H*(I+H)*T / ms, 3x that for train; vs CPU: f64 \
+         reference time (forward, or forward + backward; measured on --check-rows batch rows, \
+         scaled to B) / ms; subs: queue submissions per pass."
+    );
+    println!(
+        "max err: inference: max |gpu - ref| over y, h_n, c_n (absolute, --tol {:e}); train: \
+         max over dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| \
+         (relative to each tensor's scale, --train-tol {:e}), on a B' = min(B, --check-rows) \
+         problem.",
+        args.tol, args.train_tol
     );
     println!("wrote {} and {}", json_path.display(), svg_path.display());
 
     let failed = report.rows.iter().filter(|r| r.failed()).count();
     if failed > 0 {
         eprintln!(
-            "{failed} row(s) failed (error, or max err above --tol {})",
-            args.tol
+            "{failed} row(s) failed (error, or max err above --tol {:e} / --train-tol {:e})",
+            args.tol, args.train_tol
         );
         return ExitCode::FAILURE;
     }
@@ -190,9 +239,19 @@ fn run_row(
     args: &Args,
     progress: &dyn Fn(&str),
 ) -> RowResult {
+    // A training step (forward + backward) is counted as 3 forwards: backward does the two
+    // products of each forward GEMM, for the data and for the weight gradients.
+    let passes = match row.mode {
+        Mode::Inference => 1.0,
+        Mode::Train => 3.0,
+    };
     let flops = measure::config(row)
-        .map(|cfg| cfg.forward_flops(row.batch, row.steps))
+        .map(|cfg| passes * cfg.forward_flops(row.batch, row.steps))
         .unwrap_or(f64::NAN);
+    let tol = match row.mode {
+        Mode::Inference => args.tol,
+        Mode::Train => args.train_tol,
+    };
     let mut result = RowResult {
         cell: row.cell.clone(),
         hidden: row.hidden,
@@ -212,15 +271,16 @@ fn run_row(
         cpu_ms: None,
         vs_cpu: None,
         max_err: None,
+        err_kind: None,
+        max_err_tensor: None,
+        tol,
         within_tol: None,
     };
-    if row.mode == Mode::Train {
-        progress("skipped (training mode not implemented yet)");
-        result.status = Status::Skipped;
-        result.note = Some("training mode not implemented yet".into());
-        return result;
-    }
-    match measure::run_inference(ctx, row, settings, progress) {
+    let measured = match row.mode {
+        Mode::Inference => measure::run_inference(ctx, row, settings, progress),
+        Mode::Train => measure::run_train(ctx, row, settings, progress),
+    };
+    match measured {
         Ok(m) => {
             let gflops = flops / (m.median_ms * 1e6);
             result.ms = Some(m.median_ms);
@@ -234,8 +294,10 @@ fn run_row(
                 result.cpu_ms = Some(cpu_ms);
                 result.vs_cpu = Some(cpu_ms / m.median_ms);
                 result.max_err = (!c.max_err.is_nan()).then_some(c.max_err);
+                result.err_kind = Some(c.kind.as_str());
+                result.max_err_tensor = Some(c.worst);
                 // A NaN error compares false here, so it fails the check.
-                result.within_tol = Some(c.max_err <= args.tol);
+                result.within_tol = Some(c.max_err <= tol);
             }
             progress(&format!("{:.3} ms, {gflops:.2} GFLOP/s", m.median_ms));
         }

@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_wgpu::cpu::{RefWeights, lstm_forward, to_f64};
-use rnn_wgpu::{Context, GpuTensor, Result, Rnn, RnnConfig, Weights};
+use rnn_wgpu::cpu::{RefWeights, lstm_backward, lstm_forward, to_f64};
+use rnn_wgpu::{Context, Error, GpuTensor, Grads, Result, Rnn, RnnConfig, Weights};
 
 use crate::suite::Row;
 
@@ -18,28 +18,51 @@ pub struct Settings {
     pub seed: u64,
 }
 
-/// What one inference row measured.
+/// What one row measured.
 pub struct Measurement {
-    /// Wall time of each timed `forward` + `wait`, in ms.
+    /// Wall time of each timed pass (`forward` + `wait`, or `forward_train` + `backward` +
+    /// `wait`), in ms.
     pub samples_ms: Vec<f64>,
     pub median_ms: f64,
-    /// Queue submissions made by one forward pass.
+    /// Queue submissions made by one pass (one forward, or one training step).
     pub submissions: u64,
     pub check: Option<Check>,
 }
 
-/// Parity with the CPU reference on the first `rows` batch rows.
+/// How a check's error is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrKind {
+    /// `max |gpu - ref|` over every element of every output (inference: all outputs are O(1)).
+    Abs,
+    /// `max` over tensors of `max |gpu - ref| / max |ref|` (training: gradient magnitudes
+    /// grow with `T*B`, so each tensor is measured against its own scale).
+    Scaled,
+}
+
+impl ErrKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrKind::Abs => "abs",
+            ErrKind::Scaled => "scaled",
+        }
+    }
+}
+
+/// Parity with the CPU reference on `rows` batch rows.
 pub struct Check {
     pub rows: usize,
-    /// Max |gpu - ref| over `y`, `h_n` and `c_n` of those rows.
+    /// The largest error, measured as `kind` says (NaN if any compared value was NaN).
     pub max_err: f64,
+    pub kind: ErrKind,
+    /// The tensor `max_err` came from (`y`, `dW_hh`, ...).
+    pub worst: &'static str,
     /// The reference's time on `rows` rows.
     pub cpu_ms: f64,
 }
 
 impl Check {
-    /// The reference's time scaled linearly to all `batch` rows (rows are independent, so its
-    /// work is linear in B).
+    /// The reference's time scaled linearly to all `batch` rows (its forward and backward
+    /// work, weight gradients included, is linear in B).
     pub fn cpu_ms_all_rows(&self, batch: usize) -> f64 {
         self.cpu_ms * batch as f64 / self.rows as f64
     }
@@ -50,11 +73,17 @@ pub fn config(row: &Row) -> Result<RnnConfig> {
     RnnConfig::lstm(row.hidden, row.hidden).build()
 }
 
-/// Seeded input `x [T, B, I]`, uniform in ±1.
-fn input(row: &Row, seed: u64) -> Vec<f32> {
+/// `n` seeded values, uniform in ±1.
+fn uniform(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..row.steps * row.batch * row.hidden)
-        .map(|_| rng.random_range(-1.0f32..=1.0))
+    (0..n).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
+}
+
+/// Batch rows `0..rows` of a `[T, B, width]` tensor, as `[T, rows, width]`.
+fn batch_rows(v: &[f32], steps: usize, batch: usize, width: usize, rows: usize) -> Vec<f32> {
+    (0..steps)
+        .flat_map(|step| &v[step * batch * width..(step * batch + rows) * width])
+        .copied()
         .collect()
 }
 
@@ -70,45 +99,36 @@ pub fn run_inference(
     let weights = Weights::init(&cfg, s.seed);
     let rnn = Rnn::new(ctx, &cfg, &weights)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
-    let x = input(row, s.seed.wrapping_add(1));
+    let x = uniform(t * b * h, s.seed.wrapping_add(1));
     let x_gpu = GpuTensor::upload(ctx, &x, &[t, b, h])?;
     ctx.wait()?;
 
-    progress(&format!("warm-up x{}", s.warmup));
-    for _ in 0..s.warmup {
+    let (samples_ms, submissions) = time_passes(ctx, s, progress, || {
         rnn.forward(&x_gpu, None)?;
-        ctx.wait()?;
-    }
-
-    progress(&format!("timing x{}", s.reps));
-    let mut samples_ms = Vec::with_capacity(s.reps);
-    for _ in 0..s.reps {
-        let start = Instant::now();
-        rnn.forward(&x_gpu, None)?;
-        ctx.wait()?;
-        samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-
-    // One more forward, untimed: its submission count, then its outputs for the check.
-    let before = ctx.submission_count();
-    let out = rnn.forward(&x_gpu, None)?;
-    ctx.wait()?;
-    let submissions = ctx.submission_count() - before;
+        Ok(())
+    })?;
 
     let check = match s.check_rows {
         None => None,
         Some(rows) => {
+            // One more forward, untimed, for its outputs.
+            let out = rnn.forward(&x_gpu, None)?;
             let rows = rows.clamp(1, b);
             progress(&format!("CPU reference on {rows} of {b} batch rows"));
             let y = out.y.download(ctx)?;
             let h_n = out.h_n.download(ctx)?;
             let c_n = match &out.c_n {
                 Some(c) => c.download(ctx)?,
-                None => {
-                    return Err(rnn_wgpu::Error::Gpu("LSTM forward returned no c_n".into()));
-                }
+                None => return Err(Error::Gpu("LSTM forward returned no c_n".into())),
             };
-            Some(check(&cfg, &weights, row, &x, rows, [&y, &h_n, &c_n])?)
+            Some(check_inference(
+                &cfg,
+                &weights,
+                row,
+                &x,
+                rows,
+                [&y, &h_n, &c_n],
+            )?)
         }
     };
     Ok(Measurement {
@@ -119,9 +139,87 @@ pub fn run_inference(
     })
 }
 
+/// Run a training row: warm up, time `reps` training steps (`forward_train` + `backward` with
+/// a seeded `dy` + `wait`), count one step's submissions, and (optionally) check the gradients
+/// of a `B' = min(B, check_rows)` problem against the CPU reference.
+pub fn run_train(
+    ctx: &Context,
+    row: &Row,
+    s: &Settings,
+    progress: &dyn Fn(&str),
+) -> Result<Measurement> {
+    let cfg = config(row)?;
+    let weights = Weights::init(&cfg, s.seed);
+    let rnn = Rnn::new(ctx, &cfg, &weights)?;
+    let (t, b, h) = (row.steps, row.batch, row.hidden);
+    let x = uniform(t * b * h, s.seed.wrapping_add(1));
+    // The upstream gradient of a loss on every output, e.g. `sum(y * dy)`.
+    let dy = uniform(t * b * h, s.seed.wrapping_add(2));
+    let x_gpu = GpuTensor::upload(ctx, &x, &[t, b, h])?;
+    let dy_gpu = GpuTensor::upload(ctx, &dy, &[t, b, h])?;
+    ctx.wait()?;
+
+    let (samples_ms, submissions) = time_passes(ctx, s, progress, || {
+        train_step(&rnn, &x_gpu, &dy_gpu)?;
+        Ok(())
+    })?;
+
+    let check = match s.check_rows {
+        None => None,
+        Some(rows) => {
+            let rows = rows.clamp(1, b);
+            Some(check_train(
+                ctx, &rnn, &cfg, &weights, row, &x, &dy, rows, progress,
+            )?)
+        }
+    };
+    Ok(Measurement {
+        median_ms: median(&samples_ms),
+        samples_ms,
+        submissions,
+        check,
+    })
+}
+
+/// One training step on the GPU: `forward_train`, then `backward` from `dy` alone.
+fn train_step(rnn: &Rnn, x: &GpuTensor, dy: &GpuTensor) -> Result<Grads> {
+    let (_out, tape) = rnn.forward_train(x, None)?;
+    rnn.backward(&tape, Some(dy), None, None)
+}
+
+/// Warm up, then time `reps` runs of `pass` + `wait`; then count one more run's submissions.
+/// Returns `(samples in ms, submissions per pass)`.
+fn time_passes(
+    ctx: &Context,
+    s: &Settings,
+    progress: &dyn Fn(&str),
+    mut pass: impl FnMut() -> Result<()>,
+) -> Result<(Vec<f64>, u64)> {
+    progress(&format!("warm-up x{}", s.warmup));
+    for _ in 0..s.warmup {
+        pass()?;
+        ctx.wait()?;
+    }
+
+    progress(&format!("timing x{}", s.reps));
+    let mut samples_ms = Vec::with_capacity(s.reps);
+    for _ in 0..s.reps {
+        let start = Instant::now();
+        pass()?;
+        ctx.wait()?;
+        samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // One more pass, untimed, for its submission count.
+    let before = ctx.submission_count();
+    pass()?;
+    ctx.wait()?;
+    Ok((samples_ms, ctx.submission_count() - before))
+}
+
 /// Run the f64 reference on the first `rows` batch rows of `x` and compare.
 /// `gpu` is `[y [T, B, H], h_n [1, B, H], c_n [1, B, H]]`.
-fn check(
+fn check_inference(
     cfg: &RnnConfig,
     weights: &Weights,
     row: &Row,
@@ -131,42 +229,150 @@ fn check(
 ) -> Result<Check> {
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     // Batch rows never interact, so rows 0..rows of x alone give rows 0..rows of every output.
-    let x_sub: Vec<f32> = (0..t)
-        .flat_map(|step| &x[(step * b) * h..(step * b + rows) * h])
-        .copied()
-        .collect();
+    let x_sub = to_f64(&batch_rows(x, t, b, h, rows));
     let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
-    let x_sub = to_f64(&x_sub);
     let start = Instant::now();
     let reference = lstm_forward(cfg, &ref_weights, &x_sub, None, None, t, rows)?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
 
     let [y, h_n, c_n] = gpu;
-    let mut max_err = 0.0f64;
-    let mut compare = |g: &[f32], r: &[f64]| {
-        for (a, b) in g.iter().zip(r) {
-            // A NaN must fail the check, and `f64::max` would drop it, so it is kept by hand.
-            let e = (*a as f64 - b).abs();
-            max_err = if e.is_nan() || max_err.is_nan() {
-                f64::NAN
-            } else {
-                max_err.max(e)
-            };
-        }
-    };
-    for step in 0..t {
-        compare(
-            &y[step * b * h..(step * b + rows) * h],
-            &reference.y[step * rows * h..(step + 1) * rows * h],
-        );
-    }
-    compare(&h_n[..rows * h], &reference.h_n);
-    compare(&c_n[..rows * h], &reference.c_n);
+    let mut max = MaxErr::default();
+    max.add(
+        "y",
+        max_abs_diff(&batch_rows(y, t, b, h, rows), &reference.y),
+    );
+    max.add("h_n", max_abs_diff(&h_n[..rows * h], &reference.h_n));
+    max.add("c_n", max_abs_diff(&c_n[..rows * h], &reference.c_n));
     Ok(Check {
         rows,
-        max_err,
+        max_err: max.err,
+        kind: ErrKind::Abs,
+        worst: max.worst,
         cpu_ms,
     })
+}
+
+/// Gradient parity on a reduced problem: same `H`, `I`, `T` and weights, batch rows
+/// `0..rows` of `x` and `dy`. The full problem's rows cannot be checked on their own, since
+/// weight gradients sum over every batch row; a fresh GPU forward_train + backward at
+/// `B' = rows` is compared with the f64 reference at `B'` instead.
+#[allow(clippy::too_many_arguments)]
+fn check_train(
+    ctx: &Context,
+    rnn: &Rnn,
+    cfg: &RnnConfig,
+    weights: &Weights,
+    row: &Row,
+    x: &[f32],
+    dy: &[f32],
+    rows: usize,
+    progress: &dyn Fn(&str),
+) -> Result<Check> {
+    let (t, b, h) = (row.steps, row.batch, row.hidden);
+    let x_sub = batch_rows(x, t, b, h, rows);
+    let dy_sub = batch_rows(dy, t, b, h, rows);
+    progress(&format!("GPU gradients at B'={rows} for the check"));
+    let x_gpu = GpuTensor::upload(ctx, &x_sub, &[t, rows, h])?;
+    let dy_gpu = GpuTensor::upload(ctx, &dy_sub, &[t, rows, h])?;
+    let gpu = train_step(rnn, &x_gpu, &dy_gpu)?.to_host(rnn)?;
+
+    progress(&format!(
+        "CPU reference forward + backward at B'={rows} (of {b})"
+    ));
+    let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
+    let (x64, dy64) = (to_f64(&x_sub), to_f64(&dy_sub));
+    let start = Instant::now();
+    let fwd = lstm_forward(cfg, &ref_weights, &x64, None, None, t, rows)?;
+    let reference = lstm_backward(
+        cfg,
+        &ref_weights,
+        &x64,
+        None,
+        None,
+        &fwd,
+        Some(&dy64),
+        None,
+        None,
+        t,
+        rows,
+    )?;
+    let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    let mut max = MaxErr::default();
+    max.add("dx", scaled_diff(&gpu.dx, &reference.dx));
+    max.add("dh0", scaled_diff(&gpu.dh0, &reference.dh0));
+    match &gpu.dc0 {
+        Some(dc0) => max.add("dc0", scaled_diff(dc0, &reference.dc0)),
+        None => return Err(Error::Gpu("LSTM backward returned no dc0".into())),
+    }
+    let p = &gpu.params;
+    max.add("dW_ih", scaled_diff(&p.weight_ih, &reference.d_weight_ih));
+    max.add("dW_hh", scaled_diff(&p.weight_hh, &reference.d_weight_hh));
+    // The harness's configs have biases; a missing bias gradient would be a library bug.
+    for (name, got, want) in [
+        ("db_ih", &p.bias_ih, &reference.d_bias_ih),
+        ("db_hh", &p.bias_hh, &reference.d_bias_hh),
+    ] {
+        match got {
+            Some(g) => max.add(name, scaled_diff(g, want)),
+            None => return Err(Error::Gpu(format!("LSTM backward returned no {name}"))),
+        }
+    }
+    Ok(Check {
+        rows,
+        max_err: max.err,
+        kind: ErrKind::Scaled,
+        worst: max.worst,
+        cpu_ms,
+    })
+}
+
+/// Running maximum of per-tensor errors, with the tensor it came from. A NaN sticks (and
+/// then fails the tolerance check); `f64::max` would drop it.
+struct MaxErr {
+    err: f64,
+    worst: &'static str,
+}
+
+impl Default for MaxErr {
+    fn default() -> Self {
+        MaxErr {
+            err: 0.0,
+            worst: "-",
+        }
+    }
+}
+
+impl MaxErr {
+    fn add(&mut self, name: &'static str, e: f64) {
+        if !self.err.is_nan() && (e.is_nan() || e > self.err) {
+            self.err = e;
+            self.worst = name;
+        }
+    }
+}
+
+/// `max |gpu - ref|`; NaN if any difference is NaN or the lengths differ.
+fn max_abs_diff(gpu: &[f32], reference: &[f64]) -> f64 {
+    if gpu.len() != reference.len() {
+        return f64::NAN;
+    }
+    gpu.iter().zip(reference).fold(0.0f64, |m, (a, b)| {
+        let e = (f64::from(*a) - b).abs();
+        if e.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.max(e)
+        }
+    })
+}
+
+/// `max |gpu - ref| / max |ref|`: the error relative to the tensor's scale. An all-zero
+/// reference (no scale) falls back to the absolute error.
+fn scaled_diff(gpu: &[f32], reference: &[f64]) -> f64 {
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let e = max_abs_diff(gpu, reference);
+    if scale > 0.0 { e / scale } else { e }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -182,11 +388,38 @@ fn median(v: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn batch_rows_picks_leading_rows_of_every_step() {
+        // [T=2, B=3, W=2]
+        let v: Vec<f32> = (0..12).map(|k| k as f32).collect();
+        assert_eq!(batch_rows(&v, 2, 3, 2, 1), [0.0, 1.0, 6.0, 7.0]);
+        assert_eq!(batch_rows(&v, 2, 3, 2, 3), v);
+    }
+
+    #[test]
+    fn errors_keep_nan_and_scale() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert!(max_abs_diff(&[f32::NAN], &[0.0]).is_nan());
+        assert!(max_abs_diff(&[1.0], &[1.0, 2.0]).is_nan());
+        assert_eq!(scaled_diff(&[10.0, 0.0], &[8.0, -4.0]), 0.5);
+        assert_eq!(scaled_diff(&[0.25], &[0.0]), 0.25);
+
+        let mut m = MaxErr::default();
+        m.add("a", 1e-6);
+        m.add("b", 1e-5);
+        m.add("c", 1e-7);
+        assert_eq!((m.err, m.worst), (1e-5, "b"));
+        m.add("d", f64::NAN);
+        m.add("e", 1.0);
+        assert!(m.err.is_nan());
+        assert_eq!(m.worst, "d");
     }
 }

@@ -9,6 +9,9 @@ use serde::Serialize;
 /// Printed under the table and stored in the JSON: how our rows differ from DeepBench's.
 pub const I_EQUALS_H_NOTE: &str = "whole layer timed with I = H, input projection included; DeepBench times only the recurrent part";
 
+/// Printed under the table and stored in the JSON: what `max err` means per mode.
+pub const MAX_ERR_NOTE: &str = "max err: inference rows: max |gpu - ref| over y, h_n, c_n (absolute); train rows: max over dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's scale), on a B' = min(B, --check-rows) problem";
+
 /// The adapter, as strings (wgpu's types are only serialisable behind a feature).
 #[derive(Debug, Serialize)]
 pub struct AdapterJson {
@@ -52,23 +55,33 @@ pub struct RowResult {
     pub status: Status,
     /// Why a row was skipped or failed.
     pub note: Option<String>,
-    /// FLOPs of one pass (LSTM forward: `8*B*H*(I+H)*T`).
+    /// FLOPs of one pass (LSTM forward: `8*B*H*(I+H)*T`; a training step, forward +
+    /// backward: 3x that).
     pub flops: f64,
-    /// Median wall time of `forward` + `wait`.
+    /// Median wall time of one pass: `forward` + `wait`, or `forward_train` + `backward` +
+    /// `wait`.
     pub ms: Option<f64>,
     pub samples_ms: Vec<f64>,
     pub gflops: Option<f64>,
     pub percent_peak: Option<f64>,
-    /// Queue submissions of one forward pass.
+    /// Queue submissions of one pass (a forward, or a training step).
     pub submissions: Option<u64>,
-    /// Batch rows the CPU reference ran on.
+    /// Batch rows the CPU reference ran on (train rows: `B'` of the reduced problem).
     pub check_rows: Option<usize>,
     /// The CPU reference's time, extrapolated linearly to all B rows.
     pub cpu_ms: Option<f64>,
     /// `cpu_ms / ms`.
     pub vs_cpu: Option<f64>,
-    /// Max |gpu - ref| over `y`, `h_n`, `c_n` of the checked rows (`null` in JSON if NaN).
+    /// The largest error (`null` in JSON if NaN), measured as `err_kind` says: `abs` is
+    /// max |gpu - ref| over `y`, `h_n`, `c_n` of the checked rows; `scaled` is the max over
+    /// gradient tensors of max |gpu - ref| / max |ref|.
     pub max_err: Option<f64>,
+    /// `abs` or `scaled`.
+    pub err_kind: Option<&'static str>,
+    /// The tensor with the largest error (`y`, `dW_hh`, ...).
+    pub max_err_tensor: Option<&'static str>,
+    /// The tolerance this row is held to (`--tol` or `--train-tol`).
+    pub tol: f64,
     pub within_tol: Option<bool>,
 }
 
@@ -88,9 +101,16 @@ pub struct Report {
     pub adapter: AdapterJson,
     pub reps: usize,
     pub warmup: usize,
+    /// `--tol`, for inference rows.
     pub tol: f64,
+    /// `--train-tol`, for train rows.
+    pub train_tol: f64,
+    /// `--mode`.
+    pub mode: &'static str,
     pub peak_gflops: Option<f64>,
     pub note: &'static str,
+    /// What `max err` means per mode.
+    pub max_err_note: &'static str,
     pub left_out: Option<String>,
     /// False while the run is still going (the file is rewritten after every row).
     pub complete: bool,
@@ -140,7 +160,17 @@ pub fn table_line(r: &RowResult) -> String {
         r.submissions.map_or("-".to_string(), |s| s.to_string()),
     );
     if r.within_tol == Some(false) {
-        line.push_str("  FAIL: above --tol");
+        let flag = if r.mode == "train" {
+            "--train-tol"
+        } else {
+            "--tol"
+        };
+        let _ = write!(
+            line,
+            "  FAIL: above {flag} {:e} (worst: {})",
+            r.tol,
+            r.max_err_tensor.unwrap_or("-")
+        );
     }
     line
 }
@@ -165,14 +195,20 @@ fn create_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Hand-written SVG: one labelled bar per row, skipped and failed rows named in grey.
+/// Bar colours: inference, train, failed parity.
+const INFERENCE_FILL: &str = "#2e86c1";
+const TRAIN_FILL: &str = "#d68910";
+const FAIL_FILL: &str = "#c0392b";
+
+/// Hand-written SVG: one labelled bar per row (inference blue, train orange, failed parity
+/// red), skipped and failed rows named in grey.
 fn svg(report: &Report) -> String {
     const LABEL_W: f64 = 250.0;
     const BAR_W: f64 = 520.0;
     const ROW_H: f64 = 22.0;
     const TOP: f64 = 56.0;
     let width = LABEL_W + BAR_W + 110.0;
-    let height = TOP + ROW_H * report.rows.len() as f64 + 30.0;
+    let height = TOP + ROW_H * report.rows.len() as f64 + 46.0;
     let best = report
         .rows
         .iter()
@@ -188,7 +224,7 @@ fn svg(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="10" y="20" font-size="15" font-weight="bold">rnn-wgpu {} suite: forward GFLOP/s{}</text>"#,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">rnn-wgpu {} suite: GFLOP/s{}</text>"#,
         xml(&report.suite),
         if report.complete {
             ""
@@ -221,9 +257,11 @@ fn svg(report: &Report) -> String {
             (Status::Ok, Some(g)) => {
                 let w = (BAR_W * g / best).max(1.0);
                 let fill = if r.within_tol == Some(false) {
-                    "#c0392b"
+                    FAIL_FILL
+                } else if r.mode == "train" {
+                    TRAIN_FILL
                 } else {
-                    "#2e86c1"
+                    INFERENCE_FILL
                 };
                 let _ = writeln!(
                     s,
@@ -256,6 +294,11 @@ fn svg(report: &Report) -> String {
             }
         }
     }
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="{}" fill="#555"><tspan fill="{INFERENCE_FILL}">&#9632;</tspan> inference: forward, 8*B*H*(I+H)*T FLOPs   <tspan fill="{TRAIN_FILL}">&#9632;</tspan> train: forward + backward, 3x forward FLOPs   <tspan fill="{FAIL_FILL}">&#9632;</tspan> above tolerance</text>"##,
+        height - 26.0,
+    );
     let _ = writeln!(
         s,
         r##"<text x="10" y="{}" fill="#555">{}</text>"##,

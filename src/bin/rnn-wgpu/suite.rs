@@ -1,4 +1,5 @@
-//! Benchmark rows: the DeepBench list, the `lite` and `quick` subsets, and custom `--rows`.
+//! Benchmark rows: the DeepBench list, the `lite` and `quick` subsets, custom `--rows`, and
+//! the `--mode` filter.
 
 /// DeepBench's RNN problem sizes; columns `suite,cell,hidden,batch,timesteps`.
 const DEEPBENCH_CSV: &str = include_str!("../../../benches/deepbench_rnn.csv");
@@ -10,6 +11,11 @@ const IMPLEMENTED_CELLS: &[&str] = &["lstm"];
 /// in well under a second), and covering B = 1, a long T and a wide B.
 const QUICK_ROWS: &[(usize, usize, usize)] =
     &[(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)];
+
+/// `(H, B, T)` of the smoke suite's training rows (forward + backward, about 3x the work of a
+/// forward): the two smallest inference rows, so the whole suite stays near half a minute on
+/// a 2-core llvmpipe.
+const QUICK_TRAIN_ROWS: &[(usize, usize, usize)] = &[(64, 16, 25), (128, 4, 50)];
 
 /// Which suite to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +51,40 @@ impl Mode {
             Mode::Inference => "inference",
             Mode::Train => "train",
         }
+    }
+}
+
+/// `--mode`: which rows of a suite to run (and which modes `--rows` creates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeFilter {
+    /// Forward passes only.
+    Inference,
+    /// Forward + backward only.
+    Train,
+    /// Both.
+    Both,
+}
+
+impl ModeFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeFilter::Inference => "inference",
+            ModeFilter::Train => "train",
+            ModeFilter::Both => "both",
+        }
+    }
+
+    /// The modes this filter keeps, inference first.
+    pub fn modes(self) -> &'static [Mode] {
+        match self {
+            ModeFilter::Inference => &[Mode::Inference],
+            ModeFilter::Train => &[Mode::Train],
+            ModeFilter::Both => &[Mode::Inference, Mode::Train],
+        }
+    }
+
+    pub fn keeps(self, mode: Mode) -> bool {
+        self.modes().contains(&mode)
     }
 }
 
@@ -108,15 +148,19 @@ fn parse_deepbench() -> Vec<CsvRow> {
 /// The rows of a named suite.
 pub fn suite(name: SuiteName) -> Suite {
     if name == SuiteName::Quick {
-        let rows = QUICK_ROWS
-            .iter()
-            .map(|&(hidden, batch, steps)| Row {
+        let lstm = |mode: Mode| {
+            move |&(hidden, batch, steps): &(usize, usize, usize)| Row {
                 cell: "lstm".into(),
                 hidden,
                 batch,
                 steps,
-                mode: Mode::Inference,
-            })
+                mode,
+            }
+        };
+        let rows = QUICK_ROWS
+            .iter()
+            .map(lstm(Mode::Inference))
+            .chain(QUICK_TRAIN_ROWS.iter().map(lstm(Mode::Train)))
             .collect();
         return Suite {
             name: name.as_str().into(),
@@ -163,8 +207,23 @@ pub fn suite(name: SuiteName) -> Suite {
     }
 }
 
-/// Parse `--rows H,B,T[;H,B,T...]` into LSTM inference rows.
-pub fn parse_rows(spec: &str) -> Result<Suite, String> {
+/// Keep only the rows `filter` selects, noting how many were dropped.
+pub fn filter_modes(mut suite: Suite, filter: ModeFilter) -> Suite {
+    let before = suite.rows.len();
+    suite.rows.retain(|r| filter.keeps(r.mode));
+    let dropped = before - suite.rows.len();
+    if dropped > 0 {
+        let note = format!("{dropped} row(s) left out by --mode {}", filter.as_str());
+        suite.left_out = Some(match suite.left_out.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+    }
+    suite
+}
+
+/// Parse `--rows H,B,T[;H,B,T...]` into LSTM rows, one per mode in `modes` for each problem.
+pub fn parse_rows(spec: &str, modes: &[Mode]) -> Result<Suite, String> {
     let mut rows = Vec::new();
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let nums: Vec<usize> = part
@@ -178,13 +237,13 @@ pub fn parse_rows(spec: &str) -> Result<Suite, String> {
         if hidden == 0 || batch == 0 || steps == 0 {
             return Err(format!("--rows: {part:?} has a zero size"));
         }
-        rows.push(Row {
+        rows.extend(modes.iter().map(|&mode| Row {
             cell: "lstm".into(),
             hidden,
             batch,
             steps,
-            mode: Mode::Inference,
-        });
+            mode,
+        }));
     }
     if rows.is_empty() {
         return Err("--rows: no rows given".into());
@@ -221,14 +280,51 @@ mod tests {
     }
 
     #[test]
+    fn lite_train_rows_are_deepbench_train_rows_up_to_1024() {
+        let lite = suite(SuiteName::Lite);
+        let deep = suite(SuiteName::Deepbench);
+        let train = |s: &Suite, max_h: usize| -> Vec<Row> {
+            s.rows
+                .iter()
+                .filter(|r| r.mode == Mode::Train && r.hidden <= max_h)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(train(&lite, usize::MAX), train(&deep, 1024));
+        assert_eq!(train(&lite, usize::MAX).len(), 11);
+    }
+
+    #[test]
+    fn quick_has_small_train_rows() {
+        let s = suite(SuiteName::Quick);
+        let train: Vec<_> = s.rows.iter().filter(|r| r.mode == Mode::Train).collect();
+        assert_eq!(train.len(), QUICK_TRAIN_ROWS.len());
+        assert!(train.iter().all(|r| r.hidden <= 128));
+    }
+
+    #[test]
+    fn mode_filter_keeps_one_mode() {
+        let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Train);
+        assert!(s.rows.iter().all(|r| r.mode == Mode::Train));
+        assert_eq!(s.rows.len(), QUICK_TRAIN_ROWS.len());
+        assert!(s.left_out.unwrap().contains("--mode train"));
+        let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Both);
+        assert_eq!(s.rows.len(), QUICK_ROWS.len() + QUICK_TRAIN_ROWS.len());
+        assert!(s.left_out.is_none());
+    }
+
+    #[test]
     fn custom_rows_parse() {
-        let s = parse_rows("64,2,3; 8,1,1").unwrap();
+        let s = parse_rows("64,2,3; 8,1,1", ModeFilter::Inference.modes()).unwrap();
         assert_eq!(s.rows.len(), 2);
         assert_eq!(
             (s.rows[0].hidden, s.rows[0].batch, s.rows[0].steps),
             (64, 2, 3)
         );
-        assert!(parse_rows("64,2").is_err());
-        assert!(parse_rows("64,0,3").is_err());
+        let both = parse_rows("64,2,3", ModeFilter::Both.modes()).unwrap();
+        let modes: Vec<Mode> = both.rows.iter().map(|r| r.mode).collect();
+        assert_eq!(modes, [Mode::Inference, Mode::Train]);
+        assert!(parse_rows("64,2", &[Mode::Inference]).is_err());
+        assert!(parse_rows("64,0,3", &[Mode::Inference]).is_err());
     }
 }

@@ -94,5 +94,5 @@ pub enum Error {
     Gpu(String),
 }
 
-/// `Result` with [`Error`].
+/// `Result` with [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

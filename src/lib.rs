@@ -4,9 +4,12 @@
 //! [wgpu](https://docs.rs/wgpu): Vulkan, Metal, DX12, GL and WebGPU. Every GPU result is
 //! measured against a plain-loop f64 CPU reference ([`cpu`]), which is the specification.
 //!
-//! Implemented so far: a single-layer, unidirectional LSTM forward pass with PyTorch
-//! `nn.LSTM` semantics (gates i, f, g, o), PyTorch-layout weights with safetensors import and
-//! export, and the CPU reference forward and backward (BPTT).
+//! Implemented so far: a single-layer, unidirectional LSTM with PyTorch `nn.LSTM` semantics
+//! (gates i, f, g, o): the forward pass, training (backpropagation through time into every
+//! weight, bias, input and initial state, with gradient accumulation), gradient clipping by
+//! value and by global norm ([`gpu::clip`]) and SGD/Adam steps ([`gpu::optim`]) on the GPU;
+//! PyTorch-layout weights with safetensors import and export; and the CPU reference of all of
+//! it.
 //!
 //! ```no_run
 //! use rnn_wgpu::{Context, Rnn, RnnConfig, Weights};
@@ -21,6 +24,9 @@
 //! assert_eq!(out.y.len(), t * b * 32);
 //! # Ok(()) }
 //! ```
+//!
+//! Training: [`Rnn::forward_train`] returns the outputs and a [`Tape`] kept on the GPU;
+//! [`Rnn::backward`] turns upstream gradients into [`Grads`] (one submission each).
 //!
 //! The GPU-resident API is [`Rnn::forward`] (takes and returns [`GpuTensor`]s, one queue
 //! submission per call) and [`Rnn::record_forward`] (records into a caller's

@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{assert_close, gpu::ctx, seeded};
+use common::fixtures::OptimFixture;
+use common::gpu::{ctx, limited};
+use common::{assert_close, seeded};
 use rnn_wgpu::cpu::{optim as cpu, to_f64};
 use rnn_wgpu::gpu::clip;
 use rnn_wgpu::{Context, Error, GpuTensor};
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
 /// Tensor lengths around every boundary of the kernels: one element, odd sizes, a workgroup
 /// (256) and a norm chunk (2048) and either side of them, and 70000 (many chunks, and more
@@ -255,33 +255,13 @@ fn recorded_clipping_chains_in_one_encoder() {
     assert!(rel_err(after, cpu::grad_norm(&want)) <= 2.0 * NORM_RTOL);
 }
 
-/// A device on the test adapter with at most `max_wg` workgroups per grid dimension.
-fn limited(max_wg: u32) -> Option<Context> {
-    let shared = ctx()?;
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let want = shared.adapter_info();
-    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .into_iter()
-        .find(|a| {
-            let info = a.get_info();
-            info.name == want.name && info.backend == want.backend
-        })?;
-    let mut limits = adapter.limits();
-    limits.max_compute_workgroups_per_dimension = max_wg;
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .unwrap();
-    Some(Context::from_device(device, queue))
-}
-
 #[test]
 fn grids_wrap_into_two_dimensions_under_low_limits() {
     // 20 workgroups per dimension: 70000 elements need 274 elementwise workgroups (a 20 x 14
     // grid) and 35 norm chunks (20 x 2), so every kernel runs on its 2-D path.
-    let Some(ctx) = limited(20) else { return };
+    let Some(ctx) = limited(|l| l.max_compute_workgroups_per_dimension = 20) else {
+        return;
+    };
     let grads = grads_for(9, LENS, 1.0);
     let mut want = widen(&grads);
     let max_norm = (cpu::grad_norm(&want) * 0.3) as f32;
@@ -379,51 +359,8 @@ fn reference_follows_torch_on_non_finite_norms() {
     assert!(g[0][0].is_nan() && g[0][1] == 1.0);
 }
 
-/// `tests/fixtures/optim.safetensors` (see `scripts/gen_optim_fixtures.py`).
-struct TorchFixture {
-    bytes: Vec<u8>,
-}
-
-impl TorchFixture {
-    fn load() -> TorchFixture {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/optim.safetensors"
-        );
-        TorchFixture {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")),
-        }
-    }
-
-    fn meta(&self, key: &str) -> serde_json::Value {
-        let (_, header) = SafeTensors::read_metadata(&self.bytes).unwrap();
-        let raw = &header.metadata().as_ref().unwrap()[key];
-        serde_json::from_str(raw).unwrap_or_else(|e| panic!("metadata {key}: {e}"))
-    }
-
-    fn data(&self, name: &str, dtype: Dtype) -> Vec<u8> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("fixture `{name}`: {e}"));
-        assert_eq!(view.dtype(), dtype, "dtype of `{name}`");
-        view.data().to_vec()
-    }
-
-    fn f32(&self, name: &str) -> Vec<f32> {
-        let d = self.data(name, Dtype::F32);
-        d.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-
-    fn f64(&self, name: &str) -> Vec<f64> {
-        let d = self.data(name, Dtype::F64);
-        d.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-
+/// The readers of the clipping cases.
+impl OptimFixture {
     fn tensor_count(&self) -> usize {
         self.meta("shapes").as_array().unwrap().len()
     }
@@ -448,7 +385,7 @@ const TORCH_F64_RTOL: f64 = 1e-14;
 
 #[test]
 fn reference_matches_torch_fixtures() {
-    let fx = TorchFixture::load();
+    let fx = OptimFixture::load();
     for (name, max_norm) in fx.meta("clip_norm").as_object().unwrap() {
         let case = format!("clip_norm_{name}");
         let mut grads = widen(&fx.grads());
@@ -475,7 +412,7 @@ fn reference_matches_torch_fixtures() {
 #[test]
 fn gpu_matches_torch_fixtures() {
     let Some(ctx) = ctx() else { return };
-    let fx = TorchFixture::load();
+    let fx = OptimFixture::load();
     for (name, max_norm) in fx.meta("clip_norm").as_object().unwrap() {
         let case = format!("clip_norm_{name}");
         let gpu = upload(ctx, &fx.grads());

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{gpu::ctx, seeded};
+use common::gpu::{ctx, limited};
+use common::seeded;
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{
     Context, Direction, Error, GpuTensor, LayerWeights, Layout, Rnn, RnnConfig, State, Weights,
@@ -249,30 +250,34 @@ fn unknown_adapter_name_is_no_adapter() {
     ));
 }
 
-/// A device on the test adapter with some limits lowered, to exercise limit handling
-/// without allocating gigabytes.
-fn limited(f: impl FnOnce(&mut wgpu::Limits)) -> Option<Context> {
-    ctx()?;
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter =
-        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-            .ok()?;
-    let mut limits = adapter.limits();
-    f(&mut limits);
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .unwrap();
-    Some(Context::from_device(device, queue))
-}
-
 fn limit_name<T: std::fmt::Debug>(r: rnn_wgpu::Result<T>) -> &'static str {
     match r {
         Err(Error::LimitExceeded { limit, .. }) => limit,
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
+}
+
+/// A forward pass of an `lstm(5, 13)` over `(T, B)` that the schedule must tile into time
+/// chunks to fit `ctx`'s lowered limits, against the CPU reference. Weights come from `seed`,
+/// the input from `seed + 1`.
+fn chunked_forward_matches_reference(ctx: &Context, seed: u64, (t, b): (usize, usize)) {
+    let cfg = lstm(5, 13);
+    let w = Weights::init(&cfg, seed);
+    let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
+    let x = seeded(seed + 1, t * b * 5, 1.0);
+    let out = rnn.forward_host(&x, t, b, None, None).unwrap();
+    let r = cpu::lstm_forward(
+        &cfg,
+        &RefWeights::new(&cfg, w.layer(0, 0)),
+        &to_f64(&x),
+        None,
+        None,
+        t,
+        b,
+    )
+    .unwrap();
+    // Same tolerance and reasoning as tests/lstm_forward.rs.
+    common::assert_close("y (chunked to fit)", &out.y, &r.y, 2e-5, 1e-4);
 }
 
 #[test]
@@ -297,24 +302,7 @@ fn storage_binding_limit_is_checked_or_tiled() {
 
     // The input projection of 300 steps (300*3*4*13 floats = 183 KiB) is larger than a
     // binding, but it is intermediate: the schedule tiles time into chunks that fit.
-    let cfg = lstm(5, 13);
-    let w = Weights::init(&cfg, 2);
-    let rnn = Rnn::new(&ctx, &cfg, &w).unwrap();
-    let (t, b) = (300, 3);
-    let x = seeded(3, t * b * 5, 1.0);
-    let out = rnn.forward_host(&x, t, b, None, None).unwrap();
-    let r = cpu::lstm_forward(
-        &cfg,
-        &RefWeights::new(&cfg, w.layer(0, 0)),
-        &to_f64(&x),
-        None,
-        None,
-        t,
-        b,
-    )
-    .unwrap();
-    // Same tolerance and reasoning as tests/lstm_forward.rs.
-    common::assert_close("y (chunked to fit)", &out.y, &r.y, 2e-5, 1e-4);
+    chunked_forward_matches_reference(&ctx, 2, (300, 3));
 }
 
 #[test]
@@ -333,21 +321,5 @@ fn workgroup_count_limit_is_checked_or_tiled() {
 
     // T*B = 850 rows need 14 GEMM row-tiles of 64, more than 4: tiled into time chunks of
     // 15 steps (15*17 = 255 rows = 4 tiles) instead.
-    let cfg = lstm(5, 13);
-    let w = Weights::init(&cfg, 4);
-    let rnn = Rnn::new(&ctx, &cfg, &w).unwrap();
-    let (t, b) = (50, 17);
-    let x = seeded(5, t * b * 5, 1.0);
-    let out = rnn.forward_host(&x, t, b, None, None).unwrap();
-    let r = cpu::lstm_forward(
-        &cfg,
-        &RefWeights::new(&cfg, w.layer(0, 0)),
-        &to_f64(&x),
-        None,
-        None,
-        t,
-        b,
-    )
-    .unwrap();
-    common::assert_close("y (chunked to fit)", &out.y, &r.y, 2e-5, 1e-4);
+    chunked_forward_matches_reference(&ctx, 4, (50, 17));
 }

@@ -1,12 +1,12 @@
 //! GPU backward (BPTT) against the f64 CPU reference and against PyTorch autograd.
 //!
-//! Shape grid as the forward tests: every one of B ∈ {1, 3, 17, 64}, H ∈ {1, 13, 64, 256},
-//! I ∈ {1, 7, 256}, T ∈ {1, 50, 1000} appears.
+//! The same shape grid as the forward tests ([`common::GRID`]): every one of
+//! B ∈ {1, 3, 17, 64}, H ∈ {1, 13, 64, 256}, I ∈ {1, 7, 256}, T ∈ {1, 50, 1000} appears.
 
 mod common;
 
 use common::fixtures::{self, all_cases};
-use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
+use common::{Case, GRID, assert_close, gpu::ctx, max_abs_diff, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{Context, Error, GpuTensor, GradMode, HostGrads, Rnn, RnnConfig, State, Weights};
 
@@ -25,66 +25,6 @@ fn check_scaled(name: &str, got: &[f32], want: &[f64]) {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert_close(name, got, want, ATOL + SCALE_RTOL * scale, 0.0);
 }
-
-struct Case {
-    input: usize,
-    hidden: usize,
-    batch: usize,
-    steps: usize,
-    bias: bool,
-}
-
-const GRID: &[Case] = &[
-    Case {
-        input: 1,
-        hidden: 1,
-        batch: 1,
-        steps: 1,
-        bias: true,
-    },
-    Case {
-        input: 7,
-        hidden: 13,
-        batch: 3,
-        steps: 1000,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 64,
-        batch: 17,
-        steps: 50,
-        bias: true,
-    },
-    Case {
-        input: 7,
-        hidden: 256,
-        batch: 64,
-        steps: 50,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 256,
-        batch: 1,
-        steps: 50,
-        bias: false,
-    },
-    Case {
-        input: 1,
-        hidden: 64,
-        batch: 64,
-        steps: 1000,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 13,
-        batch: 17,
-        steps: 1,
-        bias: false,
-    },
-];
 
 /// Inputs of one seeded problem.
 struct Problem {

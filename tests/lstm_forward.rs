@@ -1,11 +1,11 @@
 //! GPU LSTM forward against the f64 CPU reference.
 //!
-//! Every value of the acceptance grid appears at least once:
+//! Every value of the acceptance grid ([`common::GRID`]) appears at least once:
 //! B ∈ {1, 3, 17, 64}, H ∈ {1, 13, 64, 256}, I ∈ {1, 7, 256}, T ∈ {1, 50, 1000}.
 
 mod common;
 
-use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
+use common::{Case, GRID, assert_close, gpu::ctx, max_abs_diff, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{Context, GpuTensor, HostOutput, Output, Rnn, RnnConfig, State, Weights};
 
@@ -18,73 +18,6 @@ use rnn_wgpu::{Context, GpuTensor, HostOutput, Output, Rnn, RnnConfig, State, We
 /// a 10x+ margin while still catching any indexing or gate-order bug (those give O(0.1)).
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
-
-struct Case {
-    input: usize,
-    hidden: usize,
-    batch: usize,
-    steps: usize,
-    bias: bool,
-}
-
-const GRID: &[Case] = &[
-    Case {
-        input: 1,
-        hidden: 1,
-        batch: 1,
-        steps: 1,
-        bias: true,
-    },
-    Case {
-        input: 7,
-        hidden: 13,
-        batch: 3,
-        steps: 1000,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 64,
-        batch: 17,
-        steps: 50,
-        bias: true,
-    },
-    Case {
-        input: 7,
-        hidden: 256,
-        batch: 64,
-        steps: 50,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 256,
-        batch: 1,
-        steps: 50,
-        bias: false,
-    },
-    Case {
-        input: 1,
-        hidden: 64,
-        batch: 64,
-        steps: 1000,
-        bias: true,
-    },
-    Case {
-        input: 256,
-        hidden: 13,
-        batch: 17,
-        steps: 1,
-        bias: false,
-    },
-    Case {
-        input: 1,
-        hidden: 256,
-        batch: 3,
-        steps: 1000,
-        bias: true,
-    },
-];
 
 /// Run GPU and reference on the same seeded inputs; `scale` multiplies x.
 fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::LstmForward) {

@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
+use common::fixtures::OptimFixture;
+use common::gpu::{ctx, limited};
+use common::{assert_close, max_abs_diff, seeded};
 use rnn_wgpu::cpu::optim::{self as cpu, AdamState, SgdState};
 use rnn_wgpu::cpu::to_f64;
 use rnn_wgpu::gpu::clip;
 use rnn_wgpu::gpu::optim::{Adam, AdamOptimizer, Sgd, SgdOptimizer};
 use rnn_wgpu::{Context, Error, GpuTensor};
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
 /// Parameter shapes of odd sizes: 1, 7, 1000, 70000 (274 workgroups) and 105 elements.
 const SHAPES: &[&[usize]] = &[&[1], &[7], &[10, 100], &[70000], &[3, 5, 7]];
@@ -375,32 +375,12 @@ fn zero_element_parameters_are_skipped() {
     assert!((got - 0.5).abs() < 1e-6, "{got}");
 }
 
-/// A device on the test adapter with at most `max_wg` workgroups per grid dimension.
-fn limited(max_wg: u32) -> Option<Context> {
-    let shared = ctx()?;
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let want = shared.adapter_info();
-    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .into_iter()
-        .find(|a| {
-            let info = a.get_info();
-            info.name == want.name && info.backend == want.backend
-        })?;
-    let mut limits = adapter.limits();
-    limits.max_compute_workgroups_per_dimension = max_wg;
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .unwrap();
-    Some(Context::from_device(device, queue))
-}
-
 #[test]
 fn grids_wrap_into_two_dimensions_under_low_limits() {
     // 20 workgroups per dimension: the 70000-element parameter needs 274 (a 20 x 14 grid).
-    let Some(ctx) = limited(20) else { return };
+    let Some(ctx) = limited(|l| l.max_compute_workgroups_per_dimension = 20) else {
+        return;
+    };
     let problem = Problem::seeded(5, SHAPES, 2);
     let sgd = Sgd {
         momentum: 0.9,
@@ -633,51 +613,8 @@ fn mismatched_steps_are_typed_errors() {
     )));
 }
 
-/// `tests/fixtures/optim.safetensors` (see `scripts/gen_optim_fixtures.py`).
-struct TorchFixture {
-    bytes: Vec<u8>,
-}
-
-impl TorchFixture {
-    fn load() -> TorchFixture {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/optim.safetensors"
-        );
-        TorchFixture {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")),
-        }
-    }
-
-    fn meta(&self, key: &str) -> serde_json::Value {
-        let (_, header) = SafeTensors::read_metadata(&self.bytes).unwrap();
-        let raw = &header.metadata().as_ref().unwrap()[key];
-        serde_json::from_str(raw).unwrap_or_else(|e| panic!("metadata {key}: {e}"))
-    }
-
-    fn data(&self, name: &str, dtype: Dtype) -> Vec<u8> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let view = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("fixture `{name}`: {e}"));
-        assert_eq!(view.dtype(), dtype, "dtype of `{name}`");
-        view.data().to_vec()
-    }
-
-    fn f32(&self, name: &str) -> Vec<f32> {
-        let d = self.data(name, Dtype::F32);
-        d.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-
-    fn f64(&self, name: &str) -> Vec<f64> {
-        let d = self.data(name, Dtype::F64);
-        d.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-
+/// The readers of the optimiser cases.
+impl OptimFixture {
     fn shapes(&self) -> Vec<Vec<usize>> {
         serde_json::from_value(self.meta("shapes")).unwrap()
     }
@@ -749,7 +686,7 @@ const TORCH_F64_ATOL: f64 = 1e-13;
 
 #[test]
 fn reference_matches_torch_fixtures() {
-    let fx = TorchFixture::load();
+    let fx = OptimFixture::load();
     let problem = fx.problem();
     let cases = fx.cases();
     assert_eq!(cases.len(), 6, "fixture cases");
@@ -789,7 +726,7 @@ fn reference_matches_torch_fixtures() {
 #[test]
 fn gpu_matches_torch_fixtures() {
     let Some(ctx) = ctx() else { return };
-    let fx = TorchFixture::load();
+    let fx = OptimFixture::load();
     let problem = fx.problem();
     let mut worst = 0.0f64;
     for (case, config) in fx.cases() {

@@ -14,13 +14,12 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
 use crate::gpu::shaders::Kernel;
-use crate::gpu::tensor::GpuTensor;
+use crate::gpu::tensor::{GpuTensor, read_back, record_readback};
+use crate::gpu::uniforms::UniformSlots;
 
 /// Threads per workgroup of the clip and optimiser kernels (their `WG`).
 pub(crate) const WORKGROUP_SIZE: u64 = 256;
@@ -127,9 +126,7 @@ pub fn grad_norm(ctx: &Context, grads: &[&GpuTensor]) -> Result<f32> {
         let norm = GpuTensor::zeros(ctx, &[1])?;
         let mut encoder = command_encoder(ctx, "grad_norm");
         record_grad_norm(ctx, &mut encoder, grads, &norm)?;
-        let readback = record_readback(ctx, &mut encoder, &norm);
-        ctx.submit(encoder.finish());
-        read_f32(ctx, &readback)
+        read_norm(ctx, encoder, &norm)
     })
 }
 
@@ -161,9 +158,7 @@ pub fn clip_grad_norm(ctx: &Context, grads: &[&GpuTensor], max_norm: f32) -> Res
         let norm = GpuTensor::zeros(ctx, &[1])?;
         let mut encoder = command_encoder(ctx, "clip_grad_norm");
         record_clip_grad_norm(ctx, &mut encoder, grads, max_norm, &norm)?;
-        let readback = record_readback(ctx, &mut encoder, &norm);
-        ctx.submit(encoder.finish());
-        read_f32(ctx, &readback)
+        read_norm(ctx, encoder, &norm)
     })
 }
 
@@ -474,56 +469,6 @@ pub(crate) fn placeholder_buffer(ctx: &Context, label: &str) -> wgpu::Buffer {
     })
 }
 
-/// One uniform struct per dispatch, packed in one buffer at the device's dynamic-offset
-/// alignment and bound with a dynamic offset, so a call makes one buffer, not one per tensor.
-pub(crate) struct UniformSlots {
-    buffer: wgpu::Buffer,
-    stride: u64,
-    size: u64,
-}
-
-impl UniformSlots {
-    pub(crate) fn new<T: bytemuck::Pod>(ctx: &Context, label: &str, slots: &[T]) -> UniformSlots {
-        let size = std::mem::size_of::<T>() as u64;
-        let align = ctx.limits().min_uniform_buffer_offset_alignment as u64;
-        let stride = size.next_multiple_of(align);
-        let mut bytes = vec![0u8; (stride * slots.len().max(1) as u64) as usize];
-        for (i, slot) in slots.iter().enumerate() {
-            let at = i * stride as usize;
-            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(slot));
-        }
-        let buffer = ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        UniformSlots {
-            buffer,
-            stride,
-            size,
-        }
-    }
-
-    /// The bind group entry; pick the slot with [`UniformSlots::offset`] at `set_bind_group`.
-    pub(crate) fn entry(&self, binding: u32) -> wgpu::BindGroupEntry<'_> {
-        wgpu::BindGroupEntry {
-            binding,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.buffer,
-                offset: 0,
-                size: wgpu::BufferSize::new(self.size),
-            }),
-        }
-    }
-
-    /// The dynamic offset of slot `i`.
-    pub(crate) fn offset(&self, i: usize) -> u32 {
-        (i as u64 * self.stride) as u32
-    }
-}
-
 pub(crate) fn command_encoder(ctx: &Context, label: &str) -> wgpu::CommandEncoder {
     ctx.device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
@@ -539,39 +484,10 @@ pub(crate) fn compute_pass<'e>(
     })
 }
 
-/// Record a copy of the one-element `t` into a mappable buffer, so the readback travels in the
-/// same submission as the work that produced it.
-fn record_readback(
-    ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    t: &GpuTensor,
-) -> wgpu::Buffer {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("norm readback"),
-        size: 4,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, 4);
-    staging
-}
-
-/// Wait for the queue, then read the `f32` in a buffer from [`record_readback`].
-fn read_f32(ctx: &Context, staging: &wgpu::Buffer) -> Result<f32> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
-        .map_err(|e| Error::Gpu(format!("mapping the norm readback: {e}")))?;
-    let value = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("reading the norm readback: {e}")))?;
-        bytemuck::pod_read_unaligned::<f32>(&view[..4])
-    };
-    staging.unmap();
-    Ok(value)
+/// Copy the one-element `norm` into a mappable buffer within `encoder`'s submission, submit,
+/// and read it back.
+fn read_norm(ctx: &Context, mut encoder: wgpu::CommandEncoder, norm: &GpuTensor) -> Result<f32> {
+    let readback = record_readback(ctx, &mut encoder, norm.buffer(), 4, "norm readback");
+    ctx.submit(encoder.finish());
+    Ok(read_back(ctx, &readback, "the norm readback")?[0])
 }

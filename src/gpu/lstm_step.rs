@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
 use crate::gpu::shaders::Kernel;
+use crate::gpu::uniforms::UniformSlots;
 
 /// Hidden units per workgroup (the kernel's `TJ`).
 const UNITS_PER_GROUP: u32 = 16;
@@ -60,7 +61,12 @@ impl StepTiling {
 }
 
 /// Workgroup grid for a step over `batch` rows and `hidden` units.
-pub(crate) fn step_grid(ctx: &Context, tiling: StepTiling, batch: usize, hidden: usize) -> Result<(u32, u32)> {
+pub(crate) fn step_grid(
+    ctx: &Context,
+    tiling: StepTiling,
+    batch: usize,
+    hidden: usize,
+) -> Result<(u32, u32)> {
     let gx = (hidden as u64).div_ceil(UNITS_PER_GROUP as u64);
     let gy = (batch as u64).div_ceil(tiling.rows_per_group() as u64);
     let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
@@ -79,8 +85,8 @@ pub(crate) fn step_grid(ctx: &Context, tiling: StepTiling, batch: usize, hidden:
 
 /// Buffers of a run of steps over one time chunk.
 pub(crate) struct LstmStepBuffers<'a> {
-    /// `StepParams` array, one entry per `params_stride` bytes.
-    pub params: &'a wgpu::Buffer,
+    /// One `StepParams` slot per timestep.
+    pub params: &'a UniformSlots,
     /// `(Tc, B, H, 4)` this chunk's input projection.
     pub gx: &'a wgpu::Buffer,
     /// `(H, H, 4)` packed `W_hh^T`.
@@ -135,14 +141,7 @@ impl LstmStep {
             label: Some("lstm_step"),
             layout: &pipeline.layout,
             entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: bufs.params,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
-                    }),
-                },
+                bufs.params.entry(0),
                 entry(1, bufs.gx),
                 entry(2, bufs.w_hh),
                 entry(3, bufs.h_carry),

@@ -7,6 +7,7 @@ use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
 use crate::gpu::lstm_step::{StepTiling, step_grid};
 use crate::gpu::shaders::Kernel;
+use crate::gpu::uniforms::UniformSlots;
 
 /// Per-step uniforms; one entry per timestep, addressed with dynamic offsets.
 #[repr(C)]
@@ -21,7 +22,8 @@ pub(crate) struct StepBackParams {
 
 /// Buffers of the reverse loop.
 pub(crate) struct LstmStepBackwardBuffers<'a> {
-    pub params: &'a wgpu::Buffer,
+    /// One `StepBackParams` slot per timestep.
+    pub params: &'a UniformSlots,
     /// `(T, B, H, 4)` saved activated gates.
     pub gates: &'a wgpu::Buffer,
     /// `(T + 1, B, H)` saved cell states.
@@ -64,14 +66,7 @@ impl LstmStepBackward {
             label: Some("lstm_step_backward"),
             layout: &pipeline.layout,
             entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: bufs.params,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(std::mem::size_of::<StepBackParams>() as u64),
-                    }),
-                },
+                bufs.params.entry(0),
                 entry(1, bufs.gates),
                 entry(2, bufs.c_all),
                 entry(3, bufs.w_hh),

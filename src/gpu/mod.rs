@@ -12,6 +12,7 @@ mod rnn;
 mod shaders;
 pub mod tensor;
 mod train;
+mod uniforms;
 
 pub use context::{ADAPTER_ENV, Context, ContextOptions, list_adapters};
 pub use rnn::{HostOutput, Output, Rnn, State};

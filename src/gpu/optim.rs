@@ -17,12 +17,13 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::clip::{
-    UniformSlots, WORKGROUP_SIZE, check_distinct, command_encoder, compute_pass, element_count,
-    grid_2d, placeholder_buffer, tensor_entry,
+    WORKGROUP_SIZE, check_distinct, command_encoder, compute_pass, element_count, grid_2d,
+    placeholder_buffer, tensor_entry,
 };
 use crate::gpu::context::Context;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::tensor::GpuTensor;
+use crate::gpu::uniforms::UniformSlots;
 
 /// `torch.optim.SGD` hyper-parameters (`maximize = False`).
 ///
@@ -260,11 +261,8 @@ impl SgdOptimizer {
         params: &[&GpuTensor],
         grads: &[&GpuTensor],
     ) -> Result<()> {
-        ctx.scoped(|| {
-            let mut encoder = command_encoder(ctx, "sgd step");
-            self.record_step(ctx, &mut encoder, params, grads)?;
-            ctx.submit(encoder.finish());
-            Ok(())
+        submit_step(ctx, "sgd step", |encoder| {
+            self.record_step(ctx, encoder, params, grads)
         })
     }
 
@@ -277,7 +275,6 @@ impl SgdOptimizer {
         params: &[&GpuTensor],
         grads: &[&GpuTensor],
     ) -> Result<()> {
-        let lens = check_step(ctx, &self.shapes, params, grads)?;
         let c = &self.config;
         let uniforms = OptimParams {
             first_step: (self.steps == 0) as u32,
@@ -301,7 +298,7 @@ impl SgdOptimizer {
                 label: "sgd step",
                 constants: &constants,
                 uniforms,
-                lens: &lens,
+                shapes: &self.shapes,
                 state,
                 state2: None,
                 placeholder: &self.placeholder,
@@ -382,11 +379,8 @@ impl AdamOptimizer {
         params: &[&GpuTensor],
         grads: &[&GpuTensor],
     ) -> Result<()> {
-        ctx.scoped(|| {
-            let mut encoder = command_encoder(ctx, "adam step");
-            self.record_step(ctx, &mut encoder, params, grads)?;
-            ctx.submit(encoder.finish());
-            Ok(())
+        submit_step(ctx, "adam step", |encoder| {
+            self.record_step(ctx, encoder, params, grads)
         })
     }
 
@@ -399,7 +393,6 @@ impl AdamOptimizer {
         params: &[&GpuTensor],
         grads: &[&GpuTensor],
     ) -> Result<()> {
-        let lens = check_step(ctx, &self.shapes, params, grads)?;
         let c = &self.config;
         // As torch.optim.Adam computes them, in double precision on the host.
         let step = (self.steps + 1) as f64;
@@ -422,7 +415,7 @@ impl AdamOptimizer {
                 label: "adam step",
                 constants: &[("OPTIMIZER", ADAM)],
                 uniforms,
-                lens: &lens,
+                shapes: &self.shapes,
                 state: Some(&self.exp_avg),
                 state2: Some(&self.exp_avg_sq),
                 placeholder: &self.placeholder,
@@ -441,13 +434,30 @@ struct Update<'a> {
     constants: &'a [(&'static str, u64)],
     /// The uniforms every parameter shares; `len` and `groups` are filled per parameter.
     uniforms: OptimParams,
-    lens: &'a [u32],
+    /// The parameter shapes the optimiser was built for.
+    shapes: &'a [Vec<usize>],
     state: Option<&'a [GpuTensor]>,
     state2: Option<&'a [GpuTensor]>,
     placeholder: &'a wgpu::Buffer,
 }
 
-/// One dispatch of `shaders/optim.wgsl` per non-empty parameter, all in one compute pass.
+/// Run `record` on a new encoder and submit it: the `step` of both optimisers.
+fn submit_step(
+    ctx: &Context,
+    label: &str,
+    record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<()> {
+    ctx.scoped(|| {
+        let mut encoder = command_encoder(ctx, label);
+        record(&mut encoder)?;
+        ctx.submit(encoder.finish());
+        Ok(())
+    })
+}
+
+/// Check `params` and `grads` against the optimiser's shapes, then record one dispatch of
+/// `shaders/optim.wgsl` per non-empty parameter, all in one compute pass: the `record_step` of
+/// both optimisers, less the uniforms and state each brings.
 fn record_update(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -455,9 +465,10 @@ fn record_update(
     params: &[&GpuTensor],
     grads: &[&GpuTensor],
 ) -> Result<()> {
+    let lens = check_step(ctx, u.shapes, params, grads)?;
     let mut slots = Vec::new();
     let mut work = Vec::new();
-    for (i, &len) in u.lens.iter().enumerate() {
+    for (i, &len) in lens.iter().enumerate() {
         if len == 0 {
             continue;
         }

@@ -12,15 +12,14 @@
 //! device's storage-binding limit and a bounded scratch budget; with room, one chunk covers all
 //! of `T`.
 
-use wgpu::util::DeviceExt;
-
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
 use crate::gpu::lstm_step::{LstmStep, LstmStepBuffers, StepParams};
 use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
-use crate::gpu::tensor::GpuTensor;
+use crate::gpu::tensor::{GpuTensor, download_optional};
+use crate::gpu::uniforms::UniformSlots;
 use crate::weights::{LayerWeights, Weights};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -99,7 +98,6 @@ pub(crate) struct Plan {
     pub steps: usize,
     pub batch: usize,
     chunk: usize,
-    params_stride: u64,
 }
 
 impl Rnn {
@@ -310,10 +308,7 @@ impl Rnn {
         Ok(HostOutput {
             y: out.y.download(&self.ctx)?,
             h_n: out.h_n.download(&self.ctx)?,
-            c_n: match &out.c_n {
-                Some(c) => Some(c.download(&self.ctx)?),
-                None => None,
-            },
+            c_n: download_optional(&self.ctx, out.c_n.as_ref())?,
         })
     }
 
@@ -406,13 +401,10 @@ impl Rnn {
             .min(mem_fit)
             .min(rows_fit)
             .min(self.max_chunk_steps.unwrap_or(usize::MAX) as u64) as usize;
-        let align = self.ctx.limits().min_uniform_buffer_offset_alignment as u64;
-        let params_stride = (std::mem::size_of::<StepParams>() as u64).next_multiple_of(align);
         Ok(Plan {
             steps: t,
             batch: b,
             chunk,
-            params_stride,
         })
     }
 
@@ -459,26 +451,15 @@ impl Rnn {
             enc.copy_buffer_to_buffer(c_state, 0, c_all.buffer(), 0, bh_bytes);
         }
 
-        let params: Vec<u8> = (0..t_all)
-            .flat_map(|t| {
-                let p = StepParams {
-                    batch: b as u32,
-                    hidden: h as u32,
-                    t_local: (t % plan.chunk) as u32,
-                    t_global: t as u32,
-                };
-                let mut bytes = bytemuck::bytes_of(&p).to_vec();
-                bytes.resize(plan.params_stride as usize, 0);
-                bytes
+        let params: Vec<StepParams> = (0..t_all)
+            .map(|t| StepParams {
+                batch: b as u32,
+                hidden: h as u32,
+                t_local: (t % plan.chunk) as u32,
+                t_global: t as u32,
             })
             .collect();
-        let params = ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("lstm_step params"),
-                contents: &params,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let params = UniformSlots::new(ctx, "lstm_step params", &params);
         let gx = GpuTensor::uninit(ctx, "gx", &[plan.chunk, b, g * h])?;
         let step = LstmStep::new(
             ctx,
@@ -521,7 +502,7 @@ impl Rnn {
                 },
             )?;
             for t in t0..t0 + tc {
-                step.record(&mut pass, (t as u64 * plan.params_stride) as u32);
+                step.record(&mut pass, params.offset(t));
             }
         }
         let last = (t_all - 1) as u64 * bh_bytes;

@@ -129,37 +129,61 @@ impl GpuTensor {
             return Ok(Vec::new());
         }
         ctx.scoped(|| {
-            let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("download"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
             let mut enc = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("download"),
                 });
-            enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
+            let staging = record_readback(ctx, &mut enc, &self.buffer, bytes, "download");
             ctx.submit(enc.finish());
-            let (tx, rx) = std::sync::mpsc::channel();
-            staging.map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r);
-            });
-            ctx.wait()?;
-            rx.recv()
-                .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
-                .map_err(|e| Error::Gpu(format!("mapping download buffer: {e}")))?;
-            let data = {
-                let view = staging
-                    .get_mapped_range(..)
-                    .map_err(|e| Error::Gpu(format!("reading mapped buffer: {e}")))?;
-                bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-            };
-            staging.unmap();
-            Ok(data)
+            read_back(ctx, &staging, "download buffer")
         })
     }
+}
+
+/// [`GpuTensor::download`] of an optional tensor (such as `c_n`); `None` stays `None`.
+pub(crate) fn download_optional(ctx: &Context, t: Option<&GpuTensor>) -> Result<Option<Vec<f32>>> {
+    t.map(|t| t.download(ctx)).transpose()
+}
+
+/// Record a copy of the first `bytes` bytes of `src` into a new mappable buffer, so the
+/// readback travels in the same submission as the work that produced it.
+pub(crate) fn record_readback(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    bytes: u64,
+    label: &str,
+) -> wgpu::Buffer {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+    staging
+}
+
+/// Wait for the queue, then map a buffer from [`record_readback`] and read it as `f32`s.
+/// `what` names the buffer in errors.
+pub(crate) fn read_back(ctx: &Context, staging: &wgpu::Buffer, what: &str) -> Result<Vec<f32>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping {what}: {e}")))?;
+    let data = {
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading {what}: {e}")))?;
+        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+    };
+    staging.unmap();
+    Ok(data)
 }
 
 fn buffer_name(_b: &wgpu::Buffer) -> String {

@@ -11,15 +11,14 @@
 //! gradients. Gradients live in the packed layout of the parameters (see
 //! [`crate::gpu::pack`]); [`Grads::to_host`] unpacks them to PyTorch's.
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
 use crate::gpu::lstm_step_backward::{LstmStepBackward, LstmStepBackwardBuffers, StepBackParams};
 use crate::gpu::pack::unpack_gate_interleaved;
 use crate::gpu::rnn::{Output, Rnn, State, binding_limit, check_shape, unpack_biases};
-use crate::gpu::tensor::GpuTensor;
+use crate::gpu::tensor::{GpuTensor, download_optional};
+use crate::gpu::uniforms::UniformSlots;
 use crate::weights::LayerWeights;
 
 /// What backward needs from a forward pass, kept on the GPU.
@@ -139,10 +138,7 @@ impl Grads {
         Ok(HostGrads {
             dx: self.dx.download(&rnn.ctx)?,
             dh0: self.dh0.download(&rnn.ctx)?,
-            dc0: match &self.dc0 {
-                Some(c) => Some(c.download(&rnn.ctx)?),
-                None => None,
-            },
+            dc0: download_optional(&rnn.ctx, self.dc0.as_ref())?,
             params: self.params.to_host(rnn)?,
         })
     }
@@ -297,28 +293,15 @@ impl Rnn {
                     zeros.buffer()
                 }
             };
-            let align = ctx.limits().min_uniform_buffer_offset_alignment as u64;
-            let stride = (std::mem::size_of::<StepBackParams>() as u64).next_multiple_of(align);
-            let params: Vec<u8> = (0..t)
-                .flat_map(|step| {
-                    let p = StepBackParams {
-                        batch: b as u32,
-                        hidden: h as u32,
-                        t: step as u32,
-                        last: (step == t - 1) as u32,
-                    };
-                    let mut bytes = bytemuck::bytes_of(&p).to_vec();
-                    bytes.resize(stride as usize, 0);
-                    bytes
+            let params: Vec<StepBackParams> = (0..t)
+                .map(|step| StepBackParams {
+                    batch: b as u32,
+                    hidden: h as u32,
+                    t: step as u32,
+                    last: (step == t - 1) as u32,
                 })
                 .collect();
-            let params = ctx
-                .device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("lstm_step_backward params"),
-                    contents: &params,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
+            let params = UniformSlots::new(ctx, "lstm_step_backward params", &params);
             let d_gates = GpuTensor::uninit(ctx, "dG", &[t, b, hg])?;
             let step = LstmStepBackward::new(
                 ctx,
@@ -350,7 +333,7 @@ impl Rnn {
                 timestamp_writes: None,
             });
             for s in (0..t).rev() {
-                step.record(&mut pass, (s as u64 * stride) as u32);
+                step.record(&mut pass, params.offset(s));
             }
             let dg = d_gates.buffer();
             let w_hh = self.layer.w_hh.buffer();

@@ -1,6 +1,9 @@
 //! PyTorch fixtures (tests/fixtures/*.safetensors), loaded for the parity tests.
 //!
-//! `scripts/gen_fixtures.py` writes one file per case, `lstm_<case>.safetensors`, holding:
+//! `scripts/gen_optim_fixtures.py` writes `optim.safetensors`, read through [`OptimFixture`]
+//! by the clipping and optimiser tests.
+//!
+//! `scripts/gen_fixtures.py` writes one file per LSTM case, `lstm_<case>.safetensors`, holding:
 //! - F32 parameters under their state_dict names (`weight_ih_l0`, ...), loadable by
 //!   [`Weights::from_safetensors`];
 //! - F32 inputs `x [T, B, I]`, `h0`, `c0 [B, H]` and upstream gradients `dy [T, B, H]`,
@@ -186,5 +189,47 @@ impl Fixture {
     fn tensors(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes)
             .unwrap_or_else(|e| panic!("fixture {}: {e}", self.name))
+    }
+}
+
+/// `tests/fixtures/optim.safetensors` (see `scripts/gen_optim_fixtures.py`): gradients,
+/// parameters and torch's results for the clipping and optimiser cases, with JSON metadata
+/// (`shapes`, `steps`, `clip_norm`, `clip_value`, `optimizers`). Each test file reads the
+/// tensors it needs by name.
+pub struct OptimFixture {
+    bytes: Vec<u8>,
+}
+
+impl OptimFixture {
+    /// Read the file (panics if it is missing).
+    pub fn load() -> OptimFixture {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/optim.safetensors"
+        );
+        OptimFixture {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        }
+    }
+
+    /// A metadata entry, parsed as JSON.
+    pub fn meta(&self, key: &str) -> serde_json::Value {
+        let (_, header) = SafeTensors::read_metadata(&self.bytes).unwrap();
+        let raw = &header.metadata().as_ref().unwrap()[key];
+        serde_json::from_str(raw).unwrap_or_else(|e| panic!("metadata {key}: {e}"))
+    }
+
+    /// An F32 tensor by name, flattened row-major.
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        le_f32(view(&self.tensors(), "optim", name, Dtype::F32).data())
+    }
+
+    /// An F64 tensor by name, flattened row-major.
+    pub fn f64(&self, name: &str) -> Vec<f64> {
+        le_f64(view(&self.tensors(), "optim", name, Dtype::F64).data())
+    }
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).unwrap()
     }
 }

@@ -45,3 +45,27 @@ pub fn own_ctx() -> Option<Context> {
     ctx()?;
     Some(Context::new().expect("the adapter opened once already"))
 }
+
+/// A device of its own on the shared context's adapter with some limits lowered by `f`, to
+/// exercise limit handling (checks, time tiling, 2-D grids) without allocating gigabytes.
+/// `None` where the GPU tests are skipped (see [`ctx`]).
+pub fn limited(f: impl FnOnce(&mut wgpu::Limits)) -> Option<Context> {
+    let shared = ctx()?;
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let want = shared.adapter_info();
+    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .find(|a| {
+            let info = a.get_info();
+            info.name == want.name && info.backend == want.backend
+        })?;
+    let mut limits = adapter.limits();
+    f(&mut limits);
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    Some(Context::from_device(device, queue))
+}

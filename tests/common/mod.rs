@@ -8,6 +8,77 @@ pub mod gpu;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// One LSTM problem size: `input_size`, `hidden_size`, `B`, `T`, and whether it has biases.
+pub struct Case {
+    pub input: usize,
+    pub hidden: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub bias: bool,
+}
+
+/// The acceptance grid of the forward and backward tests: every value of
+/// B ∈ {1, 3, 17, 64}, H ∈ {1, 13, 64, 256}, I ∈ {1, 7, 256}, T ∈ {1, 50, 1000} appears at
+/// least once, with and without biases.
+pub const GRID: &[Case] = &[
+    Case {
+        input: 1,
+        hidden: 1,
+        batch: 1,
+        steps: 1,
+        bias: true,
+    },
+    Case {
+        input: 7,
+        hidden: 13,
+        batch: 3,
+        steps: 1000,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 64,
+        batch: 17,
+        steps: 50,
+        bias: true,
+    },
+    Case {
+        input: 7,
+        hidden: 256,
+        batch: 64,
+        steps: 50,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 256,
+        batch: 1,
+        steps: 50,
+        bias: false,
+    },
+    Case {
+        input: 1,
+        hidden: 64,
+        batch: 64,
+        steps: 1000,
+        bias: true,
+    },
+    Case {
+        input: 256,
+        hidden: 13,
+        batch: 17,
+        steps: 1,
+        bias: false,
+    },
+    Case {
+        input: 1,
+        hidden: 256,
+        batch: 3,
+        steps: 1000,
+        bias: true,
+    },
+];
+
 /// `n` values uniform in `[-scale, scale]`, reproducible from `seed`.
 pub fn seeded(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

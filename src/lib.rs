@@ -50,7 +50,10 @@ pub mod error;
 pub mod gpu;
 pub mod weights;
 
-pub use config::{CellKind, Direction, Layout, RnnConfig, RnnConfigBuilder};
+pub use config::{
+    Activation, Activations, CellKind, Direction, GruReset, Layout, Nonlinearity, RnnConfig,
+    RnnConfigBuilder,
+};
 pub use error::{Error, Result};
 pub use gpu::{
     Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput, Output, ParamGrads,

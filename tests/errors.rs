@@ -323,3 +323,69 @@ fn workgroup_count_limit_is_checked_or_tiled() {
     // 15 steps (15*17 = 255 rows = 4 tiles) instead.
     chunked_forward_matches_reference(&ctx, 4, (50, 17));
 }
+
+#[test]
+fn config_rejects_invalid_cell_variants() {
+    use rnn_wgpu::{Activation, Activations, Nonlinearity};
+    let invalid = |r: rnn_wgpu::Result<RnnConfig>| matches!(r, Err(Error::InvalidConfig(_)));
+    assert!(invalid(RnnConfig::gru(4, 8).proj_size(4).build()));
+    assert!(invalid(
+        RnnConfig::rnn(4, 8, Nonlinearity::Tanh)
+            .peepholes(true)
+            .build()
+    ));
+    assert!(invalid(RnnConfig::gru(4, 8).input_forget(true).build()));
+    assert!(invalid(
+        RnnConfig::rnn(4, 8, Nonlinearity::Relu)
+            .cell_clip(-1.0, 1.0)
+            .build()
+    ));
+    assert!(invalid(
+        RnnConfig::lstm(4, 8).linear_before_reset(false).build()
+    ));
+    assert!(invalid(RnnConfig::lstm(4, 8).proj_size(8).build()));
+    assert!(invalid(RnnConfig::lstm(4, 8).proj_size(0).build()));
+    assert!(invalid(RnnConfig::lstm(4, 8).gate_clip(0.0).build()));
+    assert!(invalid(RnnConfig::lstm(4, 8).cell_clip(1.0, -1.0).build()));
+    let nan_alpha = Activations {
+        gate: Activation::LeakyRelu { alpha: f32::NAN },
+        ..Default::default()
+    };
+    assert!(invalid(
+        RnnConfig::lstm(4, 8).activations(nan_alpha).build()
+    ));
+    // An activation that needs alpha (and beta), given without it.
+    assert!(matches!(
+        Activation::from_onnx("LeakyRelu", None, None),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Activation::from_onnx("HardSigmoid", Some(0.2), None),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Activation::from_onnx("Swish", None, None),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert_eq!(
+        Activation::from_onnx("HardSigmoid", Some(0.2), Some(0.5)).unwrap(),
+        Activation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5
+        }
+    );
+    // Valid configurations of cells the GPU path does not run yet are refused there, not
+    // computed wrongly.
+    let Some(ctx) = ctx() else { return };
+    for cfg in [
+        RnnConfig::gru(4, 8).build().unwrap(),
+        RnnConfig::rnn(4, 8, Nonlinearity::Relu).build().unwrap(),
+        RnnConfig::lstm(4, 8).peepholes(true).build().unwrap(),
+    ] {
+        let w = Weights::init(&cfg, 1);
+        assert!(
+            matches!(Rnn::new(ctx, &cfg, &w), Err(Error::Unsupported(_))),
+            "{cfg:?}"
+        );
+    }
+}

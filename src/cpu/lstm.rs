@@ -69,6 +69,17 @@ pub struct LstmGrads {
     pub d_bias_hh: Vec<f64>,
 }
 
+/// These functions are the plain PyTorch LSTM; refuse anything else rather than compute it
+/// wrongly.
+fn plain_lstm_only(cfg: &RnnConfig) -> Result<()> {
+    if cfg.cell() != crate::config::CellKind::Lstm || !cfg.is_plain() {
+        return Err(Error::Unsupported(format!(
+            "cpu::lstm_* implement the plain LSTM, not {cfg:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn check(name: &str, v: &[f64], shape: &[usize]) -> Result<()> {
     let n: usize = shape.iter().product();
     if v.len() != n {
@@ -161,6 +172,7 @@ pub fn lstm_forward(
     steps: usize,
     batch: usize,
 ) -> Result<LstmForward> {
+    plain_lstm_only(cfg)?;
     let (input, hidden) = (cfg.input_size(), cfg.hidden_size());
     check("x", x, &[steps, batch, input])?;
     let zeros = vec![0.0; batch * hidden];
@@ -264,6 +276,7 @@ pub fn lstm_backward(
     steps: usize,
     batch: usize,
 ) -> Result<LstmGrads> {
+    plain_lstm_only(cfg)?;
     let (input, hidden) = (cfg.input_size(), cfg.hidden_size());
     let (g4, bh) = (4 * hidden, batch * hidden);
     check("x", x, &[steps, batch, input])?;

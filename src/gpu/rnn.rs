@@ -114,6 +114,11 @@ impl Rnn {
                 cfg
             )));
         }
+        if cfg.cell() != crate::config::CellKind::Lstm || !cfg.is_plain() {
+            return Err(Error::Unsupported(format!(
+                "the GPU path implements the plain LSTM so far, not {cfg:?}"
+            )));
+        }
         weights.validate()?;
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let lim = binding_limit(ctx);

@@ -265,7 +265,11 @@ impl RnnConfig {
 
     /// Start a plain RNN configuration (PyTorch `nn.RNN(input_size, hidden_size,
     /// nonlinearity=...)`).
-    pub fn rnn(input_size: usize, hidden_size: usize, nonlinearity: Nonlinearity) -> RnnConfigBuilder {
+    pub fn rnn(
+        input_size: usize,
+        hidden_size: usize,
+        nonlinearity: Nonlinearity,
+    ) -> RnnConfigBuilder {
         let mut b = Self::start(CellKind::Rnn, input_size, hidden_size);
         b.cfg.activations.cell = match nonlinearity {
             Nonlinearity::Tanh => Activation::Tanh,

@@ -107,7 +107,11 @@ impl Readout {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        ctx.queue().write_buffer(&params, 0, bytemuck::cast_slice(&[batch as u32, hidden as u32]));
+        ctx.queue().write_buffer(
+            &params,
+            0,
+            bytemuck::cast_slice(&[batch as u32, hidden as u32]),
+        );
         let k = 1.0 / (hidden as f32).sqrt();
         let mut w: Vec<f32> = (0..hidden).map(|_| rng.random_range(-k..k)).collect();
         w.push(0.0);
@@ -159,11 +163,17 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     if args.full {
         (args.steps, args.hidden, args.batch) = (200, 128, 128);
     }
-    assert!(args.steps >= 2 && args.batch <= 1024, "need T >= 2 and B <= 1024");
+    assert!(
+        args.steps >= 2 && args.batch <= 1024,
+        "need T >= 2 and B <= 1024"
+    );
     let (t, h, b) = (args.steps, args.hidden, args.batch);
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.describe());
-    println!("adding problem: T = {t}, H = {h}, B = {b}, Adam lr = {}, clip = {}", args.lr, args.clip);
+    println!(
+        "adding problem: T = {t}, H = {h}, B = {b}, Adam lr = {}, clip = {}",
+        args.lr, args.clip
+    );
 
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let cfg = RnnConfig::lstm(2, h).build()?;
@@ -251,7 +261,11 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let solved = last_eval < 0.01;
     println!(
         "final eval MSE {last_eval:.4} (predict-the-mean baseline 0.167): {}",
-        if solved { "solved (< 0.01)" } else { "NOT solved" }
+        if solved {
+            "solved (< 0.01)"
+        } else {
+            "NOT solved"
+        }
     );
     if !solved {
         std::process::exit(1);

@@ -2,8 +2,11 @@
 //!
 //! For layer `k` (suffix `_reverse` for the backward direction, later):
 //! - `weight_ih_l{k}`: `[G*H, I]`, gate blocks stacked in PyTorch order (LSTM: i, f, g, o);
-//! - `weight_hh_l{k}`: `[G*H, H]`;
-//! - `bias_ih_l{k}`, `bias_hh_l{k}`: `[G*H]` (absent when the config has `bias = false`).
+//! - `weight_hh_l{k}`: `[G*H, H]` (`G` = 4 for LSTM, 3 for GRU, 1 for RNN);
+//! - `bias_ih_l{k}`, `bias_hh_l{k}`: `[G*H]` (absent when the config has `bias = false`);
+//! - `weight_hr_l{k}`: `[P, H]`, LSTM with `proj_size = P` only (then `weight_hh` is `[4H, P]`);
+//! - `peephole_l{k}`: `[3H]`, LSTM with peepholes only, blocks `p_i | p_f | p_o` (PyTorch has
+//!   no peepholes; ONNX's `P` orders them i, o, f — see [`crate::onnx`]).
 //!
 //! All tensors are row-major `f32`. The GPU path repacks them at upload; these host copies
 //! are the interchange format (safetensors state_dicts as written by
@@ -30,6 +33,10 @@ pub struct LayerWeights {
     pub bias_ih: Option<Vec<f32>>,
     /// `[G*H]`, `None` without bias.
     pub bias_hh: Option<Vec<f32>>,
+    /// `[P, H]`: LSTM projection (`proj_size`), else `None`.
+    pub weight_hr: Option<Vec<f32>>,
+    /// `[3H]`: LSTM peepholes `p_i | p_f | p_o`, else `None`.
+    pub peephole: Option<Vec<f32>>,
 }
 
 /// All parameters of a model, one [`LayerWeights`] per layer and direction
@@ -51,10 +58,16 @@ pub fn tensor_names(cfg: &RnnConfig) -> Vec<(String, Vec<usize>)> {
                 format!("weight_ih{s}"),
                 vec![gh, cfg.layer_input_size(layer)],
             ));
-            out.push((format!("weight_hh{s}"), vec![gh, cfg.hidden_size()]));
+            out.push((format!("weight_hh{s}"), vec![gh, cfg.state_size()]));
             if cfg.bias() {
                 out.push((format!("bias_ih{s}"), vec![gh]));
                 out.push((format!("bias_hh{s}"), vec![gh]));
+            }
+            if let Some(p) = cfg.proj_size() {
+                out.push((format!("weight_hr{s}"), vec![p, cfg.hidden_size()]));
+            }
+            if cfg.peepholes() {
+                out.push((format!("peephole{s}"), vec![3 * cfg.hidden_size()]));
             }
         }
     }
@@ -71,30 +84,38 @@ fn suffix(layer: usize, dir: usize) -> String {
 
 impl Weights {
     /// PyTorch's default initialisation: every parameter uniform in `±1/sqrt(H)`, drawn from a
-    /// ChaCha8 stream seeded with `seed` (reproducible across platforms and versions).
+    /// ChaCha8 stream seeded with `seed` (reproducible across platforms and versions), tensor
+    /// by tensor in state_dict order. Peepholes (which PyTorch lacks) are drawn the same way.
     pub fn init(cfg: &RnnConfig, seed: u64) -> Weights {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let k = 1.0 / (cfg.hidden_size() as f32).sqrt();
         let mut draw =
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
-        let gh = cfg.gate_count() * cfg.hidden_size();
+        let mut data: Vec<Vec<f32>> = tensor_names(cfg)
+            .into_iter()
+            .map(|(_, shape)| draw(shape.iter().product()))
+            .collect::<Vec<_>>();
+        data.reverse();
         let mut layers = Vec::new();
-        for layer in 0..cfg.num_layers() {
-            for _ in 0..cfg.num_directions() {
-                let weight_ih = draw(gh * cfg.layer_input_size(layer));
-                let weight_hh = draw(gh * cfg.hidden_size());
-                let (bias_ih, bias_hh) = if cfg.bias() {
-                    (Some(draw(gh)), Some(draw(gh)))
-                } else {
-                    (None, None)
-                };
-                layers.push(LayerWeights {
-                    weight_ih,
-                    weight_hh,
-                    bias_ih,
-                    bias_hh,
-                });
-            }
+        for _ in 0..cfg.num_layers() * cfg.num_directions() {
+            let mut next = || data.pop().expect("tensor_names lists every tensor");
+            let weight_ih = next();
+            let weight_hh = next();
+            let (bias_ih, bias_hh) = if cfg.bias() {
+                (Some(next()), Some(next()))
+            } else {
+                (None, None)
+            };
+            let weight_hr = cfg.proj_size().map(|_| next());
+            let peephole = cfg.peepholes().then(&mut next);
+            layers.push(LayerWeights {
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                weight_hr,
+                peephole,
+            });
         }
         Weights {
             cfg: cfg.clone(),
@@ -157,28 +178,32 @@ impl Weights {
                 got: vec![self.layers.len()],
             });
         }
-        let gh = self.cfg.gate_count() * self.cfg.hidden_size();
+        let mut expected = tensor_names(&self.cfg).into_iter().peekable();
         for (idx, l) in self.layers.iter().enumerate() {
-            let layer = idx / self.cfg.num_directions();
-            let s = suffix(layer, idx % self.cfg.num_directions());
-            let isz = self.cfg.layer_input_size(layer);
-            check_len(&format!("weight_ih{s}"), &l.weight_ih, &[gh, isz])?;
-            check_len(
-                &format!("weight_hh{s}"),
-                &l.weight_hh,
-                &[gh, self.cfg.hidden_size()],
-            )?;
-            match (&l.bias_ih, &l.bias_hh, self.cfg.bias()) {
-                (Some(bi), Some(bh), true) => {
-                    check_len(&format!("bias_ih{s}"), bi, &[gh])?;
-                    check_len(&format!("bias_hh{s}"), bh, &[gh])?;
-                }
-                (None, None, false) => {}
-                (_, _, true) => return Err(Error::MissingTensor(format!("bias_ih{s}/bias_hh{s}"))),
-                (_, _, false) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "layer {s} has bias tensors but the config has bias = false"
-                    )));
+            let s = suffix(
+                idx / self.cfg.num_directions(),
+                idx % self.cfg.num_directions(),
+            );
+            let slots = [
+                ("weight_ih", Some(&l.weight_ih)),
+                ("weight_hh", Some(&l.weight_hh)),
+                ("bias_ih", l.bias_ih.as_ref()),
+                ("bias_hh", l.bias_hh.as_ref()),
+                ("weight_hr", l.weight_hr.as_ref()),
+                ("peephole", l.peephole.as_ref()),
+            ];
+            for (base, data) in slots {
+                let name = format!("{base}{s}");
+                let wanted = expected.next_if(|(n, _)| *n == name);
+                match (wanted, data) {
+                    (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
+                    (Some(_), None) => return Err(Error::MissingTensor(name)),
+                    (None, Some(_)) => {
+                        return Err(Error::InvalidConfig(format!(
+                            "`{name}` is given but the configuration has no such tensor"
+                        )));
+                    }
+                    (None, None) => {}
                 }
             }
         }
@@ -216,6 +241,8 @@ impl Weights {
                     weight_hh: take("weight_hh").expect("loaded above"),
                     bias_ih: take("bias_ih"),
                     bias_hh: take("bias_hh"),
+                    weight_hr: take("weight_hr"),
+                    peephole: take("peephole"),
                 });
             }
         }

@@ -197,6 +197,8 @@ impl Rnn {
                 weight_hh: unpack_gate_interleaved(&l.w_hh.download(&self.ctx)?, g, h, h),
                 bias_ih,
                 bias_hh,
+                weight_hr: None,
+                peephole: None,
             }],
         )
     }

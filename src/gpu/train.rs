@@ -102,6 +102,8 @@ impl ParamGrads {
             weight_hh: unpack_gate_interleaved(&self.w_hh.download(&rnn.ctx)?, g, h, h),
             bias_ih,
             bias_hh,
+            weight_hr: None,
+            peephole: None,
         })
     }
 }

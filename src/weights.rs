@@ -157,6 +157,8 @@ impl Weights {
                 Some(&l.weight_hh),
                 l.bias_ih.as_ref(),
                 l.bias_hh.as_ref(),
+                l.weight_hr.as_ref(),
+                l.peephole.as_ref(),
             ]
             .into_iter()
             .flatten()

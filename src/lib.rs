@@ -48,6 +48,7 @@ pub mod config;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod onnx;
 pub mod weights;
 
 pub use config::{

@@ -1,0 +1,1 @@
+//! ONNX `LSTM`/`GRU`/`RNN` weight layout (placeholder).

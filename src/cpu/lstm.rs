@@ -1,39 +1,39 @@
-//! LSTM forward and backward (BPTT), PyTorch `nn.LSTM` semantics, one layer, one direction.
+//! LSTM forward and backward (BPTT), one layer, one direction. Gate blocks `i | f | g | o`,
+//! each `H` wide (PyTorch order).
 //!
-//! Gate order inside every `[.., 4H]` row is PyTorch's: blocks `i | f | g | o`, each `H` wide.
+//! With `f`, `g`, `h` the gate, cell and hidden activations (default sigmoid, tanh, tanh),
+//! `clip` the optional gate clip (ONNX `clip`) and `cell_clip` the optional cell clip (cuDNN):
+//! ```text
+//! i  = f(clip(W_ii x + b_ii + W_hi h + b_hi + p_i * c))            peephole terms optional
+//! f  = f(clip(W_if x + b_if + W_hf h + b_hf + p_f * c))            or f = 1 - i (input_forget)
+//! g  = g(clip(W_ig x + b_ig + W_hg h + b_hg))
+//! c' = cell_clip(f * c + i * g)
+//! o  = f(clip(W_io x + b_io + W_ho h + b_ho + p_o * c'))           the o peephole sees c'
+//! h' = W_hr (o * h(c'))                                             or o * h(c') without
+//!                                                                   projection
+//! ```
+//! With a projection (`proj_size = P`) the recurrent state and `y` are `P` wide (`S = P`),
+//! the cell state stays `H` wide. Under `input_forget` the forget-gate weights are unused and
+//! get zero gradient.
+//!
+//! Two families live here:
+//! - [`lstm_forward`], [`lstm_backward`], [`lstm_step`], [`lstm_step_backward`]: the plain
+//!   PyTorch LSTM, twins of the plain GPU kernels. They refuse any other configuration
+//!   (with [`Error::Unsupported`]); use [`super::forward`] / [`super::backward`] for the
+//!   variants. [`lstm_step_backward`] works from the activated gates, as its GPU twin does.
+//! - [`lstm_variant_step`], [`lstm_variant_step_backward`]: every variant; the backward works
+//!   from the saved pre-activations, since not every ONNX activation can be inverted.
 
-use crate::config::RnnConfig;
+use crate::config::{CellKind, RnnConfig};
 use crate::error::{Error, Result};
-use crate::weights::LayerWeights;
 
-use super::{sigmoid, tanh, to_f64};
-
-/// One layer's weights widened to f64 (PyTorch layout, see [`LayerWeights`]).
-#[derive(Debug, Clone)]
-pub struct RefWeights {
-    /// `[4H, I]`.
-    pub weight_ih: Vec<f64>,
-    /// `[4H, H]`.
-    pub weight_hh: Vec<f64>,
-    /// `[4H]` (zeros when the model has no bias).
-    pub bias_ih: Vec<f64>,
-    /// `[4H]` (zeros when the model has no bias).
-    pub bias_hh: Vec<f64>,
-}
-
-impl RefWeights {
-    /// Widen `w` (a layer of a model configured by `cfg`) to f64; missing biases become zeros.
-    pub fn new(cfg: &RnnConfig, w: &LayerWeights) -> RefWeights {
-        let n = cfg.gate_count() * cfg.hidden_size();
-        let bias = |b: &Option<Vec<f32>>| b.as_deref().map(to_f64).unwrap_or(vec![0.0; n]);
-        RefWeights {
-            weight_ih: to_f64(&w.weight_ih),
-            weight_hh: to_f64(&w.weight_hh),
-            bias_ih: bias(&w.bias_ih),
-            bias_hh: bias(&w.bias_hh),
-        }
-    }
-}
+use super::activations::{activate, derivative};
+use super::cell::{
+    self, CellGrads, CellSpec, RefWeights, StepGrads, Trace, Upstream, check, check_cell,
+    check_optional, check_steps_batch, input_gradients, input_projection, previous_states,
+    recurrent_gradients, state_or_zeros,
+};
+use super::tanh;
 
 /// Everything the forward pass computed, including what backward needs.
 #[derive(Debug, Clone)]
@@ -80,44 +80,7 @@ fn plain_lstm_only(cfg: &RnnConfig) -> Result<()> {
     Ok(())
 }
 
-fn check(name: &str, v: &[f64], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if v.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.into(),
-            expected: shape.to_vec(),
-            got: vec![v.len()],
-        });
-    }
-    Ok(())
-}
-
-/// `gx[t*B + b, n] = sum_k x[t*B + b, k] * W_ih[n, k] + b_ih[n] + b_hh[n]` for all steps at once.
-///
-/// Shapes: `x [M, I]` (M = T*B), `weight_ih [4H, I]`, biases `[4H]`; returns `[M, 4H]`.
-pub fn input_projection(
-    x: &[f64],
-    weight_ih: &[f64],
-    bias_ih: &[f64],
-    bias_hh: &[f64],
-    rows: usize,
-    input_size: usize,
-) -> Vec<f64> {
-    let n = bias_ih.len();
-    let mut gx = vec![0.0; rows * n];
-    for m in 0..rows {
-        for j in 0..n {
-            let mut acc = bias_ih[j] + bias_hh[j];
-            for k in 0..input_size {
-                acc += x[m * input_size + k] * weight_ih[j * input_size + k];
-            }
-            gx[m * n + j] = acc;
-        }
-    }
-    gx
-}
-
-/// One recurrent step for the whole batch.
+/// One plain LSTM step for the whole batch.
 ///
 /// Shapes: `gx_t [B, 4H]` (this step's input projection, biases included), `h_prev [B, H]`,
 /// `c_prev [B, H]`, `weight_hh [4H, H]`. Returns `(h [B, H], c [B, H], gates [B, 4H])`.
@@ -129,40 +92,17 @@ pub fn lstm_step(
     batch: usize,
     hidden: usize,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let g4 = 4 * hidden;
-    let mut h = vec![0.0; batch * hidden];
-    let mut c = vec![0.0; batch * hidden];
-    let mut gates = vec![0.0; batch * g4];
-    for b in 0..batch {
-        let mut pre = vec![0.0; g4];
-        for n in 0..g4 {
-            let mut acc = gx_t[b * g4 + n];
-            for k in 0..hidden {
-                acc += h_prev[b * hidden + k] * weight_hh[n * hidden + k];
-            }
-            pre[n] = acc;
-        }
-        for j in 0..hidden {
-            let i = sigmoid(pre[j]);
-            let f = sigmoid(pre[hidden + j]);
-            let g = tanh(pre[2 * hidden + j]);
-            let o = sigmoid(pre[3 * hidden + j]);
-            let cn = f * c_prev[b * hidden + j] + i * g;
-            c[b * hidden + j] = cn;
-            h[b * hidden + j] = o * tanh(cn);
-            let row = &mut gates[b * g4..(b + 1) * g4];
-            row[j] = i;
-            row[hidden + j] = f;
-            row[2 * hidden + j] = g;
-            row[3 * hidden + j] = o;
-        }
-    }
-    (h, c, gates)
+    let spec = CellSpec::plain_lstm(hidden);
+    let out = step(&spec, gx_t, h_prev, c_prev, weight_hh, None, None, batch);
+    (out.h, out.c, out.gates)
 }
 
-/// Full forward over `T` steps.
+/// Full forward of the plain LSTM over `T` steps (see [`super::forward`] for the variants).
 ///
 /// Shapes: `x [T, B, I]`, `h0`/`c0` `[B, H]` (zeros when `None`).
+///
+/// Errors: [`Error::Unsupported`] for anything but the plain LSTM; otherwise as
+/// [`super::forward`].
 pub fn lstm_forward(
     cfg: &RnnConfig,
     w: &RefWeights,
@@ -173,41 +113,14 @@ pub fn lstm_forward(
     batch: usize,
 ) -> Result<LstmForward> {
     plain_lstm_only(cfg)?;
-    let (input, hidden) = (cfg.input_size(), cfg.hidden_size());
-    check("x", x, &[steps, batch, input])?;
-    let zeros = vec![0.0; batch * hidden];
-    let h0 = h0.unwrap_or(&zeros);
-    let c0 = c0.unwrap_or(&zeros);
-    check("h0", h0, &[batch, hidden])?;
-    check("c0", c0, &[batch, hidden])?;
-
-    let g4 = 4 * hidden;
-    let gx = input_projection(
-        x,
-        &w.weight_ih,
-        &w.bias_ih,
-        &w.bias_hh,
-        steps * batch,
-        input,
-    );
-    let bh = batch * hidden;
-    let mut out = LstmForward {
-        y: vec![0.0; steps * bh],
-        h_n: h0.to_vec(),
-        c_n: c0.to_vec(),
-        gates: vec![0.0; steps * batch * g4],
-        c: vec![0.0; steps * bh],
-    };
-    for t in 0..steps {
-        let gx_t = &gx[t * batch * g4..(t + 1) * batch * g4];
-        let (h, c, gates) = lstm_step(gx_t, &out.h_n, &out.c_n, &w.weight_hh, batch, hidden);
-        out.y[t * bh..(t + 1) * bh].copy_from_slice(&h);
-        out.c[t * bh..(t + 1) * bh].copy_from_slice(&c);
-        out.gates[t * batch * g4..(t + 1) * batch * g4].copy_from_slice(&gates);
-        out.h_n = h;
-        out.c_n = c;
-    }
-    Ok(out)
+    let tr = cell::forward(cfg, w, x, h0, c0, steps, batch)?;
+    Ok(LstmForward {
+        y: tr.y,
+        h_n: tr.h_n,
+        c_n: tr.c_n.expect("an LSTM trace has a cell state"),
+        gates: tr.gates,
+        c: tr.c,
+    })
 }
 
 /// Backward through one step.
@@ -259,9 +172,13 @@ pub fn lstm_step_backward(
     (dgates, dh_prev, dc_prev)
 }
 
-/// Backward through time for a whole sequence.
+/// Backward through time of the plain LSTM for a whole sequence (see [`super::backward`] for
+/// the variants).
 ///
 /// `dy [T, B, H]`, `dh_n`/`dc_n` `[B, H]`; any may be `None` (treated as zeros).
+///
+/// Errors: [`Error::Unsupported`] for anything but the plain LSTM; otherwise as
+/// [`super::backward`].
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_backward(
     cfg: &RnnConfig,
@@ -277,24 +194,21 @@ pub fn lstm_backward(
     batch: usize,
 ) -> Result<LstmGrads> {
     plain_lstm_only(cfg)?;
+    check_steps_batch(steps, batch)?;
+    w.validate(cfg)?;
     let (input, hidden) = (cfg.input_size(), cfg.hidden_size());
     let (g4, bh) = (4 * hidden, batch * hidden);
     check("x", x, &[steps, batch, input])?;
-    let zeros = vec![0.0; bh];
-    let h0 = h0.unwrap_or(&zeros);
-    let c0 = c0.unwrap_or(&zeros);
-    check("h0", h0, &[batch, hidden])?;
-    check("c0", c0, &[batch, hidden])?;
+    let h0 = state_or_zeros("h0", h0, batch, hidden)?;
+    let c0 = state_or_zeros("c0", c0, batch, hidden)?;
     check("fwd.gates", &fwd.gates, &[steps, batch, g4])?;
     check("fwd.c", &fwd.c, &[steps, batch, hidden])?;
     check("fwd.y", &fwd.y, &[steps, batch, hidden])?;
     if let Some(dy) = dy {
         check("dy", dy, &[steps, batch, hidden])?;
     }
-    let mut dh = dh_n.unwrap_or(&zeros).to_vec();
-    let mut dc = dc_n.unwrap_or(&zeros).to_vec();
-    check("dh_n", &dh, &[batch, hidden])?;
-    check("dc_n", &dc, &[batch, hidden])?;
+    let mut dh = state_or_zeros("dh_n", dh_n, batch, hidden)?;
+    let mut dc = state_or_zeros("dc_n", dc_n, batch, hidden)?;
 
     let mut dgates_all = vec![0.0; steps * batch * g4];
     for t in (0..steps).rev() {
@@ -304,7 +218,7 @@ pub fn lstm_backward(
             }
         }
         let c_prev = if t == 0 {
-            c0
+            &c0
         } else {
             &fwd.c[(t - 1) * bh..t * bh]
         };
@@ -325,35 +239,430 @@ pub fn lstm_backward(
 
     // Weight gradients: sums over all steps and batch rows of outer products.
     let rows = steps * batch;
-    let mut g = LstmGrads {
-        dx: vec![0.0; rows * input],
+    let (dx, d_weight_ih, d_bias_ih) =
+        input_gradients(&dgates_all, x, &w.weight_ih, rows, input, g4);
+    let h_prev = previous_states(&h0, &fwd.y, steps);
+    let (d_weight_hh, d_bias_hh) = recurrent_gradients(&dgates_all, rows, g4, hidden, |m, _| {
+        &h_prev[m * hidden..(m + 1) * hidden]
+    });
+    Ok(LstmGrads {
+        dx,
         dh0: dh,
         dc0: dc,
-        d_weight_ih: vec![0.0; g4 * input],
-        d_weight_hh: vec![0.0; g4 * hidden],
-        d_bias_ih: vec![0.0; g4],
-        d_bias_hh: vec![0.0; g4],
+        d_weight_ih,
+        d_weight_hh,
+        d_bias_ih,
+        d_bias_hh,
+    })
+}
+
+/// What one LSTM step computes (any variant).
+#[derive(Debug, Clone)]
+pub struct LstmStepOut {
+    /// `[B, S]`: `h_t` (projected when `proj_size` is set).
+    pub h: Vec<f64>,
+    /// `[B, H]`: `c_t` after the cell clip.
+    pub c: Vec<f64>,
+    /// `[B, H]`: `c_t` before the cell clip.
+    pub c_unclipped: Vec<f64>,
+    /// `[B, H]`: `o * h(c_t)`, before the projection.
+    pub h_raw: Vec<f64>,
+    /// `[B, 4H]`: the activated gates `i, f, g, o` (`f = 1 - i` under `input_forget`).
+    pub gates: Vec<f64>,
+    /// `[B, 4H]`: the pre-activations before the gate clip, peephole terms included.
+    pub pre: Vec<f64>,
+}
+
+/// One LSTM step of any variant for the whole batch.
+///
+/// Shapes: `gx_t [B, 4H]` (this step's input projection, both biases included),
+/// `h_prev [B, S]`, `c_prev [B, H]`, `weight_hh [4H, S]`, `peephole [3H]` (exactly when
+/// `cfg.peepholes()`), `weight_hr [P, H]` (exactly when `cfg.proj_size()` is set).
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_variant_step(
+    cfg: &RnnConfig,
+    gx_t: &[f64],
+    h_prev: &[f64],
+    c_prev: &[f64],
+    weight_hh: &[f64],
+    peephole: Option<&[f64]>,
+    weight_hr: Option<&[f64]>,
+    batch: usize,
+) -> Result<LstmStepOut> {
+    check_cell(cfg, CellKind::Lstm, "lstm_variant_step")?;
+    let (h, s) = (cfg.hidden_size(), cfg.state_size());
+    check("gx_t", gx_t, &[batch, 4 * h])?;
+    check("h_prev", h_prev, &[batch, s])?;
+    check("c_prev", c_prev, &[batch, h])?;
+    check_variant_weights(cfg, weight_hh, peephole, weight_hr)?;
+    let spec = CellSpec::of(cfg);
+    Ok(step(
+        &spec, gx_t, h_prev, c_prev, weight_hh, peephole, weight_hr, batch,
+    ))
+}
+
+fn check_variant_weights(
+    cfg: &RnnConfig,
+    weight_hh: &[f64],
+    peephole: Option<&[f64]>,
+    weight_hr: Option<&[f64]>,
+) -> Result<()> {
+    let (h, s) = (cfg.hidden_size(), cfg.state_size());
+    check("weight_hh", weight_hh, &[4 * h, s])?;
+    let peep = cfg.peepholes().then(|| vec![3 * h]);
+    check_optional("peephole", peephole, peep.as_deref())?;
+    let proj = cfg.proj_size().map(|p| vec![p, h]);
+    check_optional("weight_hr", weight_hr, proj.as_deref())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    spec: &CellSpec,
+    gx_t: &[f64],
+    h_prev: &[f64],
+    c_prev: &[f64],
+    weight_hh: &[f64],
+    peephole: Option<&[f64]>,
+    weight_hr: Option<&[f64]>,
+    batch: usize,
+) -> LstmStepOut {
+    let (hd, s) = (spec.hidden, spec.state);
+    let g4 = 4 * hd;
+    let acts = spec.acts;
+    let mut out = LstmStepOut {
+        h: vec![0.0; batch * s],
+        c: vec![0.0; batch * hd],
+        c_unclipped: vec![0.0; batch * hd],
+        h_raw: vec![0.0; batch * hd],
+        gates: vec![0.0; batch * g4],
+        pre: vec![0.0; batch * g4],
     };
-    for m in 0..rows {
-        let t = m / batch;
-        let b = m % batch;
-        let hp = if t == 0 {
-            &h0[b * hidden..(b + 1) * hidden]
-        } else {
-            &fwd.y[((t - 1) * batch + b) * hidden..((t - 1) * batch + b + 1) * hidden]
-        };
+    for b in 0..batch {
+        let hp = &h_prev[b * s..(b + 1) * s];
+        let cp = &c_prev[b * hd..(b + 1) * hd];
+        let pre = &mut out.pre[b * g4..(b + 1) * g4];
+        let gates = &mut out.gates[b * g4..(b + 1) * g4];
         for n in 0..g4 {
-            let d = dgates_all[m * g4 + n];
-            g.d_bias_ih[n] += d;
-            for k in 0..input {
-                g.d_weight_ih[n * input + k] += d * x[m * input + k];
-                g.dx[m * input + k] += d * w.weight_ih[n * input + k];
+            let mut acc = gx_t[b * g4 + n];
+            for k in 0..s {
+                acc += hp[k] * weight_hh[n * s + k];
             }
-            for (k, &hk) in hp.iter().enumerate() {
-                g.d_weight_hh[n * hidden + k] += d * hk;
+            pre[n] = acc;
+        }
+        for j in 0..hd {
+            if let Some(p) = peephole {
+                pre[j] += p[j] * cp[j];
+                pre[hd + j] += p[hd + j] * cp[j];
             }
+            let i = activate(acts.gate, spec.clip(pre[j]));
+            let f = if spec.input_forget {
+                1.0 - i
+            } else {
+                activate(acts.gate, spec.clip(pre[hd + j]))
+            };
+            let g = activate(acts.cell, spec.clip(pre[2 * hd + j]));
+            let c_unclipped = f * cp[j] + i * g;
+            let c = spec.cell_clip(c_unclipped);
+            if let Some(p) = peephole {
+                pre[3 * hd + j] += p[2 * hd + j] * c;
+            }
+            let o = activate(acts.gate, spec.clip(pre[3 * hd + j]));
+            let idx = b * hd + j;
+            out.c_unclipped[idx] = c_unclipped;
+            out.c[idx] = c;
+            out.h_raw[idx] = o * activate(acts.hidden, c);
+            gates[j] = i;
+            gates[hd + j] = f;
+            gates[2 * hd + j] = g;
+            gates[3 * hd + j] = o;
+        }
+        let h_raw = &out.h_raw[b * hd..(b + 1) * hd];
+        let h = &mut out.h[b * s..(b + 1) * s];
+        match weight_hr {
+            Some(wr) => h.copy_from_slice(&cell::mat_vec(wr, h_raw)),
+            None => h.copy_from_slice(h_raw),
         }
     }
-    g.d_bias_hh = g.d_bias_ih.clone();
-    Ok(g)
+    out
+}
+
+/// Backward through one LSTM step of any variant.
+///
+/// Given `dh [B, S]` (the gradient reaching `h_t` from `y_t` and the later steps), `dc [B, H]`
+/// (the gradient reaching `c_t` from the later steps), the step's `c_prev [B, H]` and its
+/// saved `gates_t [B, 4H]`, `pre_t [B, 4H]`, `c_t [B, H]`, `c_unclipped_t [B, H]`, returns the
+/// pre-activation gradients (`d_gx = d_gh`, `[B, 4H]`), `dh_prev [B, S]` and
+/// `dc_prev [B, H]`. Weights as in [`lstm_variant_step`].
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_variant_step_backward(
+    cfg: &RnnConfig,
+    dh: &[f64],
+    dc: &[f64],
+    c_prev: &[f64],
+    gates_t: &[f64],
+    pre_t: &[f64],
+    c_t: &[f64],
+    c_unclipped_t: &[f64],
+    weight_hh: &[f64],
+    peephole: Option<&[f64]>,
+    weight_hr: Option<&[f64]>,
+    batch: usize,
+) -> Result<StepGrads> {
+    check_cell(cfg, CellKind::Lstm, "lstm_variant_step_backward")?;
+    let (h, s) = (cfg.hidden_size(), cfg.state_size());
+    check("dh", dh, &[batch, s])?;
+    check("dc", dc, &[batch, h])?;
+    check("c_prev", c_prev, &[batch, h])?;
+    check("gates_t", gates_t, &[batch, 4 * h])?;
+    check("pre_t", pre_t, &[batch, 4 * h])?;
+    check("c_t", c_t, &[batch, h])?;
+    check("c_unclipped_t", c_unclipped_t, &[batch, h])?;
+    check_variant_weights(cfg, weight_hh, peephole, weight_hr)?;
+    let saved = Saved {
+        c_prev,
+        gates: gates_t,
+        pre: pre_t,
+        c: c_t,
+        c_unclipped: c_unclipped_t,
+    };
+    Ok(step_backward(
+        &CellSpec::of(cfg),
+        dh,
+        dc,
+        &saved,
+        weight_hh,
+        peephole,
+        weight_hr,
+        batch,
+    ))
+}
+
+/// One step's saved forward values, as [`step_backward`] reads them.
+struct Saved<'a> {
+    /// `[B, H]`.
+    c_prev: &'a [f64],
+    /// `[B, 4H]`.
+    gates: &'a [f64],
+    /// `[B, 4H]`.
+    pre: &'a [f64],
+    /// `[B, H]`.
+    c: &'a [f64],
+    /// `[B, H]`.
+    c_unclipped: &'a [f64],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_backward(
+    spec: &CellSpec,
+    dh: &[f64],
+    dc: &[f64],
+    saved: &Saved<'_>,
+    weight_hh: &[f64],
+    peephole: Option<&[f64]>,
+    weight_hr: Option<&[f64]>,
+    batch: usize,
+) -> StepGrads {
+    let (hd, s) = (spec.hidden, spec.state);
+    let g4 = 4 * hd;
+    let acts = spec.acts;
+    // d act(clip(p)) / dp.
+    let act_grad = |act, p: f64| derivative(act, spec.clip(p)) * spec.clip_pass(p);
+    let mut d_pre = vec![0.0; batch * g4];
+    let mut dh_prev = Vec::with_capacity(batch * s);
+    let mut dc_prev = vec![0.0; batch * hd];
+    for b in 0..batch {
+        let dh_b = &dh[b * s..(b + 1) * s];
+        // Back through the projection: h = W_hr h_raw.
+        let dh_raw = match weight_hr {
+            Some(wr) => cell::mat_t_vec(wr, dh_b, hd),
+            None => dh_b.to_vec(),
+        };
+        let gates = &saved.gates[b * g4..(b + 1) * g4];
+        let pre = &saved.pre[b * g4..(b + 1) * g4];
+        let d = &mut d_pre[b * g4..(b + 1) * g4];
+        for j in 0..hd {
+            let idx = b * hd + j;
+            let (i, f, g, o) = (gates[j], gates[hd + j], gates[2 * hd + j], gates[3 * hd + j]);
+            let (c, cp) = (saved.c[idx], saved.c_prev[idx]);
+            // h_raw = o * h(c).
+            d[3 * hd + j] = dh_raw[j] * activate(acts.hidden, c) * act_grad(acts.gate, pre[3 * hd + j]);
+            let mut dct = dc[idx] + dh_raw[j] * o * derivative(acts.hidden, c);
+            if let Some(p) = peephole {
+                dct += d[3 * hd + j] * p[2 * hd + j];
+            }
+            // c = cell_clip(f * c_prev + i * g).
+            let dcu = dct * spec.cell_clip_pass(saved.c_unclipped[idx]);
+            let (mut di, df, dg) = (dcu * g, dcu * cp, dcu * i);
+            dc_prev[idx] = dcu * f;
+            if spec.input_forget {
+                // f = 1 - i: f's gradient flows to i, its own weights get none.
+                di -= df;
+            } else {
+                d[hd + j] = df * act_grad(acts.gate, pre[hd + j]);
+            }
+            d[j] = di * act_grad(acts.gate, pre[j]);
+            d[2 * hd + j] = dg * act_grad(acts.cell, pre[2 * hd + j]);
+            if let Some(p) = peephole {
+                dc_prev[idx] += d[j] * p[j] + d[hd + j] * p[hd + j];
+            }
+        }
+        dh_prev.extend(cell::mat_t_vec(weight_hh, d, s));
+    }
+    StepGrads {
+        d_gh: d_pre.clone(),
+        d_gx: d_pre,
+        dh_prev,
+        dc_prev: Some(dc_prev),
+    }
+}
+
+/// [`super::forward`] for an LSTM (arguments validated there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_sequence(
+    spec: &CellSpec,
+    w: &RefWeights,
+    x: &[f64],
+    h0: &[f64],
+    c0: &[f64],
+    steps: usize,
+    batch: usize,
+    input: usize,
+) -> Trace {
+    let (hd, s) = (spec.hidden, spec.state);
+    let (bh, bs, bg) = (batch * hd, batch * s, batch * 4 * hd);
+    let gx = input_projection(
+        x,
+        &w.weight_ih,
+        &w.bias_ih,
+        &w.bias_hh,
+        steps * batch,
+        input,
+    );
+    let mut tr = Trace {
+        y: Vec::with_capacity(steps * bs),
+        h_n: h0.to_vec(),
+        c_n: Some(c0.to_vec()),
+        pre: Vec::with_capacity(steps * bg),
+        gates: Vec::with_capacity(steps * bg),
+        c: Vec::with_capacity(steps * bh),
+        c_unclipped: Vec::with_capacity(steps * bh),
+        h_raw: Vec::with_capacity(steps * bh),
+        hn: Vec::new(),
+    };
+    let mut c = c0.to_vec();
+    for t in 0..steps {
+        let out = step(
+            spec,
+            &gx[t * bg..(t + 1) * bg],
+            &tr.h_n,
+            &c,
+            &w.weight_hh,
+            w.peephole.as_deref(),
+            w.weight_hr.as_deref(),
+            batch,
+        );
+        tr.y.extend_from_slice(&out.h);
+        tr.pre.extend_from_slice(&out.pre);
+        tr.gates.extend_from_slice(&out.gates);
+        tr.c.extend_from_slice(&out.c);
+        tr.c_unclipped.extend_from_slice(&out.c_unclipped);
+        tr.h_raw.extend_from_slice(&out.h_raw);
+        tr.h_n = out.h;
+        c = out.c;
+    }
+    tr.c_n = Some(c);
+    tr
+}
+
+/// [`super::backward`] for an LSTM (arguments validated there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_sequence(
+    spec: &CellSpec,
+    w: &RefWeights,
+    x: &[f64],
+    h0: &[f64],
+    c0: &[f64],
+    tr: &Trace,
+    up: Upstream<'_>,
+    steps: usize,
+    batch: usize,
+    input: usize,
+) -> CellGrads {
+    let (hd, s) = (spec.hidden, spec.state);
+    let g4 = 4 * hd;
+    let (bh, bs, bg) = (batch * hd, batch * s, batch * g4);
+    // `[T, B, H]`: the cell state each step starts from.
+    let c_prev_all = previous_states(c0, &tr.c, steps);
+    let mut dh = up.dh_n.clone();
+    let mut dc = up.dc_n.clone();
+    let mut d_pre = vec![0.0; steps * bg];
+    // `[T, B, S]`: the full gradient reaching each `h_t`, for the projection's gradient.
+    let mut dh_all = vec![0.0; steps * bs];
+    for t in (0..steps).rev() {
+        up.add_dy(&mut dh, t);
+        dh_all[t * bs..(t + 1) * bs].copy_from_slice(&dh);
+        let saved = Saved {
+            c_prev: &c_prev_all[t * bh..(t + 1) * bh],
+            gates: &tr.gates[t * bg..(t + 1) * bg],
+            pre: &tr.pre[t * bg..(t + 1) * bg],
+            c: &tr.c[t * bh..(t + 1) * bh],
+            c_unclipped: &tr.c_unclipped[t * bh..(t + 1) * bh],
+        };
+        let g = step_backward(
+            spec,
+            &dh,
+            &dc,
+            &saved,
+            &w.weight_hh,
+            w.peephole.as_deref(),
+            w.weight_hr.as_deref(),
+            batch,
+        );
+        d_pre[t * bg..(t + 1) * bg].copy_from_slice(&g.d_gx);
+        dh = g.dh_prev;
+        dc = g.dc_prev.expect("an LSTM step carries a cell state");
+    }
+
+    let rows = steps * batch;
+    let (dx, d_weight_ih, d_bias_ih) = input_gradients(&d_pre, x, &w.weight_ih, rows, input, g4);
+    let h_prev = previous_states(h0, &tr.y, steps);
+    let (d_weight_hh, d_bias_hh) =
+        recurrent_gradients(&d_pre, rows, g4, s, |m, _| &h_prev[m * s..(m + 1) * s]);
+    // Peepholes: i and f multiply c_{t-1}, o multiplies c_t.
+    let d_peephole = w.peephole.as_ref().map(|_| {
+        let mut dp = vec![0.0; 3 * hd];
+        for m in 0..rows {
+            for j in 0..hd {
+                let d = &d_pre[m * g4..(m + 1) * g4];
+                dp[j] += d[j] * c_prev_all[m * hd + j];
+                dp[hd + j] += d[hd + j] * c_prev_all[m * hd + j];
+                dp[2 * hd + j] += d[3 * hd + j] * tr.c[m * hd + j];
+            }
+        }
+        dp
+    });
+    // Projection: d_weight_hr[p, k] = sum_m dh[m, p] * h_raw[m, k].
+    let d_weight_hr = w.weight_hr.as_ref().map(|_| {
+        let mut dw = vec![0.0; s * hd];
+        for m in 0..rows {
+            for p in 0..s {
+                let d = dh_all[m * s + p];
+                for k in 0..hd {
+                    dw[p * hd + k] += d * tr.h_raw[m * hd + k];
+                }
+            }
+        }
+        dw
+    });
+    CellGrads {
+        dx,
+        dh0: dh,
+        dc0: Some(dc),
+        d_weight_ih,
+        d_weight_hh,
+        d_bias_ih,
+        d_bias_hh,
+        d_weight_hr,
+        d_peephole,
+    }
 }

@@ -4,14 +4,28 @@
 //! beats speed here. Functions mirror the GPU path by name and argument order:
 //! [`input_projection`] ↔ `shaders/gemm.wgsl`, [`lstm_step`] ↔ `shaders/lstm_step.wgsl`,
 //! [`lstm_forward`] ↔ `gpu::Rnn::forward`.
+//!
+//! Every cell and variant of [`crate::RnnConfig`] (LSTM with peepholes, coupled gates,
+//! projection, gate and cell clips, ONNX activations; GRU reset after and before; the plain
+//! RNN) runs through [`forward`] and [`backward`], built from the per-step functions
+//! [`lstm_variant_step`], [`gru_step`], [`rnn_step`] and their `_backward` twins.
+//! [`lstm_forward`] / [`lstm_backward`] remain for the plain LSTM only.
 
+pub mod activations;
+mod cell;
+mod gru;
 mod lstm;
 pub mod optim;
+mod rnn;
 
+pub use activations::{activate, derivative};
+pub use cell::{CellGrads, RefWeights, StepGrads, Trace, backward, forward, input_projection};
+pub use gru::{GruStepOut, gru_step, gru_step_backward};
 pub use lstm::{
-    LstmForward, LstmGrads, RefWeights, input_projection, lstm_backward, lstm_forward, lstm_step,
-    lstm_step_backward,
+    LstmForward, LstmGrads, LstmStepOut, lstm_backward, lstm_forward, lstm_step,
+    lstm_step_backward, lstm_variant_step, lstm_variant_step_backward,
 };
+pub use rnn::{RnnStepOut, rnn_step, rnn_step_backward};
 
 /// Widen an `f32` slice to `f64`.
 pub fn to_f64(v: &[f32]) -> Vec<f64> {

@@ -4,7 +4,7 @@
 //! 1. `h_carry <- h0`, `c_state <- c0` (buffer copies, or clears when no state is given);
 //! 2. for each time chunk `[t0, t0 + Tc)`:
 //!    - `gx <- x[t0..t0+Tc] · W_ih^T + b` — one GEMM over all `Tc*B` rows (`input_projection`);
-//!    - `Tc` dispatches of `lstm_step`, each reading `y[t-1]` (or `h_carry`) and writing `y[t]`;
+//!    - `Tc` dispatches of `rnn_step`, each reading `y[t-1]` (or `h_carry`) and writing `y[t]`;
 //!    - `h_carry <- y[t0 + Tc - 1]` for the next chunk;
 //! 3. `h_n <- y[T-1]`; `c_n` is `c_state`.
 //!
@@ -16,7 +16,8 @@ use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
-use crate::gpu::lstm_step::{LstmStep, LstmStepBuffers, StepParams};
+use crate::config::CellKind;
+use crate::gpu::rnn_step::{RnnStep, StepBuffers, StepParams, StepTiling, step_grid};
 use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::uniforms::UniformSlots;
@@ -114,9 +115,9 @@ impl Rnn {
                 cfg
             )));
         }
-        if cfg.cell() != crate::config::CellKind::Lstm || !cfg.is_plain() {
+        if !cfg.is_plain() {
             return Err(Error::Unsupported(format!(
-                "the GPU path implements the plain LSTM so far, not {cfg:?}"
+                "the GPU path implements PyTorch's plain LSTM, GRU and RNN so far, not {cfg:?}"
             )));
         }
         weights.validate()?;
@@ -238,7 +239,10 @@ impl Rnn {
         let out = Output {
             y: GpuTensor::uninit(&self.ctx, "y", &[t, b, h])?,
             h_n: GpuTensor::uninit(&self.ctx, "h_n", &[1, b, h])?,
-            c_n: Some(GpuTensor::uninit(&self.ctx, "c_n", &[1, b, h])?),
+            c_n: match self.cfg.cell() {
+                CellKind::Lstm => Some(GpuTensor::uninit(&self.ctx, "c_n", &[1, b, h])?),
+                _ => None,
+            },
         };
         self.ctx.scoped(|| {
             let mut enc =
@@ -268,16 +272,7 @@ impl Rnn {
         let (t, b) = (plan.steps, plan.batch);
         check_shape("y", &out.y, &[t, b, h])?;
         check_shape("h_n", &out.h_n, &[1, b, h])?;
-        match &out.c_n {
-            Some(c) => check_shape("c_n", c, &[1, b, h])?,
-            None => {
-                return Err(Error::ShapeMismatch {
-                    name: "c_n".into(),
-                    expected: vec![1, b, h],
-                    got: vec![],
-                });
-            }
-        }
+        self.check_cell_state("c_n", out.c_n.as_ref(), b)?;
         self.record(encoder, x, state, out, &plan, None)
     }
 
@@ -306,9 +301,21 @@ impl Rnn {
                 let zeros = vec![0.0; batch * h];
                 let h0 = GpuTensor::upload(&self.ctx, h0.unwrap_or(&zeros), &[1, batch, h])
                     .map_err(|e| rename(e, "h0"))?;
-                let c0 = GpuTensor::upload(&self.ctx, c0.unwrap_or(&zeros), &[1, batch, h])
-                    .map_err(|e| rename(e, "c0"))?;
-                Some(State { h: h0, c: Some(c0) })
+                let c0 = match (self.cfg.cell(), c0) {
+                    (CellKind::Lstm, c0) => Some(
+                        GpuTensor::upload(&self.ctx, c0.unwrap_or(&zeros), &[1, batch, h])
+                            .map_err(|e| rename(e, "c0"))?,
+                    ),
+                    (_, None) => None,
+                    (_, Some(c0)) => {
+                        return Err(Error::ShapeMismatch {
+                            name: "c0".into(),
+                            expected: vec![],
+                            got: vec![c0.len()],
+                        });
+                    }
+                };
+                Some(State { h: h0, c: c0 })
             }
         };
         let out = self.forward(&xt, state.as_ref())?;
@@ -317,6 +324,25 @@ impl Rnn {
             h_n: out.h_n.download(&self.ctx)?,
             c_n: download_optional(&self.ctx, out.c_n.as_ref())?,
         })
+    }
+
+    /// An LSTM needs a cell-state tensor `[1, B, H]`; other cells have none, and one given is
+    /// an error rather than silently ignored.
+    fn check_cell_state(&self, name: &str, c: Option<&GpuTensor>, b: usize) -> Result<()> {
+        let h = self.cfg.hidden_size();
+        match (self.cfg.cell(), c) {
+            (CellKind::Lstm, Some(c)) => check_shape(name, c, &[1, b, h]),
+            (_, None) if self.cfg.cell() != CellKind::Lstm => Ok(()),
+            (_, c) => Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: if self.cfg.cell() == CellKind::Lstm {
+                    vec![1, b, h]
+                } else {
+                    vec![]
+                },
+                got: c.map(|c| c.shape().to_vec()).unwrap_or_default(),
+            }),
+        }
     }
 
     /// Validate the inputs and cut time into chunks that fit the device.
@@ -347,16 +373,7 @@ impl Rnn {
         }
         if let Some(s) = state {
             check_shape("h0", &s.h, &[1, b, h])?;
-            match &s.c {
-                Some(c) => check_shape("c0", c, &[1, b, h])?,
-                None => {
-                    return Err(Error::ShapeMismatch {
-                        name: "c0".into(),
-                        expected: vec![1, b, h],
-                        got: vec![],
-                    });
-                }
-            }
+            self.check_cell_state("c0", s.c.as_ref(), b)?;
         }
         let lim = binding_limit(&self.ctx);
         let too_big = |what: &str, bytes: u64| {
@@ -378,12 +395,7 @@ impl Rnn {
             "one timestep of the input projection (B x 4H)",
             gx_step_bytes,
         )?;
-        crate::gpu::lstm_step::step_grid(
-            &self.ctx,
-            crate::gpu::lstm_step::StepTiling::for_batch(b, 16),
-            b,
-            h,
-        )?;
+        step_grid(&self.ctx, StepTiling::for_batch(b, 16), b, h)?;
         let max_wg = self.ctx.limits().max_compute_workgroups_per_dimension as u64;
         let gemm_cols = ((g * h) as u64).div_ceil(GEMM_TILE as u64);
         if gemm_cols > max_wg {
@@ -435,27 +447,34 @@ impl Rnn {
         );
         let (t_all, b) = (plan.steps, plan.batch);
         let bh_bytes = (b * h) as u64 * 4;
-        let c_state = out
-            .c_n
-            .as_ref()
-            .expect("checked by plan/record_forward")
-            .buffer();
+        let c_state = out.c_n.as_ref().map(GpuTensor::buffer);
 
         let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b, h])?;
-        match state {
-            Some(s) => {
-                enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bh_bytes);
-                let c0 = s.c.as_ref().expect("checked by plan");
-                enc.copy_buffer_to_buffer(c0.buffer(), 0, c_state, 0, bh_bytes);
-            }
-            None => {
-                // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
-                enc.clear_buffer(c_state, 0, Some(bh_bytes));
+        if let Some(s) = state {
+            enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bh_bytes);
+        }
+        // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
+        if let Some(c_state) = c_state {
+            match state.and_then(|s| s.c.as_ref()) {
+                Some(c0) => enc.copy_buffer_to_buffer(c0.buffer(), 0, c_state, 0, bh_bytes),
+                None => enc.clear_buffer(c_state, 0, Some(bh_bytes)),
             }
         }
-
-        if let Some((_, c_all)) = tape {
-            enc.copy_buffer_to_buffer(c_state, 0, c_all.buffer(), 0, bh_bytes);
+        // The tape's history starts with c0 (LSTM) or h0 (GRU).
+        if let Some((_, history)) = tape {
+            match (self.cfg.cell(), c_state) {
+                (CellKind::Lstm, Some(c)) => {
+                    enc.copy_buffer_to_buffer(c, 0, history.buffer(), 0, bh_bytes)
+                }
+                (CellKind::Gru, _) => enc.copy_buffer_to_buffer(
+                    h_carry.buffer(),
+                    0,
+                    history.buffer(),
+                    0,
+                    bh_bytes,
+                ),
+                _ => {}
+            }
         }
 
         let params: Vec<StepParams> = (0..t_all)
@@ -466,17 +485,18 @@ impl Rnn {
                 t_global: t as u32,
             })
             .collect();
-        let params = UniformSlots::new(ctx, "lstm_step params", &params);
+        let params = UniformSlots::new(ctx, "rnn_step params", &params);
         let gx = GpuTensor::uninit(ctx, "gx", &[plan.chunk, b, g * h])?;
-        let step = LstmStep::new(
+        let step = RnnStep::new(
             ctx,
+            &self.cfg,
             b,
-            h,
-            &LstmStepBuffers {
+            &StepBuffers {
                 params: &params,
                 gx: gx.buffer(),
                 w_hh: self.layer.w_hh.buffer(),
                 h_carry: h_carry.buffer(),
+                bias: self.layer.bias.as_ref().map(GpuTensor::buffer),
                 y: out.y.buffer(),
                 c_state,
                 tape: tape.map(|(g, c)| (g.buffer(), c.buffer())),
@@ -490,15 +510,16 @@ impl Rnn {
                 enc.copy_buffer_to_buffer(out.y.buffer(), last, h_carry.buffer(), 0, bh_bytes);
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("lstm chunk"),
+                label: Some("rnn chunk"),
                 timestamp_writes: None,
             });
-            // input_projection: gx = x[t0..t0+tc] · W_ih^T + (b_ih + b_hh)
+            // input_projection: gx = x[t0..t0+tc] · W_ih^T + b_ih (the step adds b_hh, which
+            // a GRU's n gate needs inside r * (...)).
             gemm(
                 ctx,
                 &mut pass,
                 &Gemm {
-                    bias: self.layer.bias.as_ref().map(|b| (b.buffer(), 2)),
+                    bias: self.layer.bias.as_ref().map(|b| (b.buffer(), 1)),
                     a_row_offset: (t0 * b) as u32,
                     ..Gemm::new(
                         x.buffer(),

@@ -14,8 +14,8 @@ const ACTIVATIONS: &str = include_str!("../../shaders/common/activations.wgsl");
 const GRAD_CLIP: &str = include_str!("../../shaders/clip.wgsl");
 const OPTIMIZER_STEP: &str = include_str!("../../shaders/optim.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
-const LSTM_STEP: &str = include_str!("../../shaders/lstm_step.wgsl");
-const LSTM_STEP_BACKWARD: &str = include_str!("../../shaders/lstm_step_backward.wgsl");
+const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
+const RNN_STEP_BACKWARD: &str = include_str!("../../shaders/rnn_step_backward.wgsl");
 const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 
 /// Every compute kernel of the crate. Names, not strings, select pipelines.
@@ -27,10 +27,10 @@ pub(crate) enum Kernel {
     OptimizerStep,
     /// `shaders/gemm.wgsl`: tiled `C = A·B + bias`.
     Gemm,
-    /// `shaders/lstm_step.wgsl`: one fused LSTM timestep (optionally saving the tape).
-    LstmStep,
-    /// `shaders/lstm_step_backward.wgsl`: one fused LSTM timestep of BPTT.
-    LstmStepBackward,
+    /// `shaders/rnn_step.wgsl`: one fused timestep of any cell (optionally saving the tape).
+    RnnStep,
+    /// `shaders/rnn_step_backward.wgsl`: one fused timestep of BPTT, any cell.
+    RnnStepBackward,
     /// `shaders/column_sum.wgsl`: deterministic sum over the rows of a matrix (bias grads).
     ColumnSum,
 }
@@ -41,8 +41,8 @@ impl Kernel {
             Kernel::GradClip => "clip",
             Kernel::OptimizerStep => "optim",
             Kernel::Gemm => "gemm",
-            Kernel::LstmStep => "lstm_step",
-            Kernel::LstmStepBackward => "lstm_step_backward",
+            Kernel::RnnStep => "rnn_step",
+            Kernel::RnnStepBackward => "rnn_step_backward",
             Kernel::ColumnSum => "column_sum",
         }
     }
@@ -53,8 +53,8 @@ impl Kernel {
             Kernel::GradClip => GRAD_CLIP,
             Kernel::OptimizerStep => OPTIMIZER_STEP,
             Kernel::Gemm => GEMM,
-            Kernel::LstmStep => LSTM_STEP,
-            Kernel::LstmStepBackward => LSTM_STEP_BACKWARD,
+            Kernel::RnnStep => RNN_STEP,
+            Kernel::RnnStepBackward => RNN_STEP_BACKWARD,
             Kernel::ColumnSum => COLUMN_SUM,
         };
         format!("{ACTIVATIONS}\n{body}")
@@ -67,23 +67,16 @@ impl Kernel {
             Kernel::OptimizerStep => &[DynamicUniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
             Kernel::ColumnSum => &[Uniform, Read, ReadWrite],
-            Kernel::LstmStep => &[
-                DynamicUniform,
-                Read,
-                Read,
-                Read,
-                ReadWrite,
-                ReadWrite,
-                ReadWrite,
-                ReadWrite,
-            ],
-            Kernel::LstmStepBackward => &[
+            // Both step kernels: 4 read-only inputs, then 4 outputs (8 storage bindings, the
+            // WebGPU default of max_storage_buffers_per_shader_stage).
+            Kernel::RnnStep | Kernel::RnnStepBackward => &[
                 DynamicUniform,
                 Read,
                 Read,
                 Read,
                 Read,
-                Read,
+                ReadWrite,
+                ReadWrite,
                 ReadWrite,
                 ReadWrite,
             ],

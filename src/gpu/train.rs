@@ -14,7 +14,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
-use crate::gpu::lstm_step_backward::{LstmStepBackward, LstmStepBackwardBuffers, StepBackParams};
+use crate::config::CellKind;
+use crate::gpu::rnn_step::tape_slots;
+use crate::gpu::rnn_step_backward::{RnnStepBackward, StepBackParams, StepBackwardBuffers};
 use crate::gpu::pack::unpack_gate_interleaved;
 use crate::gpu::rnn::{Output, Rnn, State, binding_limit, check_shape, unpack_biases};
 use crate::gpu::tensor::{GpuTensor, download_optional};
@@ -36,9 +38,10 @@ pub struct Tape {
     h0: GpuTensor,
     /// `[T, B, H]` the outputs, i.e. `h_t`.
     y: GpuTensor,
-    /// `[T, B, H*G]` activated gates, gate-interleaved.
+    /// `[T, B, H, S]`: LSTM activated gates (i, f, g, o); GRU (r, z, n, W_hn h + b_hn); RNN h.
     gates: GpuTensor,
-    /// `[T + 1, B, H]` cell states; slot 0 is `c0`.
+    /// `[T + 1, B, H]`: LSTM cell states (slot 0 is `c0`), GRU hidden states (slot 0 is
+    /// `h0`); a placeholder for the plain RNN.
     c_all: GpuTensor,
 }
 
@@ -160,14 +163,22 @@ impl Rnn {
     /// states, on the GPU). Same shapes, errors and single submission as [`Rnn::forward`].
     pub fn forward_train(&self, x: &GpuTensor, state: Option<&State>) -> Result<(Output, Tape)> {
         let plan = self.plan(x, state)?;
-        let (g, h) = (self.cfg.gate_count(), self.cfg.hidden_size());
+        let h = self.cfg.hidden_size();
         let (t, b) = (plan.steps, plan.batch);
         self.check_tape_fits(t, b)?;
         let ctx = &self.ctx;
+        let lstm = self.cfg.cell() == CellKind::Lstm;
         let out = Output {
             y: GpuTensor::uninit(ctx, "y", &[t, b, h])?,
             h_n: GpuTensor::uninit(ctx, "h_n", &[1, b, h])?,
-            c_n: Some(GpuTensor::uninit(ctx, "c_n", &[1, b, h])?),
+            c_n: match lstm {
+                true => Some(GpuTensor::uninit(ctx, "c_n", &[1, b, h])?),
+                false => None,
+            },
+        };
+        let history_steps = match self.cfg.cell() {
+            CellKind::Rnn => 0,
+            _ => t + 1,
         };
         let tape = Tape {
             model: self.id,
@@ -176,8 +187,8 @@ impl Rnn {
             x: x.clone(),
             h0: GpuTensor::zeros(ctx, &[1, b, h])?,
             y: out.y.clone(),
-            gates: GpuTensor::uninit(ctx, "tape gates", &[t, b, g * h])?,
-            c_all: GpuTensor::uninit(ctx, "tape c", &[t + 1, b, h])?,
+            gates: GpuTensor::uninit(ctx, "tape", &[t, b, h, tape_slots(&self.cfg)])?,
+            c_all: GpuTensor::uninit(ctx, "tape history", &[history_steps, b, h])?,
         };
         ctx.scoped(|| {
             let mut enc = ctx
@@ -259,7 +270,15 @@ impl Rnn {
         if let Some(d) = dh_n {
             check_shape("dh_n", d, &[1, b, h])?;
         }
+        let lstm = self.cfg.cell() == CellKind::Lstm;
         if let Some(d) = dc_n {
+            if !lstm {
+                return Err(Error::ShapeMismatch {
+                    name: "dc_n".into(),
+                    expected: vec![],
+                    got: d.shape().to_vec(),
+                });
+            }
             check_shape("dc_n", d, &[1, b, h])?;
         }
         for (want, have) in self.parameters().iter().zip(grads.params.tensors()) {
@@ -279,22 +298,19 @@ impl Rnn {
         if grads.dh0.shape() != [1, b, h] {
             grads.dh0 = GpuTensor::uninit(ctx, "dh0", &[1, b, h])?;
         }
-        if grads.dc0.as_ref().is_none_or(|c| c.shape() != [1, b, h]) {
+        if !lstm {
+            grads.dc0 = None;
+        } else if grads.dc0.as_ref().is_none_or(|c| c.shape() != [1, b, h]) {
             grads.dc0 = Some(GpuTensor::uninit(ctx, "dc0", &[1, b, h])?);
         }
-        let dc = grads.dc0.as_ref().expect("set above").buffer();
+        let dc = grads.dc0.as_ref().map(GpuTensor::buffer);
+        let gru = self.cfg.cell() == CellKind::Gru;
         let bh_bytes = (b * h) as u64 * 4;
         let accumulate = mode == GradMode::Accumulate;
 
         ctx.scoped(|| {
-            let zeros;
-            let dh_n = match dh_n {
-                Some(d) => d.buffer(),
-                None => {
-                    zeros = GpuTensor::zeros(ctx, &[1, b, h])?;
-                    zeros.buffer()
-                }
-            };
+            // What reaches h directly rather than through W_hh: dh_n to start with.
+            let carry = GpuTensor::uninit(ctx, "dh carry", &[b, h])?;
             let params: Vec<StepBackParams> = (0..t)
                 .map(|step| StepBackParams {
                     batch: b as u32,
@@ -303,21 +319,27 @@ impl Rnn {
                     last: (step == t - 1) as u32,
                 })
                 .collect();
-            let params = UniformSlots::new(ctx, "lstm_step_backward params", &params);
+            let params = UniformSlots::new(ctx, "rnn_step_backward params", &params);
             let d_gates = GpuTensor::uninit(ctx, "dG", &[t, b, hg])?;
-            let step = LstmStepBackward::new(
+            // A GRU's input side sees dn where its recurrent side sees r * dn.
+            let d_gates_x = match gru {
+                true => Some(GpuTensor::uninit(ctx, "dGx", &[t, b, hg])?),
+                false => None,
+            };
+            let step = RnnStepBackward::new(
                 ctx,
+                &self.cfg,
                 b,
-                h,
-                &LstmStepBackwardBuffers {
+                &StepBackwardBuffers {
                     params: &params,
-                    gates: tape.gates.buffer(),
-                    c_all: tape.c_all.buffer(),
+                    tape: tape.gates.buffer(),
+                    history: (self.cfg.cell() != CellKind::Rnn).then(|| tape.c_all.buffer()),
                     w_hh: self.layer.w_hh.buffer(),
                     dy: dy.map(|d| d.buffer()),
-                    dh_n,
                     d_gates: d_gates.buffer(),
+                    d_gates_x: d_gates_x.as_ref().map(GpuTensor::buffer),
                     dc,
+                    carry: carry.buffer(),
                 },
             )?;
 
@@ -326,39 +348,54 @@ impl Rnn {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("rnn backward"),
                 });
-            match dc_n {
-                Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, dc, 0, bh_bytes),
-                None => enc.clear_buffer(dc, 0, Some(bh_bytes)),
+            if let Some(dc) = dc {
+                match dc_n {
+                    Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, dc, 0, bh_bytes),
+                    None => enc.clear_buffer(dc, 0, Some(bh_bytes)),
+                }
+            }
+            match dh_n {
+                Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, carry.buffer(), 0, bh_bytes),
+                None => enc.clear_buffer(carry.buffer(), 0, Some(bh_bytes)),
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("lstm backward"),
+                label: Some("rnn backward"),
                 timestamp_writes: None,
             });
             for s in (0..t).rev() {
                 step.record(&mut pass, params.offset(s));
             }
+            drop(pass);
+            // dh0 = carry + dG_0 · W_hh (the carry is the GRU's z * dh; zero for the others).
+            enc.copy_buffer_to_buffer(carry.buffer(), 0, grads.dh0.buffer(), 0, bh_bytes);
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("rnn backward gemms"),
+                timestamp_writes: None,
+            });
             let dg = d_gates.buffer();
+            let dgx = d_gates_x.as_ref().map_or(dg, GpuTensor::buffer);
             let w_hh = self.layer.w_hh.buffer();
             let w_ih = self.layer.w_ih.buffer();
-            // dh0 = dG_0 · W_hh: W_hh^T is stored (H, H*G), i.e. transposed for this product.
+            // W_hh^T is stored (H, H*G), i.e. transposed for this product.
             gemm(
                 ctx,
                 &mut pass,
                 &Gemm {
                     trans_b: true,
+                    accumulate: true,
                     ..Gemm::new(dg, w_hh, grads.dh0.buffer(), (b, h, hg))
                 },
             )?;
-            // dx = dG · W_ih, all steps at once.
+            // dx = dGx · W_ih, all steps at once.
             gemm(
                 ctx,
                 &mut pass,
                 &Gemm {
                     trans_b: true,
-                    ..Gemm::new(dg, w_ih, grads.dx.buffer(), (t * b, i, hg))
+                    ..Gemm::new(dgx, w_ih, grads.dx.buffer(), (t * b, i, hg))
                 },
             )?;
-            // dW_ih^T = x^T · dG.
+            // dW_ih^T = x^T · dGx.
             gemm(
                 ctx,
                 &mut pass,
@@ -367,7 +404,7 @@ impl Rnn {
                     accumulate,
                     ..Gemm::new(
                         tape.x.buffer(),
-                        dg,
+                        dgx,
                         grads.params.w_ih.buffer(),
                         (i, hg, t * b),
                     )
@@ -400,13 +437,13 @@ impl Rnn {
                     },
                 )?;
             }
-            // Both biases enter the same sum, so both get the column sums of dG.
+            // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n).
             if let Some(bias) = &grads.params.bias {
-                for offset in [0, hg] {
+                for (side, offset) in [(dgx, 0), (dg, hg)] {
                     column_sum(
                         ctx,
                         &mut pass,
-                        dg,
+                        side,
                         bias.buffer(),
                         offset,
                         (t * b, hg),
@@ -427,7 +464,10 @@ impl Rnn {
         Ok(Grads {
             dx: GpuTensor::uninit(&self.ctx, "dx", &[t, b, i])?,
             dh0: GpuTensor::uninit(&self.ctx, "dh0", &[1, b, h])?,
-            dc0: Some(GpuTensor::uninit(&self.ctx, "dc0", &[1, b, h])?),
+            dc0: match self.cfg.cell() {
+                CellKind::Lstm => Some(GpuTensor::uninit(&self.ctx, "dc0", &[1, b, h])?),
+                _ => None,
+            },
             params: ParamGrads::zeros(self)?,
         })
     }
@@ -444,7 +484,7 @@ impl Rnn {
         if bytes > lim.1 {
             return Err(Error::LimitExceeded {
                 limit: lim.0,
-                what: "training tape (T x B x 4H gate activations)".into(),
+                what: "training tape (T x B x G*H)".into(),
                 needed: bytes,
                 allowed: lim.1,
             });
@@ -454,7 +494,7 @@ impl Rnn {
         for (what, n) in [
             ("backward dx rows (T*B / 64)", (t * b) as u64),
             ("weight-gradient rows (I / 64)", i as u64),
-            ("weight-gradient columns (4H / 64)", (g * h) as u64),
+            ("weight-gradient columns (G*H / 64)", (g * h) as u64),
         ] {
             let groups = n.div_ceil(tile);
             if groups > max {

@@ -1,7 +1,8 @@
-//! Host side of `shaders/lstm_step.wgsl`: the fused recurrent step.
+//! Host side of `shaders/rnn_step.wgsl`: the fused recurrent step of every cell kind.
 
 use std::sync::Arc;
 
+use crate::config::{Activation, CellKind, RnnConfig};
 use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
@@ -83,75 +84,112 @@ pub(crate) fn step_grid(
     Ok((gx as u32, gy as u32))
 }
 
+/// The override constants that select the cell in both step kernels: `CELL`, `G`, `RELU`.
+pub(crate) fn cell_constants(cfg: &RnnConfig) -> [(&'static str, u64); 3] {
+    let cell = match cfg.cell() {
+        CellKind::Lstm => 0,
+        CellKind::Gru => 1,
+        CellKind::Rnn => 2,
+    };
+    let relu = cfg.activations().cell == Activation::Relu;
+    [
+        ("CELL", cell),
+        ("G", cfg.gate_count() as u64),
+        ("RELU", relu as u64),
+    ]
+}
+
+/// Values saved per unit and step in the training tape: LSTM (i, f, g, o), GRU (r, z, n, gh_n),
+/// RNN h.
+pub(crate) fn tape_slots(cfg: &RnnConfig) -> usize {
+    match cfg.cell() {
+        CellKind::Rnn => 1,
+        _ => 4,
+    }
+}
+
+/// A small storage buffer for bindings a cell or mode never touches (wgpu's layout still wants
+/// one, writable and aliasing no other binding of the dispatch).
+pub(crate) fn unused_storage(ctx: &Context, label: &str) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
 /// Buffers of a run of steps over one time chunk.
-pub(crate) struct LstmStepBuffers<'a> {
+pub(crate) struct StepBuffers<'a> {
     /// One `StepParams` slot per timestep.
     pub params: &'a UniformSlots,
-    /// `(Tc, B, H, 4)` this chunk's input projection.
+    /// `(Tc, B, H, G)` this chunk's input projection, `b_ih` included.
     pub gx: &'a wgpu::Buffer,
-    /// `(H, H, 4)` packed `W_hh^T`.
+    /// `(H, H, G)` packed `W_hh^T`.
     pub w_hh: &'a wgpu::Buffer,
     /// `(B, H)` `h` before the chunk's first step.
     pub h_carry: &'a wgpu::Buffer,
+    /// `(2, H, G)` packed biases (`b_hh` is row 1), `None` without bias.
+    pub bias: Option<&'a wgpu::Buffer>,
     /// `(T, B, H)` outputs.
     pub y: &'a wgpu::Buffer,
-    /// `(B, H)` cell state, updated in place.
-    pub c_state: &'a wgpu::Buffer,
-    /// Training only: `(T, B, H, 4)` activated gates and `(T + 1, B, H)` cell states.
+    /// `(B, H)` LSTM cell state, updated in place; `None` for other cells.
+    pub c_state: Option<&'a wgpu::Buffer>,
+    /// Training only: `(T, B, H, S)` tape and `(T + 1, B, H)` LSTM c / GRU h history.
     pub tape: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
-/// A bound `lstm_step` pipeline, ready to dispatch any step of one chunk.
-pub(crate) struct LstmStep {
+/// A bound `rnn_step` pipeline, ready to dispatch any step of one chunk.
+pub(crate) struct RnnStep {
     pipeline: Arc<CachedPipeline>,
     bind: wgpu::BindGroup,
     grid: (u32, u32),
 }
 
-impl LstmStep {
+impl RnnStep {
     pub(crate) fn new(
         ctx: &Context,
+        cfg: &RnnConfig,
         batch: usize,
-        hidden: usize,
-        bufs: &LstmStepBuffers<'_>,
-    ) -> Result<LstmStep> {
+        bufs: &StepBuffers<'_>,
+    ) -> Result<RnnStep> {
         let tiling = StepTiling::for_batch(batch, 16);
-        let grid = step_grid(ctx, tiling, batch, hidden)?;
+        let grid = step_grid(ctx, tiling, batch, cfg.hidden_size())?;
         let [rows, ksplit] = tiling.constants();
+        let [cell, g, relu] = cell_constants(cfg);
         let pipeline = ctx.pipeline(
-            Kernel::LstmStep,
-            &[rows, ksplit, ("SAVE", bufs.tape.is_some() as u64)],
+            Kernel::RnnStep,
+            &[
+                cell,
+                g,
+                relu,
+                ("HAS_BIAS", bufs.bias.is_some() as u64),
+                rows,
+                ksplit,
+                ("SAVE", bufs.tape.is_some() as u64),
+            ],
         );
-        // Inference never touches bindings 6 and 7, but the layout wants writable buffers that
-        // alias no read-only binding of the same dispatch.
-        let unused;
-        let (gates, c_all) = match bufs.tape {
-            Some(t) => t,
-            None => {
-                unused = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("lstm_step unused tape"),
-                    size: 16,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                });
-                (&unused, &unused)
-            }
-        };
+        let unused_c = unused_storage(ctx, "rnn_step unused c");
+        let unused_tape = unused_storage(ctx, "rnn_step unused tape");
+        let unused_hist = unused_storage(ctx, "rnn_step unused history");
+        let (tape, c_all) = bufs.tape.unwrap_or((&unused_tape, &unused_hist));
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("lstm_step"),
+            label: Some("rnn_step"),
             layout: &pipeline.layout,
             entries: &[
                 bufs.params.entry(0),
                 entry(1, bufs.gx),
                 entry(2, bufs.w_hh),
                 entry(3, bufs.h_carry),
-                entry(4, bufs.y),
-                entry(5, bufs.c_state),
-                entry(6, gates),
-                entry(7, c_all),
+                // Without bias the binding is never read; w_hh is a read-only stand-in.
+                entry(4, bufs.bias.unwrap_or(bufs.w_hh)),
+                entry(5, bufs.y),
+                entry(6, bufs.c_state.unwrap_or(&unused_c)),
+                entry(7, tape),
+                entry(8, c_all),
             ],
         });
-        Ok(LstmStep {
+        Ok(RnnStep {
             pipeline,
             bind,
             grid,
@@ -159,7 +197,7 @@ impl LstmStep {
     }
 
     /// Record one timestep whose `StepParams` sit at byte `params_offset`.
-    /// CPU twin: [`crate::cpu::lstm_step`].
+    /// CPU twins: [`crate::cpu::lstm_step`] and the GRU/RNN steps.
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>, params_offset: u32) {
         pass.set_pipeline(&self.pipeline.pipeline);
         pass.set_bind_group(0, &self.bind, &[params_offset]);

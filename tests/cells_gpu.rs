@@ -1,0 +1,182 @@
+//! GRU and the plain RNN on the GPU against the f64 CPU reference: forward and every gradient,
+//! on shapes that include B = 1, odd H and I, T = 1, every batch tiling of the step kernels,
+//! and a long sequence.
+
+mod common;
+
+use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
+use rnn_wgpu::cpu::{self, RefWeights, to_f64};
+use rnn_wgpu::{Context, GpuTensor, Nonlinearity, Rnn, RnnConfig, State, Weights};
+
+/// Forward: the same f32-rounding argument as tests/lstm_forward.rs (sums of K = I + H terms,
+/// |w| <= 1/sqrt(H), unit inputs; tanh/sigmoid outputs bounded by 1). ReLU RNN outputs are not
+/// bounded, so its errors scale with |h|: compared relative to the tensor's scale below.
+const ATOL: f64 = 2e-5;
+/// Gradients: relative to the largest reference magnitude of each tensor, as in
+/// tests/lstm_backward.rs (f32 sums over up to T*B rows; an indexing or gate bug is O(1)).
+const SCALE_RTOL: f64 = 1e-4;
+
+fn scaled(name: &str, got: &[f32], want: &[f64]) {
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert_close(name, got, want, 1e-6 + SCALE_RTOL * scale, 0.0);
+}
+
+fn configs(i: usize, h: usize, bias: bool) -> Vec<(&'static str, RnnConfig)> {
+    vec![
+        ("gru", RnnConfig::gru(i, h).bias(bias).build().unwrap()),
+        (
+            "rnn_tanh",
+            RnnConfig::rnn(i, h, Nonlinearity::Tanh)
+                .bias(bias)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rnn_relu",
+            RnnConfig::rnn(i, h, Nonlinearity::Relu)
+                .bias(bias)
+                .build()
+                .unwrap(),
+        ),
+    ]
+}
+
+/// Run forward_train + backward on the GPU and forward + backward on the CPU; compare all.
+fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u64) {
+    let (i, h) = (cfg.input_size(), cfg.hidden_size());
+    let w = Weights::init(cfg, seed);
+    let rnn = Rnn::new(ctx, cfg, &w).unwrap();
+    let x = seeded(seed + 1, t * b * i, 1.0);
+    let h0 = seeded(seed + 2, b * h, 1.0);
+    let dy = seeded(seed + 3, t * b * h, 1.0);
+    let dh_n = seeded(seed + 4, b * h, 1.0);
+    let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
+    let state = State {
+        h: up(&h0, &[1, b, h]),
+        c: None,
+    };
+    let (out, tape) = rnn
+        .forward_train(&up(&x, &[t, b, i]), Some(&state))
+        .unwrap();
+    assert!(out.c_n.is_none());
+    let y = out.y.download(ctx).unwrap();
+    let g = rnn
+        .backward(
+            &tape,
+            Some(&up(&dy, &[t, b, h])),
+            Some(&up(&dh_n, &[1, b, h])),
+            None,
+        )
+        .unwrap()
+        .to_host(&rnn)
+        .unwrap();
+
+    let rw = RefWeights::new(cfg, w.layer(0, 0));
+    let (x64, h064) = (to_f64(&x), to_f64(&h0));
+    let r = cpu::forward(cfg, &rw, &x64, Some(&h064), None, t, b).unwrap();
+    let rg = cpu::backward(
+        cfg,
+        &rw,
+        &x64,
+        Some(&h064),
+        None,
+        &r,
+        Some(&to_f64(&dy)),
+        Some(&to_f64(&dh_n)),
+        None,
+        t,
+        b,
+    )
+    .unwrap();
+    eprintln!(
+        "{name}: max |err| y {:.1e} dx {:.1e} dW_hh {:.1e}",
+        max_abs_diff(&y, &r.y),
+        max_abs_diff(&g.dx, &rg.dx),
+        max_abs_diff(&g.params.weight_hh, &rg.d_weight_hh)
+    );
+    let y_scale = r.y.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    assert_close(&format!("{name} y"), &y, &r.y, ATOL * y_scale, 1e-4);
+    assert_close(
+        &format!("{name} h_n"),
+        &out.h_n.download(ctx).unwrap(),
+        &r.h_n,
+        ATOL * y_scale,
+        1e-4,
+    );
+    scaled(&format!("{name} dx"), &g.dx, &rg.dx);
+    scaled(&format!("{name} dh0"), &g.dh0, &rg.dh0);
+    assert!(g.dc0.is_none());
+    scaled(
+        &format!("{name} d weight_ih"),
+        &g.params.weight_ih,
+        &rg.d_weight_ih,
+    );
+    scaled(
+        &format!("{name} d weight_hh"),
+        &g.params.weight_hh,
+        &rg.d_weight_hh,
+    );
+    match (&g.params.bias_ih, &g.params.bias_hh) {
+        (Some(bi), Some(bh)) => {
+            scaled(&format!("{name} d bias_ih"), bi, &rg.d_bias_ih);
+            scaled(&format!("{name} d bias_hh"), bh, &rg.d_bias_hh);
+        }
+        (None, None) => assert!(!cfg.bias()),
+        _ => panic!("{name}: one bias gradient without the other"),
+    }
+}
+
+#[test]
+fn gru_and_rnn_match_reference() {
+    let Some(ctx) = ctx() else { return };
+    // (I, H, B, T, bias)
+    let shapes = [
+        (1, 1, 1, 1, true),
+        (7, 13, 3, 50, true),
+        (5, 33, 1, 20, false),
+        (256, 64, 17, 10, true),
+        (3, 20, 64, 5, true),
+        (2, 16, 5, 200, true),
+    ];
+    for (n, &(i, h, b, t, bias)) in shapes.iter().enumerate() {
+        for (cell, cfg) in configs(i, h, bias) {
+            let name = format!("{cell} I={i} H={h} B={b} T={t} bias={bias}");
+            check(ctx, &name, &cfg, t, b, 500 + 10 * n as u64);
+        }
+    }
+}
+
+#[test]
+fn every_batch_tiling_for_gru_and_rnn() {
+    let Some(ctx) = ctx() else { return };
+    for b in [2, 4, 8, 9, 16, 33] {
+        for (cell, cfg) in configs(3, 20, true) {
+            check(ctx, &format!("{cell} B={b}"), &cfg, 4, b, 700 + b as u64);
+        }
+    }
+}
+
+#[test]
+fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
+    let Some(ctx) = common::gpu::own_ctx() else {
+        return;
+    };
+    for (cell, cfg) in configs(4, 10, true) {
+        let w = Weights::init(&cfg, 9);
+        let (t, b) = (30, 3);
+        let x = seeded(10, t * b * 4, 1.0);
+        let whole = Rnn::new(&ctx, &cfg, &w).unwrap();
+        let before = ctx.submission_count();
+        let out = whole
+            .forward(&GpuTensor::upload(&ctx, &x, &[t, b, 4]).unwrap(), None)
+            .unwrap();
+        assert_eq!(ctx.submission_count() - before, 1, "{cell}");
+        let y = out.y.download(&ctx).unwrap();
+        let chunked = Rnn::new(&ctx, &cfg, &w)
+            .unwrap()
+            .with_max_chunk_steps(7)
+            .unwrap();
+        let yc = chunked.forward_host(&x, t, b, None, None).unwrap().y;
+        assert_eq!(y, yc, "{cell}: chunked differs");
+    }
+}

@@ -5,28 +5,35 @@
 //   gh[b, j, g] = b_hh[j, g] + sum_k h_prev[b, k] * w_hh[k, j, g]      (recurrent part)
 //   gx[b, j, g] = x · W_ih^T + b_ih, computed for all steps by gemm.wgsl (input part)
 //
-//   CELL = LSTM (G = 4: i, f, g, o):  c = s(f)*c + s(i)*tanh(g);  h = s(o)*tanh(c)
-//   CELL = GRU  (G = 3: r, z, n):      r = s(gx_r+gh_r), z = s(gx_z+gh_z),
-//                                      n = tanh(gx_n + r*gh_n);  h = (1-z)*n + z*h_prev
-//   CELL = RNN  (G = 1):               h = act(gx + gh), act = tanh or relu (RELU)
+//   CELL = LSTM (G = 4: i, f, g, o):  c = F(f)*c + F(i)*Gc(g);  h = F(o)*Hc(c)
+//       optional: peepholes (i, f see c_{t-1}, o sees c_t), f = 1 - i (INPUT_FORGET),
+//       c clamped to [CELL_MIN, CELL_MAX] (CELL_CLIP)
+//   CELL = GRU  (G = 3: r, z, n):      r = F(gx_r+gh_r), z = F(gx_z+gh_z),
+//                                      n = Gc(gx_n + r*gh_n);  h = (1-z)*n + z*h_prev
+//   CELL = RNN  (G = 1):               h = Gc(gx + gh)
+// F, Gc, Hc are the gate, cell and hidden activations (ONNX f, g, h; `activate` kinds with
+// their alpha/beta), applied after the optional gate clip (every pre-activation clamped to
+// [-GATE_CLIP, GATE_CLIP] when GATE_CLIP > 0).
 //
 // h_prev is y[t_global - 1] except at the first step of a time chunk, where it is h_carry
 // (h0, or the last h of the previous chunk, copied there by the host schedule). Weights, gx
 // and biases are gate-interleaved (column j*G + g), so one thread owns all G gates of its
-// unit. Training (SAVE) writes the tape backward needs: LSTM (i, f, g, o) activated plus c_t;
-// GRU (r, z, n, gh_n); RNN h.
+// unit. Training (SAVE) writes the tape backward needs: the pre-activations as they enter the
+// gate clip (LSTM i, f, g, o with peephole terms; GRU r, z, n and gh_n; RNN the one), and the
+// LSTM's c_t before the cell clip / the GRU's h_t.
 // CPU twins: rnn_wgpu::cpu::{lstm_step, gru_step, rnn_step}.
 //
 // Bindings (group 0):
 //   0 uniform  p        StepParams (dynamic offset: one entry per timestep)
 //   1 read     gx       (Tc, B, H, G)     this chunk's input projection, b_ih included
 //   2 read     w_hh     (H, H, G)         W_hh^T: row k, unit j, gate g
-//   3 read     h_carry  (B, H)
+//   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE
 //   4 read     bias     (2, H, G)         row 1 is b_hh (read only when HAS_BIAS)
 //   5 write    y        (T, B, H)         also read: h_prev = y[t_global - 1]
 //   6 write    c_state  (B, H)            LSTM: c_{t-1} in, c_t out (each thread owns its own)
 //   7 write    tape     (T, B, H, S)      SAVE: S = 4 (LSTM, GRU) or 1 (RNN)
-//   8 write    c_all    (T + 1, B, H)     SAVE: LSTM c_t, GRU h_t, at slot t + 1 (slot 0: c0/h0)
+//   8 write    c_all    (T + 1, B, H)     SAVE: LSTM c_t (unclipped), GRU h_t, at slot t + 1
+//                                         (slot 0: c0/h0)
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS.
 // Thread (x, y) owns hidden unit j0 + x. With KSPLIT = 1 it owns batch rows b0 + y*ROWS ..
 // + ROWS and the whole reduction. Small batches cannot fill 16 rows, so KSPLIT > 1 splits the
@@ -36,7 +43,21 @@
 
 override CELL: u32 = 0u;    // 0 LSTM, 1 GRU, 2 RNN
 override G: u32 = 4u;       // gates per unit: 4, 3, 1
-override RELU: bool = false; // RNN: relu instead of tanh
+override ACT_F: u32 = 0u;   // gate activation kind (see `activate`) and its alpha, beta
+override ALPHA_F: f32 = 0.0;
+override BETA_F: f32 = 0.0;
+override ACT_G: u32 = 1u;   // cell activation
+override ALPHA_G: f32 = 0.0;
+override BETA_G: f32 = 0.0;
+override ACT_H: u32 = 1u;   // hidden activation (LSTM)
+override ALPHA_H: f32 = 0.0;
+override BETA_H: f32 = 0.0;
+override GATE_CLIP: f32 = 0.0; // 0: no gate clip
+override CELL_CLIP: bool = false;
+override CELL_MIN: f32 = 0.0;
+override CELL_MAX: f32 = 0.0;
+override PEEPHOLE: bool = false;
+override INPUT_FORGET: bool = false;
 override HAS_BIAS: bool = true;
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
 override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
@@ -69,6 +90,25 @@ const MAX_BM: u32 = 64u;
 var<workgroup> w_tile: array<f32, 1024>;      // [BK][TJ * G]
 var<workgroup> h_tile: array<f32, 1024>;      // [BK][BM]
 var<workgroup> partial: array<vec4<f32>, 256>; // [16 lanes][TJ], KSPLIT > 1 only
+
+fn clip_pre(x: f32) -> f32 {
+    if (GATE_CLIP > 0.0) {
+        return clamp(x, -GATE_CLIP, GATE_CLIP);
+    }
+    return x;
+}
+
+fn act_f(x: f32) -> f32 {
+    return activate(ACT_F, clip_pre(x), ALPHA_F, BETA_F);
+}
+
+fn act_g(x: f32) -> f32 {
+    return activate(ACT_G, clip_pre(x), ALPHA_G, BETA_G);
+}
+
+fn act_h(x: f32) -> f32 {
+    return activate(ACT_H, x, ALPHA_H, BETA_H);
+}
 
 fn h_prev(b: u32, k: u32) -> f32 {
     if (p.t_local == 0u) {
@@ -167,35 +207,49 @@ fn main(
         var h = 0.0;
         var saved = vec4<f32>(0.0);
         if (CELL == LSTM) {
-            let pre = gx_t + gh;
-            let i_g = sigmoid_stable(pre.x);
-            let f_g = sigmoid_stable(pre.y);
-            let g_g = tanh_stable(pre.z);
-            let o_g = sigmoid_stable(pre.w);
-            let c = f_g * c_state[idx] + i_g * g_g;
+            var pre = gx_t + gh;
+            let c_prev = c_state[idx];
+            if (PEEPHOLE) {
+                pre.x += h_carry[B * H + j] * c_prev;
+                pre.y += h_carry[B * H + H + j] * c_prev;
+            }
+            let i_g = act_f(pre.x);
+            var f_g = act_f(pre.y);
+            if (INPUT_FORGET) {
+                f_g = 1.0 - i_g;
+            }
+            let g_g = act_g(pre.z);
+            let c_raw = f_g * c_prev + i_g * g_g;
+            var c = c_raw;
+            if (CELL_CLIP) {
+                c = clamp(c_raw, CELL_MIN, CELL_MAX);
+            }
+            if (PEEPHOLE) {
+                pre.w += h_carry[B * H + 2u * H + j] * c;
+            }
+            let o_g = act_f(pre.w);
             c_state[idx] = c;
-            h = o_g * tanh_stable(c);
-            saved = vec4<f32>(i_g, f_g, g_g, o_g);
+            h = o_g * act_h(c);
+            saved = pre;
             if (SAVE) {
-                c_all[out + B * H] = c;
+                c_all[out + B * H] = c_raw;
             }
         } else if (CELL == GRU) {
-            let r_g = sigmoid_stable(gx_t.x + gh.x);
-            let z_g = sigmoid_stable(gx_t.y + gh.y);
-            let n_g = tanh_stable(gx_t.z + r_g * gh.z);
+            let pre_r = gx_t.x + gh.x;
+            let pre_z = gx_t.y + gh.y;
+            let r_g = act_f(pre_r);
+            let z_g = act_f(pre_z);
+            let pre_n = gx_t.z + r_g * gh.z;
+            let n_g = act_g(pre_n);
             h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
-            saved = vec4<f32>(r_g, z_g, n_g, gh.z);
+            saved = vec4<f32>(pre_r, pre_z, pre_n, gh.z);
             if (SAVE) {
                 c_all[out + B * H] = h;
             }
         } else {
             let pre = gx_t.x + gh.x;
-            if (RELU) {
-                h = max(pre, 0.0);
-            } else {
-                h = tanh_stable(pre);
-            }
-            saved.x = h;
+            h = act_g(pre);
+            saved.x = pre;
         }
         y[out] = h;
         if (SAVE) {

@@ -7,18 +7,24 @@
 // through W_hh: dh_n at the last step (copied in by the host), and for the GRU z * dh of the
 // step after. Then, from the tape the forward pass saved:
 //
-//   LSTM: dc' = dc + dh*o*(1-tanh(c)^2); dG = (dc'*g*i(1-i), dc'*c_prev*f(1-f),
-//         dc'*i*(1-g^2), dh*tanh(c)*o(1-o)); dc = dc'*f; carry = 0
-//   GRU:  dn = dh*(1-z)*(1-n^2); dz = dh*(h_prev-n)*z(1-z); dr = dn*gh_n*r(1-r);
+//   LSTM: do = dh*H(c)*F'(o~); dc' = (dc + dh*o*H'(c) + do*p_o) * [c inside the cell clip];
+//         di = dc'*g*F'(i~) (minus df under INPUT_FORGET), df = dc'*c_prev*F'(f~),
+//         dg = dc'*i*G'(g~); dc_{t-1} = dc'*f + di*p_i + df*p_f; carry = 0;
+//         with peepholes, dGx holds the products di*c_prev | df*c_prev | do*c laid out
+//         (T, B, 3, H) for their column sums
+//   GRU:  dn = dh*(1-z)*G'(n~); dz = dh*(h_prev-n)*F'(z~); dr = dn*gh_n*F'(r~);
 //         dGx = (dr, dz, dn) for the input side, dG = (dr, dz, dn*r) for the recurrent side;
 //         carry = dh*z
-//   RNN:  dG = dh * act'(h) (tanh: 1-h^2, relu: h > 0); carry = 0
+//   RNN:  dG = dh * G'(pre); carry = 0
+// where x~ is a saved pre-activation and every F', G' includes the gate clip's pass mask.
+// Activated values are recomputed from the saved pre-activations.
 // CPU twins: rnn_wgpu::cpu::{lstm_step_backward, gru_step_backward, rnn_step_backward}.
 //
 // Bindings (group 0):
 //   0 uniform  p      StepBackParams (dynamic offset: one entry per timestep)
-//   1 read     tape   (T, B, H, S)      saved by the forward pass (S = 4, or 1 for RNN)
-//   2 read     c_all  (T + 1, B, H)     LSTM: cell states (slot 0 = c0); GRU: h (slot 0 = h0)
+//   1 read     tape   (T, B, H, S)      pre-activations saved by the forward pass (S = 4, or 1
+//                                       for RNN), then the peepholes (3, H) when PEEPHOLE
+//   2 read     c_all  (T + 1, B, H)     LSTM: unclipped c (slot 0 = c0); GRU: h (slot 0 = h0)
 //   3 read     w_hh   (H, H, G)         W_hh^T, gate-interleaved
 //   4 read     dy     (T, B, H)         upstream gradient of y (read only when HAS_DY)
 //   5 write    dG     (T, B, H, G)      recurrent-side pre-activation grads: writes t, reads t+1
@@ -30,7 +36,21 @@
 
 override CELL: u32 = 0u;    // 0 LSTM, 1 GRU, 2 RNN
 override G: u32 = 4u;
-override RELU: bool = false;
+override ACT_F: u32 = 0u;
+override ALPHA_F: f32 = 0.0;
+override BETA_F: f32 = 0.0;
+override ACT_G: u32 = 1u;
+override ALPHA_G: f32 = 0.0;
+override BETA_G: f32 = 0.0;
+override ACT_H: u32 = 1u;
+override ALPHA_H: f32 = 0.0;
+override BETA_H: f32 = 0.0;
+override GATE_CLIP: f32 = 0.0;
+override CELL_CLIP: bool = false;
+override CELL_MIN: f32 = 0.0;
+override CELL_MAX: f32 = 0.0;
+override PEEPHOLE: bool = false;
+override INPUT_FORGET: bool = false;
 override ROWS: u32 = 1u;
 override KSPLIT: u32 = 1u;
 override HAS_DY: bool = true;
@@ -42,7 +62,7 @@ struct StepBackParams {
     batch: u32,
     hidden: u32,
     t: u32,
-    last: u32, // 1 when t == T - 1: no recurrent term
+    steps: u32, // T; at t == T - 1 there is no recurrent term
 }
 
 @group(0) @binding(0) var<uniform> p: StepBackParams;
@@ -63,6 +83,42 @@ var<workgroup> w_tile: array<f32, 512>;   // [TK][SLAB]
 var<workgroup> g_tile: array<f32, 2048>;  // [BM][SLAB]
 var<workgroup> partial: array<f32, 256>;  // [16 lanes][TK], KSPLIT > 1 only
 
+fn clip_pre(x: f32) -> f32 {
+    if (GATE_CLIP > 0.0) {
+        return clamp(x, -GATE_CLIP, GATE_CLIP);
+    }
+    return x;
+}
+
+// d clip(x) / dx: the bounds count as inside (torch.clamp's convention, as the CPU reference).
+fn clip_pass(x: f32) -> f32 {
+    return select(1.0, 0.0, GATE_CLIP > 0.0 && (x < -GATE_CLIP || x > GATE_CLIP));
+}
+
+fn act_f(x: f32) -> f32 {
+    return activate(ACT_F, clip_pre(x), ALPHA_F, BETA_F);
+}
+
+fn act_g(x: f32) -> f32 {
+    return activate(ACT_G, clip_pre(x), ALPHA_G, BETA_G);
+}
+
+// d act(clip(x)) / dx for the gate and cell roles.
+fn grad_f(x: f32) -> f32 {
+    return activate_grad(ACT_F, clip_pre(x), ALPHA_F, BETA_F) * clip_pass(x);
+}
+
+fn grad_g(x: f32) -> f32 {
+    return activate_grad(ACT_G, clip_pre(x), ALPHA_G, BETA_G) * clip_pass(x);
+}
+
+fn cell_clip(c: f32) -> f32 {
+    if (CELL_CLIP) {
+        return clamp(c, CELL_MIN, CELL_MAX);
+    }
+    return c;
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -80,7 +136,7 @@ fn main(
     let b0 = wg.y * bm;
     var acc: array<f32, 4>;
 
-    if (p.last == 0u) {
+    if (p.t + 1u < p.steps) {
         let next = (p.t + 1u) * B;
         for (var n0 = 0u; n0 < n_all; n0 += SLAB) {
             // W tile: 16 rows k x 32 columns n; consecutive threads walk n along a row.
@@ -143,28 +199,70 @@ fn main(
         }
         let g_at = at * G;
         if (CELL == LSTM) {
-            let i_g = tape[at * 4u];
-            let f_g = tape[at * 4u + 1u];
-            let g_g = tape[at * 4u + 2u];
-            let o_g = tape[at * 4u + 3u];
-            let c_prev = c_all[at];
-            let tc = tanh_stable(c_all[at + B * H]);
-            let dct = dc[idx] + dh * o_g * (1.0 - tc * tc);
-            dc[idx] = dct * f_g;
-            dG[g_at] = dct * g_g * i_g * (1.0 - i_g);
-            dG[g_at + 1u] = dct * c_prev * f_g * (1.0 - f_g);
-            dG[g_at + 2u] = dct * i_g * (1.0 - g_g * g_g);
-            dG[g_at + 3u] = dh * tc * o_g * (1.0 - o_g);
+            let pre_i = tape[at * 4u];
+            let pre_f = tape[at * 4u + 1u];
+            let pre_g = tape[at * 4u + 2u];
+            let pre_o = tape[at * 4u + 3u];
+            let i_g = act_f(pre_i);
+            var f_g = act_f(pre_f);
+            if (INPUT_FORGET) {
+                f_g = 1.0 - i_g;
+            }
+            let g_g = act_g(pre_g);
+            let o_g = act_f(pre_o);
+            // c_prev is c0 itself at t = 0, else the clipped cell state of step t - 1.
+            var c_prev = c_all[at];
+            if (p.t > 0u) {
+                c_prev = cell_clip(c_prev);
+            }
+            let c_raw = c_all[at + B * H];
+            let c = cell_clip(c_raw);
+            let hc = activate(ACT_H, c, ALPHA_H, BETA_H);
+            let d_o = dh * hc * grad_f(pre_o);
+            var dct = dc[idx] + dh * o_g * activate_grad(ACT_H, c, ALPHA_H, BETA_H);
+            let peep = p.steps * B * H * 4u;
+            if (PEEPHOLE) {
+                dct += d_o * tape[peep + 2u * H + k];
+            }
+            if (CELL_CLIP && (c_raw < CELL_MIN || c_raw > CELL_MAX)) {
+                dct = 0.0;
+            }
+            var di = dct * g_g;
+            let df = dct * c_prev;
+            var d_f = 0.0;
+            if (INPUT_FORGET) {
+                di -= df;
+            } else {
+                d_f = df * grad_f(pre_f);
+            }
+            let d_i = di * grad_f(pre_i);
+            let d_g = dct * i_g * grad_g(pre_g);
+            var dc_prev = dct * f_g;
+            if (PEEPHOLE) {
+                dc_prev += d_i * tape[peep + k] + d_f * tape[peep + H + k];
+                let row = (p.t * B + b) * 3u * H;
+                dGx[row + k] = d_i * c_prev;
+                dGx[row + H + k] = d_f * c_prev;
+                dGx[row + 2u * H + k] = d_o * c;
+            }
+            dc[idx] = dc_prev;
+            dG[g_at] = d_i;
+            dG[g_at + 1u] = d_f;
+            dG[g_at + 2u] = d_g;
+            dG[g_at + 3u] = d_o;
             carry[idx] = 0.0;
         } else if (CELL == GRU) {
-            let r_g = tape[at * 4u];
-            let z_g = tape[at * 4u + 1u];
-            let n_g = tape[at * 4u + 2u];
+            let pre_r = tape[at * 4u];
+            let pre_z = tape[at * 4u + 1u];
+            let pre_n = tape[at * 4u + 2u];
             let gh_n = tape[at * 4u + 3u];
+            let r_g = act_f(pre_r);
+            let z_g = act_f(pre_z);
+            let n_g = act_g(pre_n);
             let h_prev = c_all[at];
-            let dn = dh * (1.0 - z_g) * (1.0 - n_g * n_g);
-            let dz = dh * (h_prev - n_g) * z_g * (1.0 - z_g);
-            let dr = dn * gh_n * r_g * (1.0 - r_g);
+            let dn = dh * (1.0 - z_g) * grad_g(pre_n);
+            let dz = dh * (h_prev - n_g) * grad_f(pre_z);
+            let dr = dn * gh_n * grad_f(pre_r);
             dGx[g_at] = dr;
             dGx[g_at + 1u] = dz;
             dGx[g_at + 2u] = dn;
@@ -173,12 +271,7 @@ fn main(
             dG[g_at + 2u] = dn * r_g;
             carry[idx] = dh * z_g;
         } else {
-            let h = tape[at];
-            var d = dh * (1.0 - h * h);
-            if (RELU) {
-                d = select(0.0, dh, h > 0.0);
-            }
-            dG[g_at] = d;
+            dG[g_at] = dh * grad_g(tape[at]);
             carry[idx] = 0.0;
         }
     }

@@ -1,12 +1,15 @@
-//! GRU and the plain RNN on the GPU against the f64 CPU reference: forward and every gradient,
-//! on shapes that include B = 1, odd H and I, T = 1, every batch tiling of the step kernels,
-//! and a long sequence.
+//! GRU, the plain RNN and the LSTM variants on the GPU against the f64 CPU reference: forward
+//! and every gradient, on shapes that include B = 1, odd H and I, T = 1, every batch tiling of
+//! the step kernels, and a long sequence; and against onnxruntime's outputs.
 
 mod common;
 
 use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
-use rnn_wgpu::{Context, GpuTensor, Nonlinearity, Rnn, RnnConfig, State, Weights};
+use rnn_wgpu::{
+    Activation, Activations, CellKind, Context, Error, GpuTensor, Nonlinearity, Rnn, RnnConfig,
+    State, Weights,
+};
 
 /// Forward: the same f32-rounding argument as tests/lstm_forward.rs (sums of K = I + H terms,
 /// |w| <= 1/sqrt(H), unit inputs; tanh/sigmoid outputs bounded by 1). ReLU RNN outputs are not
@@ -46,44 +49,49 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
     let (i, h) = (cfg.input_size(), cfg.hidden_size());
     let w = Weights::init(cfg, seed);
     let rnn = Rnn::new(ctx, cfg, &w).unwrap();
+    let lstm = cfg.cell() == CellKind::Lstm;
     let x = seeded(seed + 1, t * b * i, 1.0);
     let h0 = seeded(seed + 2, b * h, 1.0);
     let dy = seeded(seed + 3, t * b * h, 1.0);
     let dh_n = seeded(seed + 4, b * h, 1.0);
+    let c0 = seeded(seed + 5, b * h, 1.0);
+    let dc_n = seeded(seed + 6, b * h, 1.0);
     let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
     let state = State {
         h: up(&h0, &[1, b, h]),
-        c: None,
+        c: lstm.then(|| up(&c0, &[1, b, h])),
     };
     let (out, tape) = rnn
         .forward_train(&up(&x, &[t, b, i]), Some(&state))
         .unwrap();
-    assert!(out.c_n.is_none());
+    assert_eq!(out.c_n.is_some(), lstm);
     let y = out.y.download(ctx).unwrap();
+    let gdc = lstm.then(|| up(&dc_n, &[1, b, h]));
     let g = rnn
         .backward(
             &tape,
             Some(&up(&dy, &[t, b, h])),
             Some(&up(&dh_n, &[1, b, h])),
-            None,
+            gdc.as_ref(),
         )
         .unwrap()
         .to_host(&rnn)
         .unwrap();
 
     let rw = RefWeights::new(cfg, w.layer(0, 0));
-    let (x64, h064) = (to_f64(&x), to_f64(&h0));
-    let r = cpu::forward(cfg, &rw, &x64, Some(&h064), None, t, b).unwrap();
+    let (x64, h064, c064, dc64) = (to_f64(&x), to_f64(&h0), to_f64(&c0), to_f64(&dc_n));
+    let c0r = lstm.then_some(&c064[..]);
+    let r = cpu::forward(cfg, &rw, &x64, Some(&h064), c0r, t, b).unwrap();
     let rg = cpu::backward(
         cfg,
         &rw,
         &x64,
         Some(&h064),
-        None,
+        c0r,
         &r,
         Some(&to_f64(&dy)),
         Some(&to_f64(&dh_n)),
-        None,
+        lstm.then_some(&dc64[..]),
         t,
         b,
     )
@@ -105,7 +113,25 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
     );
     scaled(&format!("{name} dx"), &g.dx, &rg.dx);
     scaled(&format!("{name} dh0"), &g.dh0, &rg.dh0);
-    assert!(g.dc0.is_none());
+    match (&g.dc0, &rg.dc0) {
+        (Some(gc), Some(rc)) => {
+            assert_close(
+                &format!("{name} c_n"),
+                out.c_n.as_ref().unwrap().download(ctx).unwrap().as_slice(),
+                r.c_n.as_ref().unwrap(),
+                ATOL * y_scale,
+                1e-4,
+            );
+            scaled(&format!("{name} dc0"), gc, rc);
+        }
+        (None, None) => {}
+        _ => panic!("{name}: dc0 on one side only"),
+    }
+    match (&g.params.peephole, &rg.d_peephole) {
+        (Some(gp), Some(rp)) => scaled(&format!("{name} d peephole"), gp, rp),
+        (None, None) => {}
+        _ => panic!("{name}: peephole gradient on one side only"),
+    }
     scaled(
         &format!("{name} d weight_ih"),
         &g.params.weight_ih,
@@ -178,5 +204,158 @@ fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
             .unwrap();
         let yc = chunked.forward_host(&x, t, b, None, None).unwrap().y;
         assert_eq!(y, yc, "{cell}: chunked differs");
+    }
+}
+
+/// One variant per line, each activation of the ONNX list in at least one role.
+fn variants() -> Vec<(&'static str, RnnConfig)> {
+    let acts = |gate, cell, hidden| Activations { gate, cell, hidden };
+    use Activation::*;
+    let lstm = || RnnConfig::lstm(5, 12);
+    vec![
+        ("lstm peepholes", lstm().peepholes(true).build().unwrap()),
+        (
+            "lstm input_forget",
+            lstm().input_forget(true).build().unwrap(),
+        ),
+        (
+            "lstm input_forget+peepholes",
+            lstm().input_forget(true).peepholes(true).build().unwrap(),
+        ),
+        ("lstm gate_clip", lstm().gate_clip(0.7).build().unwrap()),
+        (
+            "lstm cell_clip",
+            lstm().cell_clip(-0.3, 0.4).build().unwrap(),
+        ),
+        (
+            "lstm all variants",
+            lstm()
+                .peepholes(true)
+                .gate_clip(0.9)
+                .cell_clip(-0.5, 0.5)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "lstm HardSigmoid/LeakyRelu/ScaledTanh",
+            lstm()
+                .activations(acts(
+                    HardSigmoid {
+                        alpha: 0.2,
+                        beta: 0.5,
+                    },
+                    LeakyRelu { alpha: 0.1 },
+                    ScaledTanh {
+                        alpha: 1.5,
+                        beta: 0.7,
+                    },
+                ))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "lstm Softsign/Elu/Affine",
+            lstm()
+                .activations(acts(
+                    Softsign,
+                    Elu { alpha: 0.8 },
+                    Affine {
+                        alpha: 0.6,
+                        beta: 0.1,
+                    },
+                ))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "gru Softplus + gate_clip",
+            RnnConfig::gru(5, 12)
+                .activations(acts(Sigmoid, Softplus, Tanh))
+                .gate_clip(1.5)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "gru HardSigmoid/Relu",
+            RnnConfig::gru(5, 12)
+                .activations(acts(
+                    HardSigmoid {
+                        alpha: 0.25,
+                        beta: 0.5,
+                    },
+                    Relu,
+                    Tanh,
+                ))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rnn ThresholdedRelu",
+            RnnConfig::rnn(5, 12, Nonlinearity::Tanh)
+                .activations(acts(Sigmoid, ThresholdedRelu { alpha: 0.05 }, Tanh))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rnn tanh gate_clip",
+            RnnConfig::rnn(5, 12, Nonlinearity::Tanh)
+                .gate_clip(0.5)
+                .build()
+                .unwrap(),
+        ),
+    ]
+}
+
+#[test]
+fn lstm_variants_and_activations_match_reference() {
+    let Some(ctx) = ctx() else { return };
+    for (n, (name, cfg)) in variants().into_iter().enumerate() {
+        for (b, t) in [(1, 1), (3, 9), (17, 5)] {
+            check(
+                ctx,
+                &format!("{name} B={b} T={t}"),
+                &cfg,
+                t,
+                b,
+                900 + 10 * n as u64 + b as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_onnxruntime_fixtures() {
+    let Some(ctx) = ctx() else { return };
+    for case in common::fixtures::onnx_cases() {
+        let fx = common::fixtures::load_onnx(case);
+        let cfg = fx.config();
+        let w = rnn_wgpu::onnx::import_layer(&cfg, &fx.w, &fx.r, fx.b.as_deref(), fx.p.as_deref())
+            .unwrap();
+        let rnn = match Rnn::new(ctx, &cfg, &w) {
+            Ok(r) => r,
+            Err(Error::Unsupported(why)) => {
+                // Refused, never computed wrongly: GRU reset-before is CPU-only so far.
+                assert_eq!(cfg.gru_reset(), rnn_wgpu::GruReset::Before, "{case}: {why}");
+                continue;
+            }
+            Err(e) => panic!("{case}: {e}"),
+        };
+        let out = rnn
+            .forward_host(
+                &fx.x,
+                fx.steps,
+                fx.batch,
+                fx.initial_h.as_deref(),
+                fx.initial_c.as_deref(),
+            )
+            .unwrap();
+        // onnxruntime computed in float32 (with its own sigmoid/tanh approximations in GRU):
+        // the bound of tests/onnx_parity.rs, where the f64 reference sits within 8.8e-7 of it.
+        let f = |v: &[f32]| to_f64(v);
+        assert_close(&format!("{case} Y"), &out.y, &f(&fx.y), 1e-5, 1e-5);
+        assert_close(&format!("{case} Y_h"), &out.h_n, &f(&fx.y_h), 1e-5, 1e-5);
+        if let (Some(c), Some(want)) = (&out.c_n, &fx.y_c) {
+            assert_close(&format!("{case} Y_c"), c, &f(want), 1e-5, 1e-5);
+        }
     }
 }

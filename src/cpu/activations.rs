@@ -23,9 +23,7 @@ pub fn activate(act: Activation, x: f64) -> f64 {
         Activation::Sigmoid => super::sigmoid(x),
         Activation::Tanh => super::tanh(x),
         Activation::Relu => x.max(0.0),
-        Activation::HardSigmoid { alpha, beta } => {
-            (alpha as f64 * x + beta as f64).clamp(0.0, 1.0)
-        }
+        Activation::HardSigmoid { alpha, beta } => (alpha as f64 * x + beta as f64).clamp(0.0, 1.0),
         Activation::LeakyRelu { alpha } => {
             if x >= 0.0 {
                 x
@@ -179,8 +177,14 @@ mod tests {
     #[test]
     fn kinks_follow_pytorch() {
         assert_eq!(derivative(Activation::Relu, 0.0), 0.0);
-        assert_eq!(derivative(Activation::LeakyRelu { alpha: 0.1 }, 0.0), 0.1f32 as f64);
-        assert_eq!(derivative(Activation::Elu { alpha: 0.6 }, 0.0), 0.6f32 as f64);
+        assert_eq!(
+            derivative(Activation::LeakyRelu { alpha: 0.1 }, 0.0),
+            0.1f32 as f64
+        );
+        assert_eq!(
+            derivative(Activation::Elu { alpha: 0.6 }, 0.0),
+            0.6f32 as f64
+        );
         assert_eq!(
             derivative(Activation::ThresholdedRelu { alpha: 0.3 }, 0.3f32 as f64),
             0.0

@@ -245,7 +245,12 @@ pub(crate) fn check_steps_batch(steps: usize, batch: usize) -> Result<()> {
 }
 
 /// An optional state of `[B, n]` elements, zeros when absent.
-pub(crate) fn state_or_zeros(name: &str, v: Option<&[f64]>, batch: usize, n: usize) -> Result<Vec<f64>> {
+pub(crate) fn state_or_zeros(
+    name: &str,
+    v: Option<&[f64]>,
+    batch: usize,
+    n: usize,
+) -> Result<Vec<f64>> {
     match v {
         Some(v) => {
             check(name, v, &[batch, n])?;
@@ -425,11 +430,23 @@ pub fn backward(
     check("trace.h_n", &trace.h_n, &[batch, s])?;
     check("trace.pre", &trace.pre, &[steps, batch, gh])?;
     check("trace.gates", &trace.gates, &[steps, batch, gh])?;
-    let lstm_only = if cfg.cell() == CellKind::Lstm { steps } else { 0 };
+    let lstm_only = if cfg.cell() == CellKind::Lstm {
+        steps
+    } else {
+        0
+    };
     check("trace.c", &trace.c, &[lstm_only, batch, h])?;
-    check("trace.c_unclipped", &trace.c_unclipped, &[lstm_only, batch, h])?;
+    check(
+        "trace.c_unclipped",
+        &trace.c_unclipped,
+        &[lstm_only, batch, h],
+    )?;
     check("trace.h_raw", &trace.h_raw, &[lstm_only, batch, h])?;
-    let gru_only = if cfg.cell() == CellKind::Gru { steps } else { 0 };
+    let gru_only = if cfg.cell() == CellKind::Gru {
+        steps
+    } else {
+        0
+    };
     check("trace.hn", &trace.hn, &[gru_only, batch, h])?;
 
     let spec = CellSpec::of(cfg);

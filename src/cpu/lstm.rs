@@ -482,10 +482,16 @@ fn step_backward(
         let d = &mut d_pre[b * g4..(b + 1) * g4];
         for j in 0..hd {
             let idx = b * hd + j;
-            let (i, f, g, o) = (gates[j], gates[hd + j], gates[2 * hd + j], gates[3 * hd + j]);
+            let (i, f, g, o) = (
+                gates[j],
+                gates[hd + j],
+                gates[2 * hd + j],
+                gates[3 * hd + j],
+            );
             let (c, cp) = (saved.c[idx], saved.c_prev[idx]);
             // h_raw = o * h(c).
-            d[3 * hd + j] = dh_raw[j] * activate(acts.hidden, c) * act_grad(acts.gate, pre[3 * hd + j]);
+            d[3 * hd + j] =
+                dh_raw[j] * activate(acts.hidden, c) * act_grad(acts.gate, pre[3 * hd + j]);
             let mut dct = dc[idx] + dh_raw[j] * o * derivative(acts.hidden, c);
             if let Some(p) = peephole {
                 dct += d[3 * hd + j] * p[2 * hd + j];

@@ -149,7 +149,13 @@ pub(crate) fn forward_sequence(
         hn: Vec::new(),
     };
     for t in 0..steps {
-        let out = step(spec, &gx[t * bh..(t + 1) * bh], &tr.h_n, &w.weight_hh, batch);
+        let out = step(
+            spec,
+            &gx[t * bh..(t + 1) * bh],
+            &tr.h_n,
+            &w.weight_hh,
+            batch,
+        );
         tr.y.extend_from_slice(&out.h);
         tr.gates.extend_from_slice(&out.h);
         tr.pre.extend_from_slice(&out.pre);
@@ -177,16 +183,21 @@ pub(crate) fn backward_sequence(
     let mut d_pre = vec![0.0; steps * bh];
     for t in (0..steps).rev() {
         up.add_dy(&mut dh, t);
-        let g = step_backward(spec, &dh, &tr.pre[t * bh..(t + 1) * bh], &w.weight_hh, batch);
+        let g = step_backward(
+            spec,
+            &dh,
+            &tr.pre[t * bh..(t + 1) * bh],
+            &w.weight_hh,
+            batch,
+        );
         d_pre[t * bh..(t + 1) * bh].copy_from_slice(&g.d_gx);
         dh = g.dh_prev;
     }
     let rows = steps * batch;
     let (dx, d_weight_ih, d_bias_ih) = input_gradients(&d_pre, x, &w.weight_ih, rows, input, hd);
     let h_prev = previous_states(h0, &tr.y, steps);
-    let (d_weight_hh, d_bias_hh) = recurrent_gradients(&d_pre, rows, hd, hd, |m, _| {
-        &h_prev[m * hd..(m + 1) * hd]
-    });
+    let (d_weight_hh, d_bias_hh) =
+        recurrent_gradients(&d_pre, rows, hd, hd, |m, _| &h_prev[m * hd..(m + 1) * hd]);
     CellGrads {
         dx,
         dh0: dh,

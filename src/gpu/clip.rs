@@ -346,7 +346,7 @@ impl NormPlan {
 }
 
 fn pipeline(ctx: &Context, mode: Mode) -> Arc<CachedPipeline> {
-    ctx.pipeline(Kernel::GradClip, &[("MODE", mode as u64)])
+    ctx.pipeline(Kernel::GradClip, &[("MODE", mode as u64 as f64)])
 }
 
 fn clip_bind_group(

@@ -36,7 +36,8 @@ pub(crate) struct CachedPipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// Pipelines are keyed by kernel and the values of its `override` constants.
+/// Pipelines are keyed by kernel and the values of its `override` constants (as `f64` bit
+/// patterns: wgpu takes every override value as an `f64`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     kernel: Kernel,
@@ -255,11 +256,11 @@ impl Context {
     pub(crate) fn pipeline(
         &self,
         kernel: Kernel,
-        constants: &[(&'static str, u64)],
+        constants: &[(&'static str, f64)],
     ) -> Arc<CachedPipeline> {
         let key = PipelineKey {
             kernel,
-            constants: constants.to_vec(),
+            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         };
         let mut cache = self.inner.pipelines.lock().expect("pipeline cache");
         if let Some(p) = cache.get(&key) {
@@ -270,7 +271,7 @@ impl Context {
         p
     }
 
-    fn compile(&self, kernel: Kernel, constants: &[(&'static str, u64)]) -> CachedPipeline {
+    fn compile(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> CachedPipeline {
         let dev = &self.inner.device;
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name()),
@@ -306,7 +307,7 @@ impl Context {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let consts: Vec<(&str, f64)> = constants.to_vec();
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.name()),
             layout: Some(&pipeline_layout),

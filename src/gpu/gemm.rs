@@ -123,10 +123,10 @@ pub(crate) fn gemm(ctx: &Context, pass: &mut wgpu::ComputePass<'_>, args: &Gemm<
     let cached = ctx.pipeline(
         Kernel::Gemm,
         &[
-            ("TRANS_A", args.trans_a as u64),
-            ("TRANS_B", args.trans_b as u64),
-            ("BIAS_ROWS", args.bias.map_or(0, |b| b.1) as u64),
-            ("ACCUMULATE", args.accumulate as u64),
+            ("TRANS_A", args.trans_a as u64 as f64),
+            ("TRANS_B", args.trans_b as u64 as f64),
+            ("BIAS_ROWS", args.bias.map_or(0, |b| b.1) as f64),
+            ("ACCUMULATE", args.accumulate as u64 as f64),
         ],
     );
     // Without a bias the binding is never read; any buffer satisfies the layout.

@@ -286,9 +286,9 @@ impl SgdOptimizer {
         };
         let momentum = !self.momentum_buffers.is_empty();
         let constants = [
-            ("OPTIMIZER", SGD),
-            ("MOMENTUM", momentum as u64),
-            ("NESTEROV", c.nesterov as u64),
+            ("OPTIMIZER", SGD as f64),
+            ("MOMENTUM", momentum as u8 as f64),
+            ("NESTEROV", c.nesterov as u8 as f64),
         ];
         let state = momentum.then_some(&self.momentum_buffers[..]);
         record_update(
@@ -413,7 +413,7 @@ impl AdamOptimizer {
             encoder,
             &Update {
                 label: "adam step",
-                constants: &[("OPTIMIZER", ADAM)],
+                constants: &[("OPTIMIZER", ADAM as f64)],
                 uniforms,
                 shapes: &self.shapes,
                 state: Some(&self.exp_avg),
@@ -431,7 +431,7 @@ impl AdamOptimizer {
 /// Everything one optimiser step needs besides the tensors.
 struct Update<'a> {
     label: &'a str,
-    constants: &'a [(&'static str, u64)],
+    constants: &'a [(&'static str, f64)],
     /// The uniforms every parameter shares; `len` and `groups` are filled per parameter.
     uniforms: OptimParams,
     /// The parameter shapes the optimiser was built for.

@@ -70,6 +70,8 @@ pub(crate) struct PackedLayer {
     pub w_hh: GpuTensor,
     /// `[2, H*G]`: `b_ih` and `b_hh`, gate-interleaved (`None` without bias).
     pub bias: Option<GpuTensor>,
+    /// `[3H]`: LSTM peepholes `p_i | p_f | p_o`, PyTorch-like layout (`None` without).
+    pub peephole: Option<GpuTensor>,
 }
 
 /// Unique id of each model, so a tape can be matched to the model that recorded it.
@@ -115,9 +117,10 @@ impl Rnn {
                 cfg
             )));
         }
-        if !cfg.is_plain() {
+        if cfg.proj_size().is_some() || cfg.gru_reset() != crate::config::GruReset::After {
             return Err(Error::Unsupported(format!(
-                "the GPU path implements PyTorch's plain LSTM, GRU and RNN so far, not {cfg:?}"
+                "the GPU path does not implement LSTM projection (proj_size) or the GRU's \
+                 reset-before form (linear_before_reset = 0) yet: {cfg:?}"
             )));
         }
         weights.validate()?;
@@ -155,6 +158,10 @@ impl Rnn {
                     )?),
                     _ => None,
                 },
+                peephole: match &w.peephole {
+                    Some(p) => Some(GpuTensor::upload(ctx, p, &[3 * h])?),
+                    None => None,
+                },
             })
         })?;
         Ok(Rnn {
@@ -167,12 +174,13 @@ impl Rnn {
     }
 
     /// The parameters on the GPU, in the packed layout gradients share (see
-    /// [`crate::gpu::pack`]): `[W_ih^T (I, H*G), W_hh^T (H, H*G), biases (2, H*G)]`, the
-    /// biases only when the model has them. Same order as [`crate::gpu::ParamGrads::tensors`],
-    /// so an optimiser can pair them up.
+    /// [`crate::gpu::pack`]): `[W_ih^T (I, H*G), W_hh^T (H, H*G), biases (2, H*G),
+    /// peepholes (3H)]`, the last two only when the model has them. Same order as
+    /// [`crate::gpu::ParamGrads::tensors`], so an optimiser can pair them up.
     pub fn parameters(&self) -> Vec<&GpuTensor> {
         let mut v = vec![&self.layer.w_ih, &self.layer.w_hh];
         v.extend(self.layer.bias.as_ref());
+        v.extend(self.layer.peephole.as_ref());
         v
     }
 
@@ -199,7 +207,10 @@ impl Rnn {
                 bias_ih,
                 bias_hh,
                 weight_hr: None,
-                peephole: None,
+                peephole: match &l.peephole {
+                    Some(p) => Some(p.download(&self.ctx)?),
+                    None => None,
+                },
             }],
         )
     }
@@ -449,9 +460,15 @@ impl Rnn {
         let bh_bytes = (b * h) as u64 * 4;
         let c_state = out.c_n.as_ref().map(GpuTensor::buffer);
 
-        let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b, h])?;
+        // h before a chunk's first step, then (LSTM with peepholes) the peepholes, which the
+        // step kernel reads from the same binding.
+        let peep = self.layer.peephole.as_ref();
+        let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b * h + peep.map_or(0, |_| 3 * h)])?;
         if let Some(s) = state {
             enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bh_bytes);
+        }
+        if let Some(p) = peep {
+            enc.copy_buffer_to_buffer(p.buffer(), 0, h_carry.buffer(), bh_bytes, p.byte_size());
         }
         // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
         if let Some(c_state) = c_state {

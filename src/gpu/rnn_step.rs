@@ -56,8 +56,8 @@ impl StepTiling {
     }
 
     /// The override constants of both step kernels.
-    pub(crate) fn constants(self) -> [(&'static str, u64); 2] {
-        [("ROWS", self.rows as u64), ("KSPLIT", self.ksplit as u64)]
+    pub(crate) fn constants(self) -> [(&'static str, f64); 2] {
+        [("ROWS", self.rows as f64), ("KSPLIT", self.ksplit as f64)]
     }
 }
 
@@ -84,18 +84,58 @@ pub(crate) fn step_grid(
     Ok((gx as u32, gy as u32))
 }
 
-/// The override constants that select the cell in both step kernels: `CELL`, `G`, `RELU`.
-pub(crate) fn cell_constants(cfg: &RnnConfig) -> [(&'static str, u64); 3] {
-    let cell = match cfg.cell() {
-        CellKind::Lstm => 0,
-        CellKind::Gru => 1,
-        CellKind::Rnn => 2,
+/// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
+/// alpha and beta.
+pub(crate) fn activation_constants(act: Activation) -> (f64, f64, f64) {
+    let kind = match act {
+        Activation::Sigmoid => 0,
+        Activation::Tanh => 1,
+        Activation::Relu => 2,
+        Activation::HardSigmoid { .. } => 3,
+        Activation::LeakyRelu { .. } => 4,
+        Activation::ThresholdedRelu { .. } => 5,
+        Activation::ScaledTanh { .. } => 6,
+        Activation::Affine { .. } => 7,
+        Activation::Elu { .. } => 8,
+        Activation::Softsign => 9,
+        Activation::Softplus => 10,
     };
-    let relu = cfg.activations().cell == Activation::Relu;
-    [
+    let (alpha, beta) = act.params();
+    (kind as f64, alpha as f64, beta as f64)
+}
+
+/// The override constants that describe the cell to both step kernels: kind, gate count,
+/// activations, clips, peepholes, coupled gates.
+pub(crate) fn cell_constants(cfg: &RnnConfig) -> Vec<(&'static str, f64)> {
+    let cell = match cfg.cell() {
+        CellKind::Lstm => 0.0,
+        CellKind::Gru => 1.0,
+        CellKind::Rnn => 2.0,
+    };
+    let acts = cfg.activations();
+    let (f, fa, fb) = activation_constants(acts.gate);
+    let (g, ga, gb) = activation_constants(acts.cell);
+    let (h, ha, hb) = activation_constants(acts.hidden);
+    let (cell_min, cell_max) = cfg.cell_clip().unwrap_or((0.0, 0.0));
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    vec![
         ("CELL", cell),
-        ("G", cfg.gate_count() as u64),
-        ("RELU", relu as u64),
+        ("G", cfg.gate_count() as f64),
+        ("ACT_F", f),
+        ("ALPHA_F", fa),
+        ("BETA_F", fb),
+        ("ACT_G", g),
+        ("ALPHA_G", ga),
+        ("BETA_G", gb),
+        ("ACT_H", h),
+        ("ALPHA_H", ha),
+        ("BETA_H", hb),
+        ("GATE_CLIP", cfg.gate_clip().unwrap_or(0.0) as f64),
+        ("CELL_CLIP", flag(cfg.cell_clip().is_some())),
+        ("CELL_MIN", cell_min as f64),
+        ("CELL_MAX", cell_max as f64),
+        ("PEEPHOLE", flag(cfg.peepholes())),
+        ("INPUT_FORGET", flag(cfg.input_forget())),
     ]
 }
 
@@ -156,19 +196,14 @@ impl RnnStep {
         let tiling = StepTiling::for_batch(batch, 16);
         let grid = step_grid(ctx, tiling, batch, cfg.hidden_size())?;
         let [rows, ksplit] = tiling.constants();
-        let [cell, g, relu] = cell_constants(cfg);
-        let pipeline = ctx.pipeline(
-            Kernel::RnnStep,
-            &[
-                cell,
-                g,
-                relu,
-                ("HAS_BIAS", bufs.bias.is_some() as u64),
-                rows,
-                ksplit,
-                ("SAVE", bufs.tape.is_some() as u64),
-            ],
-        );
+        let mut constants = cell_constants(cfg);
+        constants.extend([
+            ("HAS_BIAS", bufs.bias.is_some() as u8 as f64),
+            rows,
+            ksplit,
+            ("SAVE", bufs.tape.is_some() as u8 as f64),
+        ]);
+        let pipeline = ctx.pipeline(Kernel::RnnStep, &constants);
         let unused_c = unused_storage(ctx, "rnn_step unused c");
         let unused_tape = unused_storage(ctx, "rnn_step unused tape");
         let unused_hist = unused_storage(ctx, "rnn_step unused history");

@@ -17,8 +17,8 @@ pub(crate) struct StepBackParams {
     pub batch: u32,
     pub hidden: u32,
     pub t: u32,
-    /// 1 for `t == T - 1`.
-    pub last: u32,
+    /// `T`.
+    pub steps: u32,
 }
 
 /// Buffers of the reverse loop.
@@ -61,18 +61,9 @@ impl RnnStepBackward {
         let tiling = StepTiling::for_batch(batch, 16);
         let grid = step_grid(ctx, tiling, batch, cfg.hidden_size())?;
         let [rows, ksplit] = tiling.constants();
-        let [cell, g, relu] = cell_constants(cfg);
-        let pipeline = ctx.pipeline(
-            Kernel::RnnStepBackward,
-            &[
-                cell,
-                g,
-                relu,
-                rows,
-                ksplit,
-                ("HAS_DY", bufs.dy.is_some() as u64),
-            ],
-        );
+        let mut constants = cell_constants(cfg);
+        constants.extend([rows, ksplit, ("HAS_DY", bufs.dy.is_some() as u8 as f64)]);
+        let pipeline = ctx.pipeline(Kernel::RnnStepBackward, &constants);
         let unused_dgx = unused_storage(ctx, "rnn_step_backward unused dGx");
         let unused_dc = unused_storage(ctx, "rnn_step_backward unused dc");
         let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {

@@ -64,21 +64,23 @@ pub struct ParamGrads {
     pub w_ih: GpuTensor,
     /// `[H, H*G]`: `dW_hh^T`, gate-interleaved.
     pub w_hh: GpuTensor,
-    /// `[2, H*G]`: `d b_ih` and `d b_hh` (equal), gate-interleaved; `None` without bias.
+    /// `[2, H*G]`: `d b_ih` and `d b_hh` (equal but for a GRU's `n`), gate-interleaved;
+    /// `None` without bias.
     pub bias: Option<GpuTensor>,
+    /// `[3H]`: LSTM peephole gradients `p_i | p_f | p_o`; `None` without peepholes.
+    pub peephole: Option<GpuTensor>,
 }
 
 impl ParamGrads {
     /// Zero gradients shaped for `rnn`'s parameters (the start of an accumulation).
     pub fn zeros(rnn: &Rnn) -> Result<ParamGrads> {
-        let p = rnn.parameters();
+        let l = &rnn.layer;
+        let like = |t: Option<&GpuTensor>| t.map(|t| GpuTensor::zeros(&rnn.ctx, t.shape())).transpose();
         Ok(ParamGrads {
-            w_ih: GpuTensor::zeros(&rnn.ctx, p[0].shape())?,
-            w_hh: GpuTensor::zeros(&rnn.ctx, p[1].shape())?,
-            bias: match p.get(2) {
-                Some(b) => Some(GpuTensor::zeros(&rnn.ctx, b.shape())?),
-                None => None,
-            },
+            w_ih: GpuTensor::zeros(&rnn.ctx, l.w_ih.shape())?,
+            w_hh: GpuTensor::zeros(&rnn.ctx, l.w_hh.shape())?,
+            bias: like(l.bias.as_ref())?,
+            peephole: like(l.peephole.as_ref())?,
         })
     }
 
@@ -86,6 +88,7 @@ impl ParamGrads {
     pub fn tensors(&self) -> Vec<&GpuTensor> {
         let mut v = vec![&self.w_ih, &self.w_hh];
         v.extend(self.bias.as_ref());
+        v.extend(self.peephole.as_ref());
         v
     }
 
@@ -106,7 +109,10 @@ impl ParamGrads {
             bias_ih,
             bias_hh,
             weight_hr: None,
-            peephole: None,
+            peephole: match &self.peephole {
+                Some(p) => Some(p.download(&rnn.ctx)?),
+                None => None,
+            },
         })
     }
 }
@@ -187,7 +193,12 @@ impl Rnn {
             x: x.clone(),
             h0: GpuTensor::zeros(ctx, &[1, b, h])?,
             y: out.y.clone(),
-            gates: GpuTensor::uninit(ctx, "tape", &[t, b, h, tape_slots(&self.cfg)])?,
+            // The peepholes ride at the tape's end: the step-backward kernel reads them there.
+            gates: GpuTensor::uninit(
+                ctx,
+                "tape",
+                &[t * b * h * tape_slots(&self.cfg) + self.layer.peephole.as_ref().map_or(0, |_| 3 * h)],
+            )?,
             c_all: GpuTensor::uninit(ctx, "tape history", &[history_steps, b, h])?,
         };
         ctx.scoped(|| {
@@ -204,6 +215,10 @@ impl Rnn {
                     0,
                     tape.h0.byte_size(),
                 );
+            }
+            if let Some(p) = &self.layer.peephole {
+                let at = (t * b * h * tape_slots(&self.cfg)) as u64 * 4;
+                enc.copy_buffer_to_buffer(p.buffer(), 0, tape.gates.buffer(), at, p.byte_size());
             }
             self.record(
                 &mut enc,
@@ -316,15 +331,20 @@ impl Rnn {
                     batch: b as u32,
                     hidden: h as u32,
                     t: step as u32,
-                    last: (step == t - 1) as u32,
+                    steps: t as u32,
                 })
                 .collect();
             let params = UniformSlots::new(ctx, "rnn_step_backward params", &params);
             let d_gates = GpuTensor::uninit(ctx, "dG", &[t, b, hg])?;
-            // A GRU's input side sees dn where its recurrent side sees r * dn.
+            // A GRU's input side sees dn where its recurrent side sees r * dn; an LSTM with
+            // peepholes writes their per-step products (T, B, 3, H) in the same binding.
             let d_gates_x = match gru {
                 true => Some(GpuTensor::uninit(ctx, "dGx", &[t, b, hg])?),
                 false => None,
+            };
+            let peephole_terms = match &self.layer.peephole {
+                Some(_) => Some(GpuTensor::uninit(ctx, "peephole terms", &[t, b, 3 * h])?),
+                None => None,
             };
             let step = RnnStepBackward::new(
                 ctx,
@@ -337,7 +357,10 @@ impl Rnn {
                     w_hh: self.layer.w_hh.buffer(),
                     dy: dy.map(|d| d.buffer()),
                     d_gates: d_gates.buffer(),
-                    d_gates_x: d_gates_x.as_ref().map(GpuTensor::buffer),
+                    d_gates_x: d_gates_x
+                        .as_ref()
+                        .or(peephole_terms.as_ref())
+                        .map(GpuTensor::buffer),
                     dc,
                     carry: carry.buffer(),
                 },
@@ -450,6 +473,17 @@ impl Rnn {
                         accumulate,
                     )?;
                 }
+            }
+            if let (Some(terms), Some(dp)) = (&peephole_terms, &grads.params.peephole) {
+                column_sum(
+                    ctx,
+                    &mut pass,
+                    terms.buffer(),
+                    dp.buffer(),
+                    0,
+                    (t * b, 3 * h),
+                    accumulate,
+                )?;
             }
             drop(pass);
             ctx.submit(enc.finish());

@@ -1,34 +1,84 @@
-//! PyTorch fixtures (tests/fixtures/*.safetensors), loaded for the parity tests.
+//! Fixtures (tests/fixtures/*.safetensors), loaded for the parity tests.
 //!
 //! `scripts/gen_optim_fixtures.py` writes `optim.safetensors`, read through [`OptimFixture`]
 //! by the clipping and optimiser tests.
 //!
-//! `scripts/gen_fixtures.py` writes one file per LSTM case, `lstm_<case>.safetensors`, holding:
-//! - F32 parameters under their state_dict names (`weight_ih_l0`, ...), loadable by
-//!   [`Weights::from_safetensors`];
-//! - F32 inputs `x [T, B, I]`, `h0`, `c0 [B, H]` and upstream gradients `dy [T, B, H]`,
-//!   `dh_n`, `dc_n [B, H]`;
-//! - F64 expected outputs `y`, `h_n`, `c_n` and gradients `grad.<name>` of
-//!   `sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)` for `x`, `h0`, `c0` and every parameter;
-//! - metadata `input_size`, `hidden_size`, `batch`, `steps`, `bias`, `torch_version`.
+//! `scripts/gen_fixtures.py` writes one file per PyTorch case, read through [`Fixture`]:
+//! `lstm_<case>.safetensors` ([`all_cases`], loaded by [`load`]) and the other cells,
+//! `gru_*`, `rnn_tanh_*`, `rnn_relu_*`, `lstm_proj_*` ([`cell_files`], loaded by
+//! [`load_file`]). Each holds (`S` = the size of `h`: `P` with a projection, else `H`):
+//! - F32 parameters under their state_dict names (`weight_ih_l0`, ..., `weight_hr_l0` with a
+//!   projection), loadable by [`Weights::from_safetensors`];
+//! - F32 inputs `x [T, B, I]`, `h0 [B, S]` and upstream gradients `dy [T, B, S]`,
+//!   `dh_n [B, S]`; LSTM only: `c0`, `dc_n [B, H]`;
+//! - F64 expected outputs `y`, `h_n` (LSTM: `c_n`) and gradients `grad.<name>` of
+//!   `sum(y*dy) + sum(h_n*dh_n) [+ sum(c_n*dc_n)]` for `x`, `h0` (LSTM: `c0`) and every
+//!   parameter;
+//! - metadata `input_size`, `hidden_size`, `batch`, `steps`, `bias`, `torch_version`, and
+//!   (all but the five original `lstm_<case>` files, which mean "lstm") `cell`, with
+//!   `nonlinearity` for rnn and `proj_size` for a projected LSTM.
+//!
+//! `scripts/gen_onnx_fixtures.py` writes `onnx_<case>.safetensors`, onnxruntime's forward
+//! results for single ONNX nodes, read through [`OnnxFixture`].
 //!
 //! A malformed fixture panics: these are test helpers.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-use rnn_wgpu::{RnnConfig, Weights};
+use rnn_wgpu::{Activation, Activations, CellKind, Nonlinearity, RnnConfig, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-/// Every fixture case `scripts/gen_fixtures.py` writes.
+/// Every plain-LSTM case `scripts/gen_fixtures.py` writes (`lstm_<case>.safetensors`).
 pub fn all_cases() -> Vec<&'static str> {
     vec!["small", "tiny", "nobias", "odd", "large_input"]
 }
 
-/// One loaded case.
+/// Every other file `scripts/gen_fixtures.py` writes, by file stem: GRU, RNN (tanh and relu)
+/// and LSTM with a projection.
+pub fn cell_files() -> Vec<&'static str> {
+    vec![
+        "gru_small",
+        "gru_tiny",
+        "gru_odd",
+        "gru_nobias",
+        "gru_large_input",
+        "rnn_tanh_small",
+        "rnn_tanh_tiny",
+        "rnn_tanh_odd",
+        "rnn_relu_small",
+        "rnn_relu_odd",
+        "lstm_proj_small",
+        "lstm_proj_tiny",
+        "lstm_proj_odd",
+    ]
+}
+
+/// Every case `scripts/gen_onnx_fixtures.py` writes (`onnx_<case>.safetensors`).
+pub fn onnx_cases() -> Vec<&'static str> {
+    vec![
+        "lstm_peephole",
+        "lstm_input_forget",
+        "lstm_clip",
+        "lstm_clip_peephole",
+        "lstm_activations_a",
+        "lstm_activations_b",
+        "gru_activations_c",
+        "gru_activations_d",
+        "gru_reset_before",
+        "gru_reset_after",
+        "gru_clip",
+        "rnn_tanh",
+        "rnn_relu",
+    ]
+}
+
+/// One loaded PyTorch case.
 pub struct Fixture {
-    /// The case name (`small`, `odd`, ...).
+    /// The case name: `small`, `odd`, ... for [`load`]; the file stem (`gru_small`, ...) for
+    /// [`load_file`].
     pub name: String,
-    /// The LSTM configuration from the file's metadata.
+    /// The configuration from the file's metadata.
     pub cfg: RnnConfig,
     /// `B`.
     pub batch: usize,
@@ -40,93 +90,173 @@ pub struct Fixture {
     pub torch_version: String,
     /// `[T, B, I]`.
     pub x: Vec<f32>,
-    /// `[B, H]`.
+    /// `[B, S]`.
     pub h0: Vec<f32>,
-    /// `[B, H]`.
+    /// `[B, H]`; empty for GRU and RNN, which have no cell state (see
+    /// [`Fixture::has_cell_state`]).
     pub c0: Vec<f32>,
-    /// `[T, B, H]`: upstream gradient of `y`.
+    /// `[T, B, S]`: upstream gradient of `y`.
     pub dy: Vec<f32>,
-    /// `[B, H]`: upstream gradient of `h_n`.
+    /// `[B, S]`: upstream gradient of `h_n`.
     pub dh_n: Vec<f32>,
-    /// `[B, H]`: upstream gradient of `c_n`.
+    /// `[B, H]`: upstream gradient of `c_n`; empty for GRU and RNN.
     pub dc_n: Vec<f32>,
     /// The whole file, for tensors read by name.
     pub bytes: Vec<u8>,
 }
 
-/// Path of a case's file.
-pub fn path(case: &str) -> PathBuf {
+fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("fixtures")
-        .join(format!("lstm_{case}.safetensors"))
+}
+
+/// Path of a plain-LSTM case's file.
+pub fn path(case: &str) -> PathBuf {
+    file_path(&format!("lstm_{case}"))
+}
+
+/// Path of `tests/fixtures/<stem>.safetensors`.
+pub fn file_path(stem: &str) -> PathBuf {
+    fixture_dir().join(format!("{stem}.safetensors"))
 }
 
 /// Load `tests/fixtures/lstm_<case>.safetensors`.
 pub fn load(case: &str) -> Fixture {
-    let p = path(case);
-    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .unwrap_or_else(|e| panic!("{}: bad safetensors header: {e}", p.display()));
-    let meta = header
-        .metadata()
-        .clone()
-        .unwrap_or_else(|| panic!("{}: no metadata", p.display()));
-    let get = |key: &str| -> &str {
-        meta.get(key)
-            .unwrap_or_else(|| panic!("{}: metadata lacks `{key}`", p.display()))
-    };
-    let size = |key: &str| -> usize {
-        get(key)
+    load_named(&format!("lstm_{case}"), case)
+}
+
+/// Load `tests/fixtures/<stem>.safetensors`, any cell.
+pub fn load_file(stem: &str) -> Fixture {
+    load_named(stem, stem)
+}
+
+/// The file's metadata, with typed getters that panic naming the file.
+struct Meta {
+    file: String,
+    map: HashMap<String, String>,
+}
+
+impl Meta {
+    fn read(file: &str, bytes: &[u8]) -> Meta {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .unwrap_or_else(|e| panic!("{file}: bad safetensors header: {e}"));
+        let map = header
+            .metadata()
+            .clone()
+            .unwrap_or_else(|| panic!("{file}: no metadata"));
+        Meta {
+            file: file.to_string(),
+            map,
+        }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.map
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: metadata lacks `{key}`", self.file))
+    }
+
+    fn opt(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(key)
             .parse()
-            .unwrap_or_else(|e| panic!("{}: metadata `{key}`: {e}", p.display()))
+            .unwrap_or_else(|e| panic!("{}: metadata `{key}`: {e}", self.file))
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        match self.get(key) {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => panic!("{}: metadata `{key}` is {other:?}", self.file),
+        }
+    }
+
+    fn json(&self, key: &str) -> serde_json::Value {
+        serde_json::from_str(self.get(key))
+            .unwrap_or_else(|e| panic!("{}: metadata `{key}`: {e}", self.file))
+    }
+
+    fn cell(&self) -> CellKind {
+        match self.opt("cell").unwrap_or("lstm") {
+            "lstm" => CellKind::Lstm,
+            "gru" => CellKind::Gru,
+            "rnn" => CellKind::Rnn,
+            other => panic!("{}: metadata `cell` is {other:?}", self.file),
+        }
+    }
+}
+
+fn load_named(stem: &str, name: &str) -> Fixture {
+    let p = file_path(stem);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let meta = Meta::read(stem, &bytes);
+    let (i, h) = (meta.parse("input_size"), meta.parse("hidden_size"));
+    let builder = match meta.cell() {
+        CellKind::Lstm => {
+            let b = RnnConfig::lstm(i, h);
+            match meta.opt("proj_size") {
+                Some(_) => b.proj_size(meta.parse("proj_size")),
+                None => b,
+            }
+        }
+        CellKind::Gru => RnnConfig::gru(i, h),
+        CellKind::Rnn => {
+            let nonlinearity = match meta.get("nonlinearity") {
+                "tanh" => Nonlinearity::Tanh,
+                "relu" => Nonlinearity::Relu,
+                other => panic!("{stem}: metadata `nonlinearity` is {other:?}"),
+            };
+            RnnConfig::rnn(i, h, nonlinearity)
+        }
+        other => panic!("{stem}: no fixture loader for {other:?}"),
     };
-    let bias = match get("bias") {
-        "true" => true,
-        "false" => false,
-        other => panic!("{}: metadata `bias` is {other:?}", p.display()),
-    };
-    let cfg = RnnConfig::lstm(size("input_size"), size("hidden_size"))
-        .bias(bias)
+    let cfg = builder
+        .bias(meta.flag("bias"))
         .build()
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let weights = Weights::from_safetensors(&cfg, &bytes)
-        .unwrap_or_else(|e| panic!("{}: weights: {e}", p.display()));
-    let (t, b, i, h) = (
-        size("steps"),
-        size("batch"),
-        cfg.input_size(),
-        cfg.hidden_size(),
-    );
-    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let input = |name: &str, shape: &[usize]| -> Vec<f32> {
-        let view = view(&st, case, name, Dtype::F32);
-        assert_eq!(view.shape(), shape, "fixture {case}: shape of `{name}`");
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let weights =
+        Weights::from_safetensors(&cfg, &bytes).unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
+    let (t, b, s) = (meta.parse("steps"), meta.parse("batch"), cfg.state_size());
+    let has_c = cfg.cell() == CellKind::Lstm;
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let input = |tensor: &str, shape: &[usize]| -> Vec<f32> {
+        let view = view(&st, stem, tensor, Dtype::F32);
+        assert_eq!(view.shape(), shape, "fixture {stem}: shape of `{tensor}`");
         le_f32(view.data())
     };
-    let (x, h0, c0) = (
-        input("x", &[t, b, i]),
-        input("h0", &[b, h]),
-        input("c0", &[b, h]),
-    );
-    let (dy, dh_n, dc_n) = (
-        input("dy", &[t, b, h]),
-        input("dh_n", &[b, h]),
-        input("dc_n", &[b, h]),
-    );
+    // The cell state only exists for LSTM; a GRU/RNN file must not carry one either.
+    let cell_input = |tensor: &str| -> Vec<f32> {
+        if has_c {
+            input(tensor, &[b, h])
+        } else {
+            assert!(
+                st.tensor(tensor).is_err(),
+                "fixture {stem}: a {:?} has no `{tensor}`",
+                cfg.cell()
+            );
+            Vec::new()
+        }
+    };
     Fixture {
-        name: case.to_string(),
+        name: name.to_string(),
         batch: b,
         steps: t,
-        torch_version: get("torch_version").to_string(),
+        torch_version: meta.get("torch_version").to_string(),
+        x: input("x", &[t, b, i]),
+        h0: input("h0", &[b, s]),
+        c0: cell_input("c0"),
+        dy: input("dy", &[t, b, s]),
+        dh_n: input("dh_n", &[b, s]),
+        dc_n: cell_input("dc_n"),
         cfg,
         weights,
-        x,
-        h0,
-        c0,
-        dy,
-        dh_n,
-        dc_n,
         bytes,
     }
 }
@@ -152,6 +282,12 @@ fn le_f64(data: &[u8]) -> Vec<f64> {
 }
 
 impl Fixture {
+    /// Whether the cell has a cell state (LSTM): then `c0`, `dc_n`, `c_n` and `grad.c0`
+    /// exist.
+    pub fn has_cell_state(&self) -> bool {
+        self.cfg.cell() == CellKind::Lstm
+    }
+
     /// An F32 tensor by name, flattened row-major.
     pub fn f32(&self, name: &str) -> Vec<f32> {
         le_f32(view(&self.tensors(), &self.name, name, Dtype::F32).data())
@@ -189,6 +325,259 @@ impl Fixture {
     fn tensors(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes)
             .unwrap_or_else(|e| panic!("fixture {}: {e}", self.name))
+    }
+}
+
+/// One activation of an ONNX node as onnxruntime applied it: the name and the alpha/beta it
+/// read (`None` where the function takes none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxActivationSpec {
+    /// ONNX spelling (`HardSigmoid`, ...).
+    pub name: String,
+    /// The alpha it read.
+    pub alpha: Option<f32>,
+    /// The beta it read.
+    pub beta: Option<f32>,
+}
+
+impl OnnxActivationSpec {
+    /// The crate's activation.
+    pub fn activation(&self) -> Activation {
+        Activation::from_onnx(&self.name, self.alpha, self.beta)
+            .unwrap_or_else(|e| panic!("activation {self:?}: {e}"))
+    }
+}
+
+/// One `onnx_<case>.safetensors` (see `scripts/gen_onnx_fixtures.py`): the inputs of a single
+/// ONNX `LSTM`/`GRU`/`RNN` node exactly as fed to onnxruntime, its attributes, and
+/// onnxruntime's float32 outputs. Shapes use `H` (ONNX has no projection) and drop the
+/// direction axis of the states and outputs (one direction).
+pub struct OnnxFixture {
+    /// The case name (`lstm_peephole`, ...).
+    pub name: String,
+    /// The operator.
+    pub cell: CellKind,
+    /// `I`.
+    pub input_size: usize,
+    /// `H`.
+    pub hidden_size: usize,
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub steps: usize,
+    /// Whether the node had a `B` input.
+    pub bias: bool,
+    /// Per role (f; g; h for LSTM), what onnxruntime applied.
+    pub activations: Vec<OnnxActivationSpec>,
+    /// The node's `activation_alpha` attribute as written (empty: not set).
+    pub activation_alpha: Vec<f32>,
+    /// The node's `activation_beta` attribute as written (empty: not set).
+    pub activation_beta: Vec<f32>,
+    /// `clip`, if set.
+    pub clip: Option<f32>,
+    /// LSTM `input_forget` (false for the other cells).
+    pub input_forget: bool,
+    /// GRU `linear_before_reset` (`None` for the other cells).
+    pub linear_before_reset: Option<bool>,
+    /// Whether the LSTM node had a `P` input.
+    pub peepholes: bool,
+    /// `W [1, G*H, I]`, ONNX gate order.
+    pub w: Vec<f32>,
+    /// `R [1, G*H, H]`.
+    pub r: Vec<f32>,
+    /// `B [1, 2*G*H]`, if given.
+    pub b: Option<Vec<f32>>,
+    /// `P [1, 3H]`, if given.
+    pub p: Option<Vec<f32>>,
+    /// `X [T, B, I]`.
+    pub x: Vec<f32>,
+    /// `initial_h [B, H]`, if given (else zeros).
+    pub initial_h: Option<Vec<f32>>,
+    /// `initial_c [B, H]`, if given (LSTM; else zeros).
+    pub initial_c: Option<Vec<f32>>,
+    /// onnxruntime's `Y [T, B, H]`.
+    pub y: Vec<f32>,
+    /// onnxruntime's `Y_h [B, H]`.
+    pub y_h: Vec<f32>,
+    /// onnxruntime's `Y_c [B, H]` (LSTM).
+    pub y_c: Option<Vec<f32>>,
+    /// The script's float64 transcription of the ONNX equations: `Y`, `Y_h`, `Y_c`.
+    pub reference_y: Vec<f64>,
+    /// See `reference_y`.
+    pub reference_y_h: Vec<f64>,
+    /// See `reference_y`.
+    pub reference_y_c: Option<Vec<f64>>,
+    /// Largest `|onnxruntime - reference|` the script measured over all outputs.
+    pub ort_vs_f64_max_abs: f64,
+    /// The onnxruntime version that produced the file.
+    pub onnxruntime_version: String,
+}
+
+/// Path of an ONNX case's file.
+pub fn onnx_path(case: &str) -> PathBuf {
+    file_path(&format!("onnx_{case}"))
+}
+
+/// Load `tests/fixtures/onnx_<case>.safetensors`.
+pub fn load_onnx(case: &str) -> OnnxFixture {
+    let stem = format!("onnx_{case}");
+    let p = onnx_path(case);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let meta = Meta::read(&stem, &bytes);
+    let cell = meta.cell();
+    let (i, h): (usize, usize) = (meta.parse("input_size"), meta.parse("hidden_size"));
+    let (t, b): (usize, usize) = (meta.parse("steps"), meta.parse("batch"));
+    let g = cell.gate_count();
+
+    let floats = |key: &str| -> Vec<f32> {
+        let list = meta.json(key);
+        let list = list
+            .as_array()
+            .unwrap_or_else(|| panic!("{stem}: `{key}` is not a list"));
+        list.iter()
+            .map(|v| v.as_f64().expect("a number") as f32)
+            .collect()
+    };
+    let (activation_alpha, activation_beta) =
+        (floats("activation_alpha"), floats("activation_beta"));
+    let params = meta.json("activation_params");
+    let activations: Vec<OnnxActivationSpec> = params
+        .as_array()
+        .unwrap_or_else(|| panic!("{stem}: `activation_params` is not a list"))
+        .iter()
+        .map(|entry| {
+            let number = |v: &serde_json::Value| v.as_f64().map(|x| x as f32);
+            OnnxActivationSpec {
+                name: entry[0].as_str().expect("activation name").to_string(),
+                alpha: number(&entry[1]),
+                beta: number(&entry[2]),
+            }
+        })
+        .collect();
+    let roles = match cell {
+        CellKind::Lstm => 3,
+        CellKind::Gru => 2,
+        _ => 1,
+    };
+    assert_eq!(activations.len(), roles, "{stem}: one activation per role");
+    // The resolved parameters are the node's lists read in order by the activations that
+    // take them (onnxruntime's rule); check the file agrees with itself.
+    let used_alphas: Vec<f32> = activations.iter().filter_map(|a| a.alpha).collect();
+    let used_betas: Vec<f32> = activations.iter().filter_map(|a| a.beta).collect();
+    assert_eq!(used_alphas, activation_alpha, "{stem}: activation_alpha");
+    assert_eq!(used_betas, activation_beta, "{stem}: activation_beta");
+
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Option<TensorView<'_>> {
+        let v = st.tensor(name).ok()?;
+        assert_eq!(v.dtype(), dtype, "{stem}: dtype of `{name}`");
+        assert_eq!(v.shape(), shape, "{stem}: shape of `{name}`");
+        Some(v)
+    };
+    let f32s =
+        |name: &str, shape: &[usize]| tensor(name, Dtype::F32, shape).map(|v| le_f32(v.data()));
+    let f64s =
+        |name: &str, shape: &[usize]| tensor(name, Dtype::F64, shape).map(|v| le_f64(v.data()));
+    let need = |name: &str| -> ! { panic!("{stem}: tensor `{name}` missing") };
+    let lstm = cell == CellKind::Lstm;
+    let only_lstm = |v: Option<Vec<f32>>, name: &str| {
+        assert_eq!(v.is_some(), lstm, "{stem}: `{name}` is there iff LSTM");
+        v
+    };
+
+    let bias = meta.flag("bias");
+    let peepholes = lstm && meta.flag("peepholes");
+    let b_tensor = f32s("B", &[1, 2 * g * h]);
+    let p_tensor = f32s("P", &[1, 3 * h]);
+    assert_eq!(b_tensor.is_some(), bias, "{stem}: `B` vs metadata `bias`");
+    assert_eq!(
+        p_tensor.is_some(),
+        peepholes,
+        "{stem}: `P` vs metadata `peepholes`"
+    );
+    let initial_c = f32s("initial_c", &[b, h]);
+    assert!(
+        lstm || initial_c.is_none(),
+        "{stem}: `initial_c` without LSTM"
+    );
+    let clip = match meta.get("clip") {
+        "none" => None,
+        _ => Some(meta.parse::<f32>("clip")),
+    };
+    OnnxFixture {
+        name: case.to_string(),
+        cell,
+        input_size: i,
+        hidden_size: h,
+        batch: b,
+        steps: t,
+        bias,
+        activations,
+        activation_alpha,
+        activation_beta,
+        clip,
+        input_forget: lstm && meta.flag("input_forget"),
+        linear_before_reset: (cell == CellKind::Gru).then(|| meta.flag("linear_before_reset")),
+        peepholes,
+        w: f32s("W", &[1, g * h, i]).unwrap_or_else(|| need("W")),
+        r: f32s("R", &[1, g * h, h]).unwrap_or_else(|| need("R")),
+        b: b_tensor,
+        p: p_tensor,
+        x: f32s("X", &[t, b, i]).unwrap_or_else(|| need("X")),
+        initial_h: f32s("initial_h", &[b, h]),
+        initial_c,
+        y: f32s("Y", &[t, b, h]).unwrap_or_else(|| need("Y")),
+        y_h: f32s("Y_h", &[b, h]).unwrap_or_else(|| need("Y_h")),
+        y_c: only_lstm(f32s("Y_c", &[b, h]), "Y_c"),
+        reference_y: f64s("reference.Y", &[t, b, h]).unwrap_or_else(|| need("reference.Y")),
+        reference_y_h: f64s("reference.Y_h", &[b, h]).unwrap_or_else(|| need("reference.Y_h")),
+        reference_y_c: f64s("reference.Y_c", &[b, h]),
+        ort_vs_f64_max_abs: meta.parse("ort_vs_f64_max_abs"),
+        onnxruntime_version: meta.get("onnxruntime_version").to_string(),
+    }
+}
+
+impl OnnxFixture {
+    /// The crate configuration of this node: the cell, sizes, bias, activations per role
+    /// (ONNX f → gate, g → cell, h → hidden; the RNN's only activation is its cell
+    /// activation), `clip`, `input_forget`, `linear_before_reset` and peepholes.
+    pub fn config(&self) -> RnnConfig {
+        let (i, h) = (self.input_size, self.hidden_size);
+        let act = |role: usize| self.activations[role].activation();
+        let builder = match self.cell {
+            CellKind::Lstm => RnnConfig::lstm(i, h)
+                .activations(Activations {
+                    gate: act(0),
+                    cell: act(1),
+                    hidden: act(2),
+                })
+                .input_forget(self.input_forget)
+                .peepholes(self.peepholes),
+            CellKind::Gru => RnnConfig::gru(i, h)
+                .activations(Activations {
+                    gate: act(0),
+                    cell: act(1),
+                    ..Activations::default()
+                })
+                .linear_before_reset(self.linear_before_reset.expect("GRU")),
+            CellKind::Rnn => match act(0) {
+                Activation::Tanh => RnnConfig::rnn(i, h, Nonlinearity::Tanh),
+                Activation::Relu => RnnConfig::rnn(i, h, Nonlinearity::Relu),
+                other => RnnConfig::rnn(i, h, Nonlinearity::Tanh).activations(Activations {
+                    cell: other,
+                    ..Activations::default()
+                }),
+            },
+            other => panic!("{}: no configuration for {other:?}", self.name),
+        };
+        let builder = match self.clip {
+            Some(c) => builder.gate_clip(c),
+            None => builder,
+        };
+        builder
+            .bias(self.bias)
+            .build()
+            .unwrap_or_else(|e| panic!("onnx_{}: configuration: {e}", self.name))
     }
 }
 

@@ -49,7 +49,10 @@ pub(crate) fn column_sum(
             }),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-    let cached = ctx.pipeline(Kernel::ColumnSum, &[("ACCUMULATE", accumulate as u64 as f64)]);
+    let cached = ctx.pipeline(
+        Kernel::ColumnSum,
+        &[("ACCUMULATE", accumulate as u64 as f64)],
+    );
     let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("column_sum"),
         layout: &cached.layout,

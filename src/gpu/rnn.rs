@@ -12,13 +12,13 @@
 //! device's storage-binding limit and a bounded scratch budget; with room, one chunk covers all
 //! of `T`.
 
+use crate::config::CellKind;
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
-use crate::config::CellKind;
-use crate::gpu::rnn_step::{RnnStep, StepBuffers, StepParams, StepTiling, step_grid};
 use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
+use crate::gpu::rnn_step::{RnnStep, StepBuffers, StepParams, StepTiling, step_grid};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::uniforms::UniformSlots;
 use crate::weights::{LayerWeights, Weights};
@@ -483,13 +483,9 @@ impl Rnn {
                 (CellKind::Lstm, Some(c)) => {
                     enc.copy_buffer_to_buffer(c, 0, history.buffer(), 0, bh_bytes)
                 }
-                (CellKind::Gru, _) => enc.copy_buffer_to_buffer(
-                    h_carry.buffer(),
-                    0,
-                    history.buffer(),
-                    0,
-                    bh_bytes,
-                ),
+                (CellKind::Gru, _) => {
+                    enc.copy_buffer_to_buffer(h_carry.buffer(), 0, history.buffer(), 0, bh_bytes)
+                }
                 _ => {}
             }
         }

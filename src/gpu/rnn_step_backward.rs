@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::config::RnnConfig;
 use crate::error::Result;
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
-use crate::config::RnnConfig;
 use crate::gpu::rnn_step::{StepTiling, cell_constants, step_grid, unused_storage};
 use crate::gpu::shaders::Kernel;
 use crate::gpu::uniforms::UniformSlots;

@@ -11,14 +11,14 @@
 //! gradients. Gradients live in the packed layout of the parameters (see
 //! [`crate::gpu::pack`]); [`Grads::to_host`] unpacks them to PyTorch's.
 
+use crate::config::CellKind;
 use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
-use crate::config::CellKind;
-use crate::gpu::rnn_step::tape_slots;
-use crate::gpu::rnn_step_backward::{RnnStepBackward, StepBackParams, StepBackwardBuffers};
 use crate::gpu::pack::unpack_gate_interleaved;
 use crate::gpu::rnn::{Output, Rnn, State, binding_limit, check_shape, unpack_biases};
+use crate::gpu::rnn_step::tape_slots;
+use crate::gpu::rnn_step_backward::{RnnStepBackward, StepBackParams, StepBackwardBuffers};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::uniforms::UniformSlots;
 use crate::weights::LayerWeights;
@@ -75,7 +75,8 @@ impl ParamGrads {
     /// Zero gradients shaped for `rnn`'s parameters (the start of an accumulation).
     pub fn zeros(rnn: &Rnn) -> Result<ParamGrads> {
         let l = &rnn.layer;
-        let like = |t: Option<&GpuTensor>| t.map(|t| GpuTensor::zeros(&rnn.ctx, t.shape())).transpose();
+        let like =
+            |t: Option<&GpuTensor>| t.map(|t| GpuTensor::zeros(&rnn.ctx, t.shape())).transpose();
         Ok(ParamGrads {
             w_ih: GpuTensor::zeros(&rnn.ctx, l.w_ih.shape())?,
             w_hh: GpuTensor::zeros(&rnn.ctx, l.w_hh.shape())?,
@@ -197,7 +198,8 @@ impl Rnn {
             gates: GpuTensor::uninit(
                 ctx,
                 "tape",
-                &[t * b * h * tape_slots(&self.cfg) + self.layer.peephole.as_ref().map_or(0, |_| 3 * h)],
+                &[t * b * h * tape_slots(&self.cfg)
+                    + self.layer.peephole.as_ref().map_or(0, |_| 3 * h)],
             )?,
             c_all: GpuTensor::uninit(ctx, "tape history", &[history_steps, b, h])?,
         };

@@ -7,6 +7,7 @@
 //
 //   A[m, k] = a[(a_row_offset + m) * K + k]       (TRANS_A: a[(a_row_offset + k) * M + m])
 //   B[k, n] = b[(b_row_offset + k) * N + n]       (TRANS_B: b[(b_row_offset + n) * K + k])
+//   c[m, n] is stored at c[(c_row_offset + m) * N + n]
 //
 // Uses (x (T*B, I), W_ih^T packed (I, 4H) gate-interleaved, dG (T*B, 4H) gate-interleaved):
 //   forward  gx       = x · W_ih^T + b_ih + b_hh      CPU twin: cpu::input_projection
@@ -20,7 +21,7 @@
 //   1 read     a     see above
 //   2 read     b     see above
 //   3 read     bias  (BIAS_ROWS, N), not read when BIAS_ROWS = 0
-//   4 write    c     (M, N) row-major
+//   4 write    c     (c_row_offset + M, N) row-major
 // Dispatch: (ceil(N / 64), ceil(M / 64), 1) workgroups of 16x16 threads.
 //
 // Each workgroup owns a 64x64 tile of c; each thread a 4x4 micro-tile whose columns are
@@ -40,9 +41,9 @@ struct GemmParams {
     k: u32,
     a_row_offset: u32,
     b_row_offset: u32,
+    c_row_offset: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
@@ -141,9 +142,9 @@ fn main(
                     v += bias[col] + bias[p.n + col];
                 }
                 if (ACCUMULATE) {
-                    v += c[row * p.n + col];
+                    v += c[(p.c_row_offset + row) * p.n + col];
                 }
-                c[row * p.n + col] = v;
+                c[(p.c_row_offset + row) * p.n + col] = v;
             }
         }
     }

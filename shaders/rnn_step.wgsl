@@ -11,6 +11,9 @@
 //   CELL = GRU  (G = 3: r, z, n):      r = F(gx_r+gh_r), z = F(gx_z+gh_z),
 //                                      n = Gc(gx_n + r*gh_n);  h = (1-z)*n + z*h_prev
 //   CELL = RNN  (G = 1):               h = Gc(gx + gh)
+//       with PROJ (PyTorch proj_size = P): the step writes h_raw = F(o)*Hc(c) (H wide) to
+//       binding 5, the host's GEMM then writes h = W_hr h_raw (P wide), and the recurrent
+//       input is that projected h: K = P (p.state) instead of H
 // F, Gc, Hc are the gate, cell and hidden activations (ONNX f, g, h; `activate` kinds with
 // their alpha/beta), applied after the optional gate clip (every pre-activation clamped to
 // [-GATE_CLIP, GATE_CLIP] when GATE_CLIP > 0).
@@ -26,10 +29,11 @@
 // Bindings (group 0):
 //   0 uniform  p        StepParams (dynamic offset: one entry per timestep)
 //   1 read     gx       (Tc, B, H, G)     this chunk's input projection, b_ih included
-//   2 read     w_hh     (H, H, G)         W_hh^T: row k, unit j, gate g
-//   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE
+//   2 read     w_hh     (S, H, G)         W_hh^T: row k, unit j, gate g (S = P or H)
+//   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE;
+//                       PROJ: the projected states (T + 1, B, P), slot 0 = h0, then peepholes
 //   4 read     bias     (2, H, G)         row 1 is b_hh (read only when HAS_BIAS)
-//   5 write    y        (T, B, H)         also read: h_prev = y[t_global - 1]
+//   5 write    y        (T, B, H)         also read: h_prev = y[t_global - 1]; PROJ: h_raw
 //   6 write    c_state  (B, H)            LSTM: c_{t-1} in, c_t out (each thread owns its own)
 //   7 write    tape     (T, B, H, S)      SAVE: S = 4 (LSTM, GRU) or 1 (RNN)
 //   8 write    c_all    (T + 1, B, H)     SAVE: LSTM c_t (unclipped), GRU h_t, at slot t + 1
@@ -58,6 +62,7 @@ override CELL_MIN: f32 = 0.0;
 override CELL_MAX: f32 = 0.0;
 override PEEPHOLE: bool = false;
 override INPUT_FORGET: bool = false;
+override PROJ: bool = false;
 override HAS_BIAS: bool = true;
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
 override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
@@ -71,6 +76,10 @@ struct StepParams {
     hidden: u32,
     t_local: u32,
     t_global: u32,
+    state: u32, // S: the recurrent state's width, P with PROJ, else H
+    steps: u32, // T
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -111,6 +120,9 @@ fn act_h(x: f32) -> f32 {
 }
 
 fn h_prev(b: u32, k: u32) -> f32 {
+    if (PROJ) {
+        return h_carry[(p.t_global * p.batch + b) * p.state + k];
+    }
     if (p.t_local == 0u) {
         return h_carry[b * p.hidden + k];
     }
@@ -124,6 +136,7 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let H = p.hidden;
+    let S = p.state;
     let B = p.batch;
     let lanes_per_split = 16u / KSPLIT;
     let bm = lanes_per_split * ROWS;
@@ -135,13 +148,13 @@ fn main(
     let n_all = H * G;
     var acc: array<vec4<f32>, 4>;                   // [row] -> gates in .xyzw
 
-    for (var k0 = 0u; k0 < H; k0 += BK) {
+    for (var k0 = 0u; k0 < S; k0 += BK) {
         // W tile: 16 k x (16 units * G gates), consecutive threads on consecutive columns.
         for (var e = li; e < BK * cols; e += 256u) {
             let kw = e / cols;
             let cw = e % cols;
             var w = 0.0;
-            if (k0 + kw < H && j0 * G + cw < n_all) {
+            if (k0 + kw < S && j0 * G + cw < n_all) {
                 w = w_hh[(k0 + kw) * n_all + j0 * G + cw];
             }
             w_tile[kw * cols + cw] = w;
@@ -151,7 +164,7 @@ fn main(
             let r = e / BK;
             let kk = e % BK;
             var v = 0.0;
-            if (b0 + r < B && k0 + kk < H) {
+            if (b0 + r < B && k0 + kk < S) {
                 v = h_prev(b0 + r, k0 + kk);
             }
             h_tile[kk * MAX_BM + r] = v;
@@ -209,9 +222,11 @@ fn main(
         if (CELL == LSTM) {
             var pre = gx_t + gh;
             let c_prev = c_state[idx];
+            // The peepholes follow the recurrent-state input in binding 3.
+            let peep = select(B * H, (p.steps + 1u) * B * S, PROJ);
             if (PEEPHOLE) {
-                pre.x += h_carry[B * H + j] * c_prev;
-                pre.y += h_carry[B * H + H + j] * c_prev;
+                pre.x += h_carry[peep + j] * c_prev;
+                pre.y += h_carry[peep + H + j] * c_prev;
             }
             let i_g = act_f(pre.x);
             var f_g = act_f(pre.y);
@@ -225,7 +240,7 @@ fn main(
                 c = clamp(c_raw, CELL_MIN, CELL_MAX);
             }
             if (PEEPHOLE) {
-                pre.w += h_carry[B * H + 2u * H + j] * c;
+                pre.w += h_carry[peep + 2u * H + j] * c;
             }
             let o_g = act_f(pre.w);
             c_state[idx] = c;

@@ -16,6 +16,10 @@
 //         dGx = (dr, dz, dn) for the input side, dG = (dr, dz, dn*r) for the recurrent side;
 //         carry = dh*z
 //   RNN:  dG = dh * G'(pre); carry = 0
+//   LSTM with projection (PROJ, state width S = P): two kernels per step around a host GEMM.
+//         PHASE 1: dh[b, k] for the P state units (the sum above), written to binding 6 as
+//         dh (T, B, P); the host then computes dh_raw = dh · W_hr (B, H) and binds it as dy;
+//         PHASE 2: the LSTM step above per unit j < H, with dh = dh_raw (no sum, no carry).
 // where x~ is a saved pre-activation and every F', G' includes the gate clip's pass mask.
 // Activated values are recomputed from the saved pre-activations.
 // CPU twins: rnn_wgpu::cpu::{lstm_step_backward, gru_step_backward, rnn_step_backward}.
@@ -51,6 +55,8 @@ override CELL_MIN: f32 = 0.0;
 override CELL_MAX: f32 = 0.0;
 override PEEPHOLE: bool = false;
 override INPUT_FORGET: bool = false;
+override PROJ: bool = false; // (the phases below carry the projection's structure)
+override PHASE: u32 = 0u; // 0: fused step; with projection 1: dh over the state, 2: the cell
 override ROWS: u32 = 1u;
 override KSPLIT: u32 = 1u;
 override HAS_DY: bool = true;
@@ -63,6 +69,10 @@ struct StepBackParams {
     hidden: u32,
     t: u32,
     steps: u32, // T; at t == T - 1 there is no recurrent term
+    state: u32, // S: width of the recurrent state, P with a projection, else H
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepBackParams;
@@ -128,6 +138,8 @@ fn main(
     let H = p.hidden;
     let B = p.batch;
     let n_all = H * G;
+    // Output units: the state's S in phase 1, the H cell units otherwise.
+    let units = select(H, p.state, PHASE == 1u);
     let lanes_per_split = 16u / KSPLIT;
     let bm = lanes_per_split * ROWS;
     let split = lid.y / lanes_per_split;
@@ -136,7 +148,7 @@ fn main(
     let b0 = wg.y * bm;
     var acc: array<f32, 4>;
 
-    if (p.t + 1u < p.steps) {
+    if (p.t + 1u < p.steps && PHASE != 2u) {
         let next = (p.t + 1u) * B;
         for (var n0 = 0u; n0 < n_all; n0 += SLAB) {
             // W tile: 16 rows k x 32 columns n; consecutive threads walk n along a row.
@@ -144,7 +156,7 @@ fn main(
                 let kk = e / SLAB;
                 let nn = e % SLAB;
                 var w = 0.0;
-                if (k0 + kk < H && n0 + nn < n_all) {
+                if (k0 + kk < units && n0 + nn < n_all) {
                     w = w_hh[(k0 + kk) * n_all + n0 + nn];
                 }
                 w_tile[kk * SLAB + nn] = w;
@@ -183,7 +195,23 @@ fn main(
     }
 
     let k = k0 + lid.x;
-    if (k >= H || split != 0u) {
+    if (k >= units || split != 0u) {
+        return;
+    }
+    if (PHASE == 1u) {
+        for (var r = 0u; r < ROWS; r++) {
+            let b = b0 + row0 + r;
+            if (b < B) {
+                let idx = b * units + k;
+                let at = p.t * B * units + idx;
+                var dh = acc[r] + carry[idx];
+                if (HAS_DY) {
+                    dh += dy[at];
+                }
+                dGx[at] = dh;
+                carry[idx] = 0.0;
+            }
+        }
         return;
     }
     for (var r = 0u; r < ROWS; r++) {
@@ -193,9 +221,14 @@ fn main(
         }
         let idx = b * H + k;
         let at = p.t * B * H + idx;
-        var dh = acc[r] + carry[idx];
-        if (HAS_DY) {
-            dh += dy[at];
+        var dh = 0.0;
+        if (PHASE == 2u) {
+            dh = dy[idx];
+        } else {
+            dh = acc[r] + carry[idx];
+            if (HAS_DY) {
+                dh += dy[at];
+            }
         }
         let g_at = at * G;
         if (CELL == LSTM) {
@@ -250,7 +283,9 @@ fn main(
             dG[g_at + 1u] = d_f;
             dG[g_at + 2u] = d_g;
             dG[g_at + 3u] = d_o;
-            carry[idx] = 0.0;
+            if (PHASE == 0u) {
+                carry[idx] = 0.0;
+            }
         } else if (CELL == GRU) {
             let pre_r = tape[at * 4u];
             let pre_z = tape[at * 4u + 1u];

@@ -46,19 +46,19 @@ fn configs(i: usize, h: usize, bias: bool) -> Vec<(&'static str, RnnConfig)> {
 
 /// Run forward_train + backward on the GPU and forward + backward on the CPU; compare all.
 fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u64) {
-    let (i, h) = (cfg.input_size(), cfg.hidden_size());
+    let (i, h, st) = (cfg.input_size(), cfg.hidden_size(), cfg.state_size());
     let w = Weights::init(cfg, seed);
     let rnn = Rnn::new(ctx, cfg, &w).unwrap();
     let lstm = cfg.cell() == CellKind::Lstm;
     let x = seeded(seed + 1, t * b * i, 1.0);
-    let h0 = seeded(seed + 2, b * h, 1.0);
-    let dy = seeded(seed + 3, t * b * h, 1.0);
-    let dh_n = seeded(seed + 4, b * h, 1.0);
+    let h0 = seeded(seed + 2, b * st, 1.0);
+    let dy = seeded(seed + 3, t * b * st, 1.0);
+    let dh_n = seeded(seed + 4, b * st, 1.0);
     let c0 = seeded(seed + 5, b * h, 1.0);
     let dc_n = seeded(seed + 6, b * h, 1.0);
     let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
     let state = State {
-        h: up(&h0, &[1, b, h]),
+        h: up(&h0, &[1, b, st]),
         c: lstm.then(|| up(&c0, &[1, b, h])),
     };
     let (out, tape) = rnn
@@ -70,8 +70,8 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
     let g = rnn
         .backward(
             &tape,
-            Some(&up(&dy, &[t, b, h])),
-            Some(&up(&dh_n, &[1, b, h])),
+            Some(&up(&dy, &[t, b, st])),
+            Some(&up(&dh_n, &[1, b, st])),
             gdc.as_ref(),
         )
         .unwrap()
@@ -126,6 +126,11 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
         }
         (None, None) => {}
         _ => panic!("{name}: dc0 on one side only"),
+    }
+    match (&g.params.weight_hr, &rg.d_weight_hr) {
+        (Some(gw), Some(rw)) => scaled(&format!("{name} d weight_hr"), gw, rw),
+        (None, None) => {}
+        _ => panic!("{name}: weight_hr gradient on one side only"),
     }
     match (&g.params.peephole, &rg.d_peephole) {
         (Some(gp), Some(rp)) => scaled(&format!("{name} d peephole"), gp, rp),
@@ -223,6 +228,17 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
             lstm().input_forget(true).peepholes(true).build().unwrap(),
         ),
         ("lstm gate_clip", lstm().gate_clip(0.7).build().unwrap()),
+        ("lstm proj_size", lstm().proj_size(5).build().unwrap()),
+        (
+            "lstm proj_size+peepholes+clips",
+            lstm()
+                .proj_size(3)
+                .peepholes(true)
+                .gate_clip(1.2)
+                .cell_clip(-0.6, 0.6)
+                .build()
+                .unwrap(),
+        ),
         (
             "lstm cell_clip",
             lstm().cell_clip(-0.3, 0.4).build().unwrap(),
@@ -356,6 +372,103 @@ fn gpu_matches_onnxruntime_fixtures() {
         assert_close(&format!("{case} Y_h"), &out.h_n, &f(&fx.y_h), 1e-5, 1e-5);
         if let (Some(c), Some(want)) = (&out.c_n, &fx.y_c) {
             assert_close(&format!("{case} Y_c"), c, &f(want), 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_pytorch_cell_fixtures() {
+    let Some(ctx) = ctx() else { return };
+    // nn.GRU, nn.RNN (tanh, relu) and nn.LSTM(proj_size) from scripts/gen_fixtures.py:
+    // outputs and every autograd gradient, computed by PyTorch in float64.
+    for stem in common::fixtures::cell_files() {
+        let fx = common::fixtures::load_file(stem);
+        let cfg = &fx.cfg;
+        let (t, b, i) = (fx.steps, fx.batch, cfg.input_size());
+        let (h, st) = (cfg.hidden_size(), cfg.state_size());
+        let lstm = fx.has_cell_state();
+        let rnn = Rnn::new(ctx, cfg, &fx.weights).unwrap();
+        let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
+        let state = State {
+            h: up(&fx.h0, &[1, b, st]),
+            c: lstm.then(|| up(&fx.c0, &[1, b, h])),
+        };
+        let (out, tape) = rnn
+            .forward_train(&up(&fx.x, &[t, b, i]), Some(&state))
+            .unwrap();
+        let gdc = lstm.then(|| up(&fx.dc_n, &[1, b, h]));
+        let g = rnn
+            .backward(
+                &tape,
+                Some(&up(&fx.dy, &[t, b, st])),
+                Some(&up(&fx.dh_n, &[1, b, st])),
+                gdc.as_ref(),
+            )
+            .unwrap()
+            .to_host(&rnn)
+            .unwrap();
+        // Outputs are bounded by 1 except the ReLU RNN's: scale as in `check`.
+        let y = fx.f64("y");
+        let scale = y.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        assert_close(
+            &format!("{stem} y"),
+            &out.y.download(ctx).unwrap(),
+            &y,
+            ATOL * scale,
+            1e-4,
+        );
+        assert_close(
+            &format!("{stem} h_n"),
+            &out.h_n.download(ctx).unwrap(),
+            &fx.f64("h_n"),
+            ATOL * scale,
+            1e-4,
+        );
+        if lstm {
+            assert_close(
+                &format!("{stem} c_n"),
+                &out.c_n.unwrap().download(ctx).unwrap(),
+                &fx.f64("c_n"),
+                ATOL * scale,
+                1e-4,
+            );
+            scaled(
+                &format!("{stem} dc0"),
+                g.dc0.as_ref().unwrap(),
+                &fx.f64("grad.c0"),
+            );
+        }
+        scaled(&format!("{stem} dx"), &g.dx, &fx.f64("grad.x"));
+        scaled(&format!("{stem} dh0"), &g.dh0, &fx.f64("grad.h0"));
+        let p = &g.params;
+        scaled(
+            &format!("{stem} weight_ih"),
+            &p.weight_ih,
+            &fx.f64("grad.weight_ih_l0"),
+        );
+        scaled(
+            &format!("{stem} weight_hh"),
+            &p.weight_hh,
+            &fx.f64("grad.weight_hh_l0"),
+        );
+        if cfg.bias() {
+            scaled(
+                &format!("{stem} bias_ih"),
+                p.bias_ih.as_ref().unwrap(),
+                &fx.f64("grad.bias_ih_l0"),
+            );
+            scaled(
+                &format!("{stem} bias_hh"),
+                p.bias_hh.as_ref().unwrap(),
+                &fx.f64("grad.bias_hh_l0"),
+            );
+        }
+        if cfg.proj_size().is_some() {
+            scaled(
+                &format!("{stem} weight_hr"),
+                p.weight_hr.as_ref().unwrap(),
+                &fx.f64("grad.weight_hr_l0"),
+            );
         }
     }
 }

@@ -378,9 +378,15 @@ fn config_rejects_invalid_cell_variants() {
     // computed wrongly.
     let Some(ctx) = ctx() else { return };
     for cfg in [
-        RnnConfig::lstm(4, 8).proj_size(3).build().unwrap(),
-        RnnConfig::lstm(4, 8).proj_size(3).peepholes(true).build().unwrap(),
-        RnnConfig::gru(4, 8).linear_before_reset(false).build().unwrap(),
+        RnnConfig::gru(4, 8)
+            .linear_before_reset(false)
+            .build()
+            .unwrap(),
+        RnnConfig::gru(4, 8)
+            .linear_before_reset(false)
+            .gate_clip(2.0)
+            .build()
+            .unwrap(),
     ] {
         let w = Weights::init(&cfg, 1);
         assert!(

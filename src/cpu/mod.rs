@@ -2,8 +2,10 @@
 //!
 //! Plain loops, f64 everywhere (inputs are widened once, every accumulation is f64). Clarity
 //! beats speed here. Functions mirror the GPU path by name and argument order:
-//! [`input_projection`] ↔ `shaders/gemm.wgsl`, [`lstm_step`] ↔ `shaders/lstm_step.wgsl`,
-//! [`lstm_forward`] ↔ `gpu::Rnn::forward`.
+//! [`input_projection`] ↔ `shaders/gemm.wgsl`; [`lstm_step`], [`lstm_variant_step`],
+//! [`gru_step`], [`rnn_step`] ↔ `shaders/rnn_step.wgsl`; their `_backward` twins ↔
+//! `shaders/rnn_step_backward.wgsl`; [`forward`] / [`backward`] ↔ `gpu::Rnn::forward` /
+//! `gpu::Rnn::backward`.
 //!
 //! Every cell and variant of [`crate::RnnConfig`] (LSTM with peepholes, coupled gates,
 //! projection, gate and cell clips, ONNX activations; GRU reset after and before; the plain

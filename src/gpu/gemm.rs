@@ -18,7 +18,8 @@ struct GemmParams {
     k: u32,
     a_row_offset: u32,
     b_row_offset: u32,
-    _pad: [u32; 3],
+    c_row_offset: u32,
+    _pad: [u32; 2],
 }
 
 /// One product `c (M, N) (+)= A (M, K) · B (K, N) [+ bias (N)]`; see `shaders/gemm.wgsl` for
@@ -36,6 +37,8 @@ pub(crate) struct Gemm<'a> {
     pub a_row_offset: u32,
     /// First row of the stored `b` (rows of `(K_total, N)`, or of `(N_total, K)` transposed).
     pub b_row_offset: u32,
+    /// First row of `c` written.
+    pub c_row_offset: u32,
     pub trans_a: bool,
     pub trans_b: bool,
     /// Add into `c` instead of overwriting it.
@@ -60,6 +63,7 @@ impl<'a> Gemm<'a> {
             k: k as u32,
             a_row_offset: 0,
             b_row_offset: 0,
+            c_row_offset: 0,
             trans_a: false,
             trans_b: false,
             accumulate: false,
@@ -97,7 +101,10 @@ pub(crate) fn gemm(ctx: &Context, pass: &mut wgpu::ComputePass<'_>, args: &Gemm<
     let b_cols = if args.trans_b { k64 } else { n64 };
     assert!(args.a.size() >= words(a_rows * a_cols), "gemm: a too small");
     assert!(args.b.size() >= words(b_rows * b_cols), "gemm: b too small");
-    assert!(args.c.size() >= words(m64 * n64), "gemm: c too small");
+    assert!(
+        args.c.size() >= words((args.c_row_offset as u64 + m64) * n64),
+        "gemm: c too small"
+    );
     if let Some((bias, rows)) = args.bias {
         assert!((1..=2).contains(&rows), "gemm: 1 or 2 bias rows");
         assert!(
@@ -116,7 +123,8 @@ pub(crate) fn gemm(ctx: &Context, pass: &mut wgpu::ComputePass<'_>, args: &Gemm<
                 k,
                 a_row_offset: args.a_row_offset,
                 b_row_offset: args.b_row_offset,
-                _pad: [0; 3],
+                c_row_offset: args.c_row_offset,
+                _pad: [0; 2],
             }),
             usage: wgpu::BufferUsages::UNIFORM,
         });

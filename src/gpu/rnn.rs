@@ -70,6 +70,8 @@ pub(crate) struct PackedLayer {
     pub w_hh: GpuTensor,
     /// `[2, H*G]`: `b_ih` and `b_hh`, gate-interleaved (`None` without bias).
     pub bias: Option<GpuTensor>,
+    /// `[H, P]`: `W_hr^T`, the LSTM projection (`None` without `proj_size`).
+    pub w_hr: Option<GpuTensor>,
     /// `[3H]`: LSTM peepholes `p_i | p_f | p_o`, PyTorch-like layout (`None` without).
     pub peephole: Option<GpuTensor>,
 }
@@ -117,16 +119,17 @@ impl Rnn {
                 cfg
             )));
         }
-        if cfg.proj_size().is_some() || cfg.gru_reset() != crate::config::GruReset::After {
+        if cfg.gru_reset() != crate::config::GruReset::After {
             return Err(Error::Unsupported(format!(
-                "the GPU path does not implement LSTM projection (proj_size) or the GRU's \
-                 reset-before form (linear_before_reset = 0) yet: {cfg:?}"
+                "the GPU path does not implement the GRU's reset-before form \
+                 (linear_before_reset = 0) yet: {cfg:?}"
             )));
         }
         weights.validate()?;
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let lim = binding_limit(ctx);
-        for (name, words) in [("weight_ih_l0", g * h * i), ("weight_hh_l0", g * h * h)] {
+        let st = cfg.state_size();
+        for (name, words) in [("weight_ih_l0", g * h * i), ("weight_hh_l0", g * h * st)] {
             let bytes = words as u64 * 4;
             if bytes > lim.1 {
                 return Err(Error::LimitExceeded {
@@ -147,8 +150,8 @@ impl Rnn {
                 )?,
                 w_hh: GpuTensor::upload(
                     ctx,
-                    &pack_gate_interleaved(&w.weight_hh, g, h, h),
-                    &[h, g * h],
+                    &pack_gate_interleaved(&w.weight_hh, g, h, cfg.state_size()),
+                    &[cfg.state_size(), g * h],
                 )?,
                 bias: match (&w.bias_ih, &w.bias_hh) {
                     (Some(bi), Some(bh)) => Some(GpuTensor::upload(
@@ -156,6 +159,13 @@ impl Rnn {
                         &pack_biases(bi, bh, g, h),
                         &[2, g * h],
                     )?),
+                    _ => None,
+                },
+                w_hr: match (&w.weight_hr, cfg.proj_size()) {
+                    // PyTorch's [P, H] transposed to [H, P]: h = h_raw · W_hr^T is a plain GEMM.
+                    (Some(wr), Some(p)) => {
+                        Some(GpuTensor::upload(ctx, &transpose(wr, p, h), &[h, p])?)
+                    }
                     _ => None,
                 },
                 peephole: match &w.peephole {
@@ -180,6 +190,7 @@ impl Rnn {
     pub fn parameters(&self) -> Vec<&GpuTensor> {
         let mut v = vec![&self.layer.w_ih, &self.layer.w_hh];
         v.extend(self.layer.bias.as_ref());
+        v.extend(self.layer.w_hr.as_ref());
         v.extend(self.layer.peephole.as_ref());
         v
     }
@@ -203,10 +214,18 @@ impl Rnn {
             &self.cfg,
             vec![LayerWeights {
                 weight_ih: unpack_gate_interleaved(&l.w_ih.download(&self.ctx)?, g, h, i),
-                weight_hh: unpack_gate_interleaved(&l.w_hh.download(&self.ctx)?, g, h, h),
+                weight_hh: unpack_gate_interleaved(
+                    &l.w_hh.download(&self.ctx)?,
+                    g,
+                    h,
+                    self.cfg.state_size(),
+                ),
                 bias_ih,
                 bias_hh,
-                weight_hr: None,
+                weight_hr: match &l.w_hr {
+                    Some(w) => Some(transpose(&w.download(&self.ctx)?, h, w.shape()[1])),
+                    None => None,
+                },
                 peephole: match &l.peephole {
                     Some(p) => Some(p.download(&self.ctx)?),
                     None => None,
@@ -247,9 +266,10 @@ impl Rnn {
     pub fn forward(&self, x: &GpuTensor, state: Option<&State>) -> Result<Output> {
         let plan = self.plan(x, state)?;
         let (t, b, h) = (plan.steps, plan.batch, self.cfg.hidden_size());
+        let st = self.cfg.state_size();
         let out = Output {
-            y: GpuTensor::uninit(&self.ctx, "y", &[t, b, h])?,
-            h_n: GpuTensor::uninit(&self.ctx, "h_n", &[1, b, h])?,
+            y: GpuTensor::uninit(&self.ctx, "y", &[t, b, st])?,
+            h_n: GpuTensor::uninit(&self.ctx, "h_n", &[1, b, st])?,
             c_n: match self.cfg.cell() {
                 CellKind::Lstm => Some(GpuTensor::uninit(&self.ctx, "c_n", &[1, b, h])?),
                 _ => None,
@@ -279,10 +299,10 @@ impl Rnn {
         out: &Output,
     ) -> Result<()> {
         let plan = self.plan(x, state)?;
-        let h = self.cfg.hidden_size();
         let (t, b) = (plan.steps, plan.batch);
-        check_shape("y", &out.y, &[t, b, h])?;
-        check_shape("h_n", &out.h_n, &[1, b, h])?;
+        let st = self.cfg.state_size();
+        check_shape("y", &out.y, &[t, b, st])?;
+        check_shape("h_n", &out.h_n, &[1, b, st])?;
         self.check_cell_state("c_n", out.c_n.as_ref(), b)?;
         self.record(encoder, x, state, out, &plan, None)
     }
@@ -310,8 +330,13 @@ impl Rnn {
             (None, None) => None,
             (h0, c0) => {
                 let zeros = vec![0.0; batch * h];
-                let h0 = GpuTensor::upload(&self.ctx, h0.unwrap_or(&zeros), &[1, batch, h])
-                    .map_err(|e| rename(e, "h0"))?;
+                let st = self.cfg.state_size();
+                let h0 = GpuTensor::upload(
+                    &self.ctx,
+                    h0.unwrap_or(&zeros[..batch * st]),
+                    &[1, batch, st],
+                )
+                .map_err(|e| rename(e, "h0"))?;
                 let c0 = match (self.cfg.cell(), c0) {
                     (CellKind::Lstm, c0) => Some(
                         GpuTensor::upload(&self.ctx, c0.unwrap_or(&zeros), &[1, batch, h])
@@ -383,7 +408,7 @@ impl Rnn {
             return Err(Error::ZeroSize("B (batch)"));
         }
         if let Some(s) = state {
-            check_shape("h0", &s.h, &[1, b, h])?;
+            check_shape("h0", &s.h, &[1, b, self.cfg.state_size()])?;
             self.check_cell_state("c0", s.c.as_ref(), b)?;
         }
         let lim = binding_limit(&self.ctx);
@@ -401,6 +426,13 @@ impl Rnn {
         };
         too_big("x", (t * b * i) as u64 * 4)?;
         too_big("y", (t * b * h) as u64 * 4)?;
+        if self.cfg.proj_size().is_some() {
+            // The projected states [h0; y] and, for the projection GEMMs, h_raw.
+            too_big(
+                "projected states",
+                ((t + 1) * b * self.cfg.state_size() + 3 * h) as u64 * 4,
+            )?;
+        }
         let gx_step_bytes = (b * g * h) as u64 * 4;
         too_big(
             "one timestep of the input projection (B x 4H)",
@@ -438,9 +470,9 @@ impl Rnn {
         })
     }
 
-    /// Record the forward schedule; with `tape = Some((gates, c_all))` the step kernels also
-    /// save the activated gates `[T, B, H*G]` and the cell states `[T + 1, B, H]` (slot 0 is
-    /// `c0`) that backward needs.
+    /// Record the forward schedule; with `save` the step kernels also write the tape backward
+    /// needs: pre-activations, the c/h history and, with a projection, `h_raw` and the
+    /// projected states `[h0; h_0 .. h_{T-1}]`.
     pub(crate) fn record(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -448,8 +480,11 @@ impl Rnn {
         state: Option<&State>,
         out: &Output,
         plan: &Plan,
-        tape: Option<(&GpuTensor, &GpuTensor)>,
+        save: Option<TapeBuffers<'_>>,
     ) -> Result<()> {
+        let tape = save.map(|s| (s.pre, s.history));
+        let projected = save.and_then(|s| s.projection).map(|p| p.0);
+        let tape_states = save.and_then(|s| s.projection).map(|p| p.1);
         let ctx = &self.ctx;
         let (g, h, i) = (
             self.cfg.gate_count(),
@@ -457,19 +492,39 @@ impl Rnn {
             self.cfg.input_size(),
         );
         let (t_all, b) = (plan.steps, plan.batch);
+        let st = self.cfg.state_size();
         let bh_bytes = (b * h) as u64 * 4;
+        let bs_bytes = (b * st) as u64 * 4;
         let c_state = out.c_n.as_ref().map(GpuTensor::buffer);
+        let proj = self.layer.w_hr.as_ref();
 
-        // h before a chunk's first step, then (LSTM with peepholes) the peepholes, which the
-        // step kernel reads from the same binding.
+        // Binding 3 of the step: h before a chunk's first step, or with a projection every
+        // projected state [h0; h_0 .. h_{T-1}] (T + 1, B, P); then the peepholes.
         let peep = self.layer.peephole.as_ref();
-        let h_carry = GpuTensor::uninit(ctx, "h_carry", &[b * h + peep.map_or(0, |_| 3 * h)])?;
+        let state_words = match proj {
+            Some(_) => (t_all + 1) * b * st,
+            None => b * h,
+        };
+        let h_carry =
+            GpuTensor::uninit(ctx, "h_carry", &[state_words + peep.map_or(0, |_| 3 * h)])?;
         if let Some(s) = state {
-            enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bh_bytes);
+            enc.copy_buffer_to_buffer(s.h.buffer(), 0, h_carry.buffer(), 0, bs_bytes);
         }
         if let Some(p) = peep {
-            enc.copy_buffer_to_buffer(p.buffer(), 0, h_carry.buffer(), bh_bytes, p.byte_size());
+            let at = state_words as u64 * 4;
+            enc.copy_buffer_to_buffer(p.buffer(), 0, h_carry.buffer(), at, p.byte_size());
         }
+        // With a projection the step writes h_raw = o * h(c) (T, B, H) for the projection GEMM
+        // (and for backward, through the tape).
+        let h_raw_own;
+        let h_raw = match (proj, projected) {
+            (None, _) => None,
+            (Some(_), Some(r)) => Some(r),
+            (Some(_), None) => {
+                h_raw_own = GpuTensor::uninit(ctx, "h_raw", &[t_all, b, h])?;
+                Some(&h_raw_own)
+            }
+        };
         // h_carry is fresh (zeroed by wgpu); c_n may be a reused caller buffer.
         if let Some(c_state) = c_state {
             match state.and_then(|s| s.c.as_ref()) {
@@ -496,6 +551,9 @@ impl Rnn {
                 hidden: h as u32,
                 t_local: (t % plan.chunk) as u32,
                 t_global: t as u32,
+                state: st as u32,
+                steps: t_all as u32,
+                _pad: [0; 2],
             })
             .collect();
         let params = UniformSlots::new(ctx, "rnn_step params", &params);
@@ -510,7 +568,7 @@ impl Rnn {
                 w_hh: self.layer.w_hh.buffer(),
                 h_carry: h_carry.buffer(),
                 bias: self.layer.bias.as_ref().map(GpuTensor::buffer),
-                y: out.y.buffer(),
+                y: h_raw.unwrap_or(&out.y).buffer(),
                 c_state,
                 tape: tape.map(|(g, c)| (g.buffer(), c.buffer())),
             },
@@ -518,7 +576,7 @@ impl Rnn {
 
         for t0 in (0..t_all).step_by(plan.chunk) {
             let tc = plan.chunk.min(t_all - t0);
-            if t0 > 0 {
+            if t0 > 0 && proj.is_none() {
                 let last = (t0 - 1) as u64 * bh_bytes;
                 enc.copy_buffer_to_buffer(out.y.buffer(), last, h_carry.buffer(), 0, bh_bytes);
             }
@@ -544,12 +602,64 @@ impl Rnn {
             )?;
             for t in t0..t0 + tc {
                 step.record(&mut pass, params.offset(t));
+                if let (Some(w_hr), Some(h_raw)) = (proj, h_raw) {
+                    // h_t = W_hr h_raw_t, into slot t + 1 of the projected states.
+                    gemm(
+                        ctx,
+                        &mut pass,
+                        &Gemm {
+                            a_row_offset: (t * b) as u32,
+                            c_row_offset: ((t + 1) * b) as u32,
+                            ..Gemm::new(h_raw.buffer(), w_hr.buffer(), h_carry.buffer(), (b, st, h))
+                        },
+                    )?;
+                }
             }
         }
-        let last = (t_all - 1) as u64 * bh_bytes;
-        enc.copy_buffer_to_buffer(out.y.buffer(), last, out.h_n.buffer(), 0, bh_bytes);
+        match proj {
+            Some(_) => {
+                let ys = (t_all * b * st) as u64 * 4;
+                enc.copy_buffer_to_buffer(h_carry.buffer(), bs_bytes, out.y.buffer(), 0, ys);
+                enc.copy_buffer_to_buffer(h_carry.buffer(), ys, out.h_n.buffer(), 0, bs_bytes);
+                if let Some(y_proj) = tape_states {
+                    enc.copy_buffer_to_buffer(
+                        h_carry.buffer(),
+                        0,
+                        y_proj.buffer(),
+                        0,
+                        ys + bs_bytes,
+                    );
+                }
+            }
+            None => {
+                let last = (t_all - 1) as u64 * bh_bytes;
+                enc.copy_buffer_to_buffer(out.y.buffer(), last, out.h_n.buffer(), 0, bh_bytes);
+            }
+        }
         Ok(())
     }
+}
+
+/// Where a training forward pass saves its tape (see [`crate::gpu::Tape`]).
+#[derive(Clone, Copy)]
+pub(crate) struct TapeBuffers<'a> {
+    /// `[T, B, H, S]` pre-activations (then the peepholes).
+    pub pre: &'a GpuTensor,
+    /// `[T + 1, B, H]` LSTM c / GRU h history.
+    pub history: &'a GpuTensor,
+    /// With a projection: `h_raw [T, B, H]` and the projected states `[T + 1, B, P]`.
+    pub projection: Option<(&'a GpuTensor, &'a GpuTensor)>,
+}
+
+/// `m [rows, cols]` row-major, transposed to `[cols, rows]`.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = m[r * cols + c];
+        }
+    }
+    out
 }
 
 /// Split a packed `[2, H*G]` bias buffer into PyTorch-layout `b_ih`, `b_hh`.

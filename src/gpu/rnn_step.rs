@@ -20,6 +20,11 @@ pub(crate) struct StepParams {
     pub hidden: u32,
     pub t_local: u32,
     pub t_global: u32,
+    /// Width of the recurrent state: `P` with a projection, else `H`.
+    pub state: u32,
+    /// `T`.
+    pub steps: u32,
+    pub _pad: [u32; 2],
 }
 
 /// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the
@@ -136,6 +141,7 @@ pub(crate) fn cell_constants(cfg: &RnnConfig) -> Vec<(&'static str, f64)> {
         ("CELL_MAX", cell_max as f64),
         ("PEEPHOLE", flag(cfg.peepholes())),
         ("INPUT_FORGET", flag(cfg.input_forget())),
+        ("PROJ", flag(cfg.proj_size().is_some())),
     ]
 }
 

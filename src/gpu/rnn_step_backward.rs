@@ -19,9 +19,13 @@ pub(crate) struct StepBackParams {
     pub t: u32,
     /// `T`.
     pub steps: u32,
+    /// Width of the recurrent state: `P` with a projection, else `H`.
+    pub state: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Buffers of the reverse loop.
+#[derive(Clone, Copy)]
 pub(crate) struct StepBackwardBuffers<'a> {
     /// One `StepBackParams` slot per timestep.
     pub params: &'a UniformSlots,
@@ -56,13 +60,26 @@ impl RnnStepBackward {
         ctx: &Context,
         cfg: &RnnConfig,
         batch: usize,
+        phase: u32,
         bufs: &StepBackwardBuffers<'_>,
     ) -> Result<RnnStepBackward> {
         let tiling = StepTiling::for_batch(batch, 16);
-        let grid = step_grid(ctx, tiling, batch, cfg.hidden_size())?;
+        // Phase 1 (projection) produces dh for the state's P units; every other phase works on
+        // the H cell units.
+        let units = if phase == 1 {
+            cfg.state_size()
+        } else {
+            cfg.hidden_size()
+        };
+        let grid = step_grid(ctx, tiling, batch, units)?;
         let [rows, ksplit] = tiling.constants();
         let mut constants = cell_constants(cfg);
-        constants.extend([rows, ksplit, ("HAS_DY", bufs.dy.is_some() as u8 as f64)]);
+        constants.extend([
+            rows,
+            ksplit,
+            ("HAS_DY", bufs.dy.is_some() as u8 as f64),
+            ("PHASE", phase as f64),
+        ]);
         let pipeline = ctx.pipeline(Kernel::RnnStepBackward, &constants);
         let unused_dgx = unused_storage(ctx, "rnn_step_backward unused dGx");
         let unused_dc = unused_storage(ctx, "rnn_step_backward unused dc");

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
 use crate::gpu::pack::unpack_gate_interleaved;
-use crate::gpu::rnn::{Output, Rnn, State, binding_limit, check_shape, unpack_biases};
+use crate::gpu::rnn::{
+    Output, Rnn, State, TapeBuffers, binding_limit, check_shape, transpose, unpack_biases,
+};
 use crate::gpu::rnn_step::tape_slots;
 use crate::gpu::rnn_step_backward::{RnnStepBackward, StepBackParams, StepBackwardBuffers};
 use crate::gpu::tensor::{GpuTensor, download_optional};
@@ -43,6 +45,9 @@ pub struct Tape {
     /// `[T + 1, B, H]`: LSTM cell states (slot 0 is `c0`), GRU hidden states (slot 0 is
     /// `h0`); a placeholder for the plain RNN.
     c_all: GpuTensor,
+    /// With a projection: `h_raw [T, B, H]` (before `W_hr`) and the projected states
+    /// `[h0; h_0 .. h_{T-1}]`, `[T + 1, B, P]`.
+    projection: Option<(GpuTensor, GpuTensor)>,
 }
 
 impl Tape {
@@ -67,6 +72,8 @@ pub struct ParamGrads {
     /// `[2, H*G]`: `d b_ih` and `d b_hh` (equal but for a GRU's `n`), gate-interleaved;
     /// `None` without bias.
     pub bias: Option<GpuTensor>,
+    /// `[H, P]`: `dW_hr^T` of the LSTM projection; `None` without `proj_size`.
+    pub w_hr: Option<GpuTensor>,
     /// `[3H]`: LSTM peephole gradients `p_i | p_f | p_o`; `None` without peepholes.
     pub peephole: Option<GpuTensor>,
 }
@@ -81,6 +88,7 @@ impl ParamGrads {
             w_ih: GpuTensor::zeros(&rnn.ctx, l.w_ih.shape())?,
             w_hh: GpuTensor::zeros(&rnn.ctx, l.w_hh.shape())?,
             bias: like(l.bias.as_ref())?,
+            w_hr: like(l.w_hr.as_ref())?,
             peephole: like(l.peephole.as_ref())?,
         })
     }
@@ -89,6 +97,7 @@ impl ParamGrads {
     pub fn tensors(&self) -> Vec<&GpuTensor> {
         let mut v = vec![&self.w_ih, &self.w_hh];
         v.extend(self.bias.as_ref());
+        v.extend(self.w_hr.as_ref());
         v.extend(self.peephole.as_ref());
         v
     }
@@ -106,10 +115,18 @@ impl ParamGrads {
         };
         Ok(LayerWeights {
             weight_ih: unpack_gate_interleaved(&self.w_ih.download(&rnn.ctx)?, g, h, i),
-            weight_hh: unpack_gate_interleaved(&self.w_hh.download(&rnn.ctx)?, g, h, h),
+            weight_hh: unpack_gate_interleaved(
+                &self.w_hh.download(&rnn.ctx)?,
+                g,
+                h,
+                cfg.state_size(),
+            ),
             bias_ih,
             bias_hh,
-            weight_hr: None,
+            weight_hr: match &self.w_hr {
+                Some(w) => Some(transpose(&w.download(&rnn.ctx)?, h, w.shape()[1])),
+                None => None,
+            },
             peephole: match &self.peephole {
                 Some(p) => Some(p.download(&rnn.ctx)?),
                 None => None,
@@ -175,9 +192,10 @@ impl Rnn {
         self.check_tape_fits(t, b)?;
         let ctx = &self.ctx;
         let lstm = self.cfg.cell() == CellKind::Lstm;
+        let st = self.cfg.state_size();
         let out = Output {
-            y: GpuTensor::uninit(ctx, "y", &[t, b, h])?,
-            h_n: GpuTensor::uninit(ctx, "h_n", &[1, b, h])?,
+            y: GpuTensor::uninit(ctx, "y", &[t, b, st])?,
+            h_n: GpuTensor::uninit(ctx, "h_n", &[1, b, st])?,
             c_n: match lstm {
                 true => Some(GpuTensor::uninit(ctx, "c_n", &[1, b, h])?),
                 false => None,
@@ -192,7 +210,7 @@ impl Rnn {
             steps: t,
             batch: b,
             x: x.clone(),
-            h0: GpuTensor::zeros(ctx, &[1, b, h])?,
+            h0: GpuTensor::zeros(ctx, &[1, b, st])?,
             y: out.y.clone(),
             // The peepholes ride at the tape's end: the step-backward kernel reads them there.
             gates: GpuTensor::uninit(
@@ -202,6 +220,13 @@ impl Rnn {
                     + self.layer.peephole.as_ref().map_or(0, |_| 3 * h)],
             )?,
             c_all: GpuTensor::uninit(ctx, "tape history", &[history_steps, b, h])?,
+            projection: match self.cfg.proj_size() {
+                Some(p) => Some((
+                    GpuTensor::uninit(ctx, "tape h_raw", &[t, b, h])?,
+                    GpuTensor::uninit(ctx, "tape projected states", &[t + 1, b, p])?,
+                )),
+                None => None,
+            },
         };
         ctx.scoped(|| {
             let mut enc = ctx
@@ -228,7 +253,11 @@ impl Rnn {
                 state,
                 &out,
                 &plan,
-                Some((&tape.gates, &tape.c_all)),
+                Some(TapeBuffers {
+                    pre: &tape.gates,
+                    history: &tape.c_all,
+                    projection: tape.projection.as_ref().map(|(r, s)| (r, s)),
+                }),
             )?;
             ctx.submit(enc.finish());
             Ok(())
@@ -281,11 +310,12 @@ impl Rnn {
                 "the tape was recorded by a different model".into(),
             ));
         }
+        let st = self.cfg.state_size();
         if let Some(dy) = dy {
-            check_shape("dy", dy, &[t, b, h])?;
+            check_shape("dy", dy, &[t, b, st])?;
         }
         if let Some(d) = dh_n {
-            check_shape("dh_n", d, &[1, b, h])?;
+            check_shape("dh_n", d, &[1, b, st])?;
         }
         let lstm = self.cfg.cell() == CellKind::Lstm;
         if let Some(d) = dc_n {
@@ -312,8 +342,8 @@ impl Rnn {
         if grads.dx.shape() != [t, b, i] {
             grads.dx = GpuTensor::uninit(ctx, "dx", &[t, b, i])?;
         }
-        if grads.dh0.shape() != [1, b, h] {
-            grads.dh0 = GpuTensor::uninit(ctx, "dh0", &[1, b, h])?;
+        if grads.dh0.shape() != [1, b, st] {
+            grads.dh0 = GpuTensor::uninit(ctx, "dh0", &[1, b, st])?;
         }
         if !lstm {
             grads.dc0 = None;
@@ -323,17 +353,21 @@ impl Rnn {
         let dc = grads.dc0.as_ref().map(GpuTensor::buffer);
         let gru = self.cfg.cell() == CellKind::Gru;
         let bh_bytes = (b * h) as u64 * 4;
+        let bs_bytes = (b * st) as u64 * 4;
         let accumulate = mode == GradMode::Accumulate;
+        let proj = self.layer.w_hr.as_ref().zip(tape.projection.as_ref());
 
         ctx.scoped(|| {
             // What reaches h directly rather than through W_hh: dh_n to start with.
-            let carry = GpuTensor::uninit(ctx, "dh carry", &[b, h])?;
+            let carry = GpuTensor::uninit(ctx, "dh carry", &[b, st])?;
             let params: Vec<StepBackParams> = (0..t)
                 .map(|step| StepBackParams {
                     batch: b as u32,
                     hidden: h as u32,
                     t: step as u32,
                     steps: t as u32,
+                    state: st as u32,
+                    _pad: [0; 3],
                 })
                 .collect();
             let params = UniformSlots::new(ctx, "rnn_step_backward params", &params);
@@ -348,25 +382,49 @@ impl Rnn {
                 Some(_) => Some(GpuTensor::uninit(ctx, "peephole terms", &[t, b, 3 * h])?),
                 None => None,
             };
-            let step = RnnStepBackward::new(
-                ctx,
-                &self.cfg,
-                b,
-                &StepBackwardBuffers {
-                    params: &params,
-                    tape: tape.gates.buffer(),
-                    history: (self.cfg.cell() != CellKind::Rnn).then(|| tape.c_all.buffer()),
-                    w_hh: self.layer.w_hh.buffer(),
-                    dy: dy.map(|d| d.buffer()),
-                    d_gates: d_gates.buffer(),
-                    d_gates_x: d_gates_x
-                        .as_ref()
-                        .or(peephole_terms.as_ref())
-                        .map(GpuTensor::buffer),
-                    dc,
-                    carry: carry.buffer(),
-                },
-            )?;
+            let bufs = StepBackwardBuffers {
+                params: &params,
+                tape: tape.gates.buffer(),
+                history: (self.cfg.cell() != CellKind::Rnn).then(|| tape.c_all.buffer()),
+                w_hh: self.layer.w_hh.buffer(),
+                dy: dy.map(|d| d.buffer()),
+                d_gates: d_gates.buffer(),
+                d_gates_x: d_gates_x
+                    .as_ref()
+                    .or(peephole_terms.as_ref())
+                    .map(GpuTensor::buffer),
+                dc,
+                carry: carry.buffer(),
+            };
+            // With a projection each step is: dh over the P state units (phase 1, into dh_hist),
+            // dh_raw = dh · W_hr (a GEMM), then the cell (phase 2, reading dh_raw as its dy).
+            let dh_hist = GpuTensor::uninit(ctx, "dh history", &[t, b, st])?;
+            let dh_raw = GpuTensor::uninit(ctx, "dh_raw", &[b, h])?;
+            let steps = match proj {
+                None => (RnnStepBackward::new(ctx, &self.cfg, b, 0, &bufs)?, None),
+                Some(_) => (
+                    RnnStepBackward::new(
+                        ctx,
+                        &self.cfg,
+                        b,
+                        1,
+                        &StepBackwardBuffers {
+                            d_gates_x: Some(dh_hist.buffer()),
+                            ..bufs
+                        },
+                    )?,
+                    Some(RnnStepBackward::new(
+                        ctx,
+                        &self.cfg,
+                        b,
+                        2,
+                        &StepBackwardBuffers {
+                            dy: Some(dh_raw.buffer()),
+                            ..bufs
+                        },
+                    )?),
+                ),
+            };
 
             let mut enc = ctx
                 .device()
@@ -380,19 +438,37 @@ impl Rnn {
                 }
             }
             match dh_n {
-                Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, carry.buffer(), 0, bh_bytes),
-                None => enc.clear_buffer(carry.buffer(), 0, Some(bh_bytes)),
+                Some(d) => enc.copy_buffer_to_buffer(d.buffer(), 0, carry.buffer(), 0, bs_bytes),
+                None => enc.clear_buffer(carry.buffer(), 0, Some(bs_bytes)),
             }
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("rnn backward"),
                 timestamp_writes: None,
             });
             for s in (0..t).rev() {
-                step.record(&mut pass, params.offset(s));
+                steps.0.record(&mut pass, params.offset(s));
+                if let (Some(cell_step), Some((w_hr, _))) = (&steps.1, proj) {
+                    // dh_raw = dh_t · W_hr, with W_hr^T stored (H, P).
+                    gemm(
+                        ctx,
+                        &mut pass,
+                        &Gemm {
+                            trans_b: true,
+                            a_row_offset: (s * b) as u32,
+                            ..Gemm::new(
+                                dh_hist.buffer(),
+                                w_hr.buffer(),
+                                dh_raw.buffer(),
+                                (b, h, st),
+                            )
+                        },
+                    )?;
+                    cell_step.record(&mut pass, params.offset(s));
+                }
             }
             drop(pass);
             // dh0 = carry + dG_0 · W_hh (the carry is the GRU's z * dh; zero for the others).
-            enc.copy_buffer_to_buffer(carry.buffer(), 0, grads.dh0.buffer(), 0, bh_bytes);
+            enc.copy_buffer_to_buffer(carry.buffer(), 0, grads.dh0.buffer(), 0, bs_bytes);
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("rnn backward gemms"),
                 timestamp_writes: None,
@@ -408,7 +484,7 @@ impl Rnn {
                 &Gemm {
                     trans_b: true,
                     accumulate: true,
-                    ..Gemm::new(dg, w_hh, grads.dh0.buffer(), (b, h, hg))
+                    ..Gemm::new(dg, w_hh, grads.dh0.buffer(), (b, st, hg))
                 },
             )?;
             // dx = dGx · W_ih, all steps at once.
@@ -435,32 +511,74 @@ impl Rnn {
                     )
                 },
             )?;
-            // dW_hh^T = h0^T · dG_0 + y[0..T-1]^T · dG[1..T].
-            gemm(
-                ctx,
-                &mut pass,
-                &Gemm {
-                    trans_a: true,
-                    accumulate,
-                    ..Gemm::new(tape.h0.buffer(), dg, grads.params.w_hh.buffer(), (h, hg, b))
-                },
-            )?;
-            if t > 1 {
-                gemm(
-                    ctx,
-                    &mut pass,
-                    &Gemm {
-                        trans_a: true,
-                        accumulate: true,
-                        b_row_offset: b as u32,
-                        ..Gemm::new(
-                            tape.y.buffer(),
-                            dg,
-                            grads.params.w_hh.buffer(),
-                            (h, hg, (t - 1) * b),
-                        )
-                    },
-                )?;
+            match proj {
+                // dW_hh^T = [h0; h_0 .. h_{T-2}]^T · dG over the projected states, and
+                // dW_hr^T = h_raw^T · dh.
+                Some((_, (h_raw, states))) => {
+                    gemm(
+                        ctx,
+                        &mut pass,
+                        &Gemm {
+                            trans_a: true,
+                            accumulate,
+                            ..Gemm::new(
+                                states.buffer(),
+                                dg,
+                                grads.params.w_hh.buffer(),
+                                (st, hg, t * b),
+                            )
+                        },
+                    )?;
+                    let d_w_hr = grads.params.w_hr.as_ref().expect("shape-checked above");
+                    gemm(
+                        ctx,
+                        &mut pass,
+                        &Gemm {
+                            trans_a: true,
+                            accumulate,
+                            ..Gemm::new(
+                                h_raw.buffer(),
+                                dh_hist.buffer(),
+                                d_w_hr.buffer(),
+                                (h, st, t * b),
+                            )
+                        },
+                    )?;
+                }
+                // dW_hh^T = h0^T · dG_0 + y[0..T-1]^T · dG[1..T].
+                None => {
+                    gemm(
+                        ctx,
+                        &mut pass,
+                        &Gemm {
+                            trans_a: true,
+                            accumulate,
+                            ..Gemm::new(
+                                tape.h0.buffer(),
+                                dg,
+                                grads.params.w_hh.buffer(),
+                                (h, hg, b),
+                            )
+                        },
+                    )?;
+                    if t > 1 {
+                        gemm(
+                            ctx,
+                            &mut pass,
+                            &Gemm {
+                                trans_a: true,
+                                accumulate: true,
+                                b_row_offset: b as u32,
+                                ..Gemm::new(
+                                    tape.y.buffer(),
+                                    dg,
+                                    grads.params.w_hh.buffer(),
+                                    (h, hg, (t - 1) * b),
+                                )
+                            },
+                        )?;
+                    }
+                }
             }
             // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n).
             if let Some(bias) = &grads.params.bias {

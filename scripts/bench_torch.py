@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Time PyTorch's nn.LSTM on the rnn-wgpu benchmark suites, for a side-by-side ratio.
+"""Time PyTorch's nn.LSTM, nn.GRU and nn.RNN on the rnn-wgpu benchmark suites, for a
+side-by-side ratio.
 
-Same rows as the Rust harness (`cargo run --release -- --suite ...`): `quick`, `lite` and
-`deepbench` come from benches/deepbench_rnn.csv, parsed the same way (comment lines and the
-header skipped; gru/vanilla cells skipped with a one-line note), or custom `--rows H,B,T;...`.
-Same model: one layer, unidirectional, I = H, seq-major x [T, B, H] uniform in +-1.
-Same FLOP count: LSTM forward 8*B*H*(I+H)*T; a train row (forward + backward) counts 3x that.
+Same rows as the Rust harness (`cargo run --release -- --suite ...`): `quick` is the harness's
+QUICK_ROWS; `lite` and `deepbench` come from benches/deepbench_rnn.csv, parsed and selected
+the same way (comment lines and the header skipped, DeepBench's "vanilla" cell is nn.RNN with
+relu, rows grouped by cell then mode); or custom `--rows H,B,T;...`, one row per cell --cell
+selects and per mode --mode selects. Same models: nn.LSTM, nn.GRU, nn.RNN(nonlinearity="relu"),
+one layer, unidirectional, I = H, seq-major x [T, B, H] uniform in +-1.
+Same FLOP count, 2*G*B*H*(I+H)*T per forward: LSTM 8*B*H*(I+H)*T, GRU 6*B*H*(I+H)*T,
+RNN 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x that.
 
 Devices: the CPU, and when CUDA is available, CUDA with TF32 off ("cuda") and on
 ("cuda+tf32"), switched through torch.backends.cuda.matmul.allow_tf32 and
@@ -17,7 +21,7 @@ Run (a venv with torch exists at /tmp/torchvenv on the dev machine):
 
     /tmp/torchvenv/bin/python scripts/bench_torch.py --suite quick
     /tmp/torchvenv/bin/python scripts/bench_torch.py --suite lite --devices cpu --json torch-lite.json
-    /tmp/torchvenv/bin/python scripts/bench_torch.py --rows "512,4,25;1024,1,25" --inference-only
+    /tmp/torchvenv/bin/python scripts/bench_torch.py --rows "512,4,25;1024,1,25" --cell gru --mode inference
 
 On a shared or busy machine pass --threads (e.g. 1): torch's CPU thread pool spin-waits, and
 with more threads than free cores a small row can run ~100x slower than it should.
@@ -37,9 +41,36 @@ from pathlib import Path
 import torch
 
 DEEPBENCH_CSV = Path(__file__).resolve().parent.parent / "benches" / "deepbench_rnn.csv"
-IMPLEMENTED_CELLS = {"lstm"}
-# (H, B, T) of the smoke suite; keep in step with QUICK_ROWS in src/bin/rnn-wgpu/suite.rs.
-QUICK_ROWS = [(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)]
+# Table order, and gates per hidden unit (the G of 2*G*B*H*(I+H)*T).
+CELLS = ("lstm", "gru", "rnn")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# DeepBench's cell names.
+DEEPBENCH_CELLS = {"lstm": "lstm", "gru": "gru", "vanilla": "rnn"}
+MODES = ("inference", "train")
+# (cell, mode, H, B, T) of the smoke suite; keep in step with QUICK_ROWS in
+# src/bin/rnn-wgpu/suite.rs.
+QUICK_ROWS = [
+    ("lstm", "inference", 64, 16, 25),
+    ("lstm", "inference", 128, 4, 50),
+    ("lstm", "inference", 256, 1, 150),
+    ("lstm", "inference", 256, 16, 25),
+    ("lstm", "train", 64, 16, 25),
+    ("lstm", "train", 128, 4, 50),
+    ("gru", "inference", 64, 16, 25),
+    ("gru", "train", 64, 16, 25),
+    ("rnn", "inference", 128, 16, 25),
+    ("rnn", "train", 128, 16, 25),
+]
+# lite's cap on a GRU or vanilla row, FLOPs of one pass; keep in step with LITE_MAX_FLOPS.
+LITE_MAX_FLOPS = 8e9
+LITE_ABOUT = (
+    "lite = DeepBench's LSTM inference rows and LSTM train rows with H <= 1024, plus its GRU "
+    "and vanilla rows of at most 8 GFLOP a pass (about its largest LSTM inference row)"
+)
+FLOPS_NOTE = (
+    "GFLOP/s: forward FLOPs (x3 for train) / median ms, forward FLOPs 2*G*B*H*(I+H)*T: "
+    "lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T"
+)
 I_EQUALS_H_NOTE = (
     "whole layer timed with I = H, input projection included; "
     "DeepBench times only the recurrent part"
@@ -56,57 +87,77 @@ class Row:
 
 
 def forward_flops(row: Row) -> float:
-    """LSTM forward 8*B*H*(I+H)*T with I = H (DeepBench / cuDNN convention)."""
+    """Forward 2*G*B*H*(I+H)*T with I = H (DeepBench / cuDNN convention)."""
     h, b, t = row.hidden, row.batch, row.steps
-    return 8.0 * b * h * (h + h) * t
+    return 2.0 * GATES[row.cell] * b * h * (h + h) * t
 
 
 def row_flops(row: Row) -> float:
     return forward_flops(row) * (3.0 if row.mode == "train" else 1.0)
 
 
+def in_lite(row: Row) -> bool:
+    """lite's selection; keep in step with in_lite in src/bin/rnn-wgpu/suite.rs."""
+    if row.cell == "lstm":
+        return row.mode == "inference" or row.hidden <= 1024
+    return row_flops(row) <= LITE_MAX_FLOPS
+
+
+def table_order(row: Row) -> tuple[int, int]:
+    """Cell (lstm, gru, rnn), then mode (inference, train); a stable sort keeps CSV order."""
+    return CELLS.index(row.cell), MODES.index(row.mode)
+
+
 def load_suite(name: str) -> tuple[list[Row], str | None]:
     """Rows of a named suite plus a one-line note of what was left out."""
     if name == "quick":
-        return [Row("lstm", h, b, t, "inference") for h, b, t in QUICK_ROWS], None
+        return [Row(c, h, b, t, m) for c, m, h, b, t in QUICK_ROWS], None
     rows: list[Row] = []
-    skipped: list[str] = []
+    beyond_lite = 0
     duplicates = 0
     for line in DEEPBENCH_CSV.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#") or line.startswith("suite,"):
             continue
         suite, cell, hidden, batch, steps = (f.strip() for f in line.split(","))
-        h = int(hidden)
-        if name == "lite" and not (suite == "inference" or (suite == "train" and h <= 1024)):
-            continue
         # DeepBench's `device` rows are inference problems sized for phones.
-        row = Row(cell, h, int(batch), int(steps), "train" if suite == "train" else "inference")
-        if cell not in IMPLEMENTED_CELLS:
-            skipped.append(cell)
+        mode = "train" if suite == "train" else "inference"
+        row = Row(DEEPBENCH_CELLS[cell], int(hidden), int(batch), int(steps), mode)
+        if name == "lite" and not in_lite(row):
+            beyond_lite += 1
         elif row in rows:
             duplicates += 1
         else:
             rows.append(row)
+    rows.sort(key=table_order)
     notes = []
-    if skipped:
-        cells = "/".join(sorted(set(skipped)))
-        notes.append(f"skipped {len(skipped)} {cells} rows (cells not implemented yet)")
+    if beyond_lite:
+        notes.append(f"{beyond_lite} DeepBench row(s) beyond lite's sizes left out")
     if duplicates:
         notes.append(f"{duplicates} duplicate row(s) timed once")
     return rows, "; ".join(notes) or None
 
 
-def parse_rows(spec: str) -> list[Row]:
-    rows = []
+def parse_rows(spec: str, cells: list[str], modes: list[str]) -> list[Row]:
+    """Rows of --rows H,B,T[;...]: one per cell in `cells` and mode in `modes`, cell-major."""
+    problems = []
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         nums = [int(v) for v in part.split(",")]
         if len(nums) != 3 or min(nums) <= 0:
             raise SystemExit(f"--rows: {part!r} is not H,B,T with positive sizes")
-        rows.append(Row("lstm", nums[0], nums[1], nums[2], "inference"))
-    if not rows:
+        problems.append(nums)
+    if not problems:
         raise SystemExit("--rows: no rows given")
-    return rows
+    return [Row(c, h, b, t, m) for c in cells for h, b, t in problems for m in modes]
+
+
+def make_model(row: Row) -> torch.nn.Module:
+    """PyTorch's plain cell of `row`, I = H, one layer, with biases."""
+    if row.cell == "lstm":
+        return torch.nn.LSTM(row.hidden, row.hidden, num_layers=1)
+    if row.cell == "gru":
+        return torch.nn.GRU(row.hidden, row.hidden, num_layers=1)
+    return torch.nn.RNN(row.hidden, row.hidden, num_layers=1, nonlinearity="relu")
 
 
 def sync(device: torch.device) -> None:
@@ -118,7 +169,7 @@ def time_row(row: Row, device: torch.device, reps: int, warmup: int, seed: int) 
     """Wall times in ms of `reps` runs of `row` on `device`."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    lstm = torch.nn.LSTM(row.hidden, row.hidden, num_layers=1).to(device)
+    model = make_model(row).to(device)
     shape = (row.steps, row.batch, row.hidden)
     x = (torch.rand(shape, generator=gen) * 2 - 1).to(device)
     if row.mode == "train":
@@ -127,13 +178,13 @@ def time_row(row: Row, device: torch.device, reps: int, warmup: int, seed: int) 
 
     def run() -> None:
         if row.mode == "train":
-            lstm.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             x.grad = None
-            y, _ = lstm(x)
+            y, _ = model(x)
             y.backward(dy)
         else:
             with torch.no_grad():
-                lstm(x)
+                model(x)
 
     for _ in range(warmup):
         run()
@@ -170,11 +221,23 @@ def set_tf32(enabled: bool) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", choices=["quick", "lite", "deepbench"], default="quick")
-    ap.add_argument("--rows", help="custom LSTM inference rows H,B,T[;H,B,T...] (I = H)")
+    ap.add_argument(
+        "--rows",
+        help="custom rows H,B,T[;H,B,T...] (I = H), one per cell --cell and mode --mode select",
+    )
+    ap.add_argument(
+        "--cell", choices=[*CELLS, "all"], default="all", help="which cells to run (default all)"
+    )
+    ap.add_argument(
+        "--mode",
+        choices=[*MODES, "both"],
+        default="both",
+        help="forward only, forward + backward only, or both (default)",
+    )
     ap.add_argument("--reps", type=int, default=5, help="timed runs per row (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     ap.add_argument("--devices", help="comma list from cpu,cuda,cuda+tf32 (default: all present)")
-    ap.add_argument("--inference-only", action="store_true", help="skip train rows")
+    ap.add_argument("--inference-only", action="store_true", help="same as --mode inference")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write results here")
@@ -184,13 +247,28 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    cells = list(CELLS) if args.cell == "all" else [args.cell]
+    mode = "inference" if args.inference_only else args.mode
+    modes = list(MODES) if mode == "both" else [mode]
+    about = None
     if args.rows:
-        suite, rows, left_out = "custom", parse_rows(args.rows), None
+        suite, rows, left_out = "custom", parse_rows(args.rows, cells, modes), None
     else:
         suite = args.suite
+        about = LITE_ABOUT if suite == "lite" else None
         rows, left_out = load_suite(suite)
-    if args.inference_only:
-        rows = [r for r in rows if r.mode == "inference"]
+        notes = [left_out] if left_out else []
+        for flag, value, keep in [
+            ("--cell", args.cell, lambda r: r.cell in cells),
+            ("--mode", mode, lambda r: r.mode in modes),
+        ]:
+            kept = [r for r in rows if keep(r)]
+            if len(kept) < len(rows):
+                notes.append(f"{len(rows) - len(kept)} row(s) left out by {flag} {value}")
+            rows = kept
+        left_out = "; ".join(notes) or None
+    if not rows:
+        raise SystemExit(f"suite {suite} has no rows for --cell {args.cell} --mode {mode}")
     devs = devices(args.devices.split(",") if args.devices else None)
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -198,6 +276,8 @@ def main() -> int:
     if torch.cuda.is_available():
         print(f"cuda: {torch.cuda.get_device_name()} (cuDNN {torch.backends.cudnn.version()})")
     print(f"suite: {suite} ({len(rows)} rows), {args.reps} reps (median), {args.warmup} warm-up")
+    if about:
+        print(about)
     if left_out:
         print(left_out)
     print()
@@ -232,7 +312,8 @@ def main() -> int:
             )
     print()
     print(f"{I_EQUALS_H_NOTE}.")
-    print("GFLOP/s: 8*B*H*(I+H)*T per forward (x3 for train) / median ms.")
+    print('cells: nn.LSTM, nn.GRU, nn.RNN(nonlinearity="relu"; DeepBench\'s "vanilla" is cuDNN RNN_RELU).')
+    print(f"{FLOPS_NOTE}.")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +326,11 @@ def main() -> int:
             "date": date,
             "reps": args.reps,
             "warmup": args.warmup,
+            "suite_about": about,
+            "cell": args.cell,
+            "mode": mode,
             "note": I_EQUALS_H_NOTE,
+            "flops_note": FLOPS_NOTE,
             "left_out": left_out,
             "rows": results,
         }

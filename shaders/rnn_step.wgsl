@@ -10,6 +10,10 @@
 //       c clamped to [CELL_MIN, CELL_MAX] (CELL_CLIP)
 //   CELL = GRU  (G = 3: r, z, n):      r = F(gx_r+gh_r), z = F(gx_z+gh_z),
 //                                      n = Gc(gx_n + r*gh_n);  h = (1-z)*n + z*h_prev
+//       RESET_BEFORE (ONNX linear_before_reset = 0): n = Gc(gx_n + W_hn (r*h_prev) + b_hn),
+//       two dispatches per step: FPHASE 1 computes r, z from h_prev and writes r*h_prev to
+//       binding 6 (T, B, H) and z to y[t]; FPHASE 2 runs the product over r*h_prev and
+//       finishes n and h (its r and z columns are computed and ignored)
 //   CELL = RNN  (G = 1):               h = Gc(gx + gh)
 //       with PROJ (PyTorch proj_size = P): the step writes h_raw = F(o)*Hc(c) (H wide) to
 //       binding 5, the host's GEMM then writes h = W_hr h_raw (P wide), and the recurrent
@@ -34,7 +38,8 @@
 //                       PROJ: the projected states (T + 1, B, P), slot 0 = h0, then peepholes
 //   4 read     bias     (2, H, G)         row 1 is b_hh (read only when HAS_BIAS)
 //   5 write    y        (T, B, H)         also read: h_prev = y[t_global - 1]; PROJ: h_raw
-//   6 write    c_state  (B, H)            LSTM: c_{t-1} in, c_t out (each thread owns its own)
+//   6 write    c_state  (B, H)            LSTM: c_{t-1} in, c_t out (each thread owns its own);
+//                                         GRU RESET_BEFORE: r*h_prev, (T, B, H)
 //   7 write    tape     (T, B, H, S)      SAVE: S = 4 (LSTM, GRU) or 1 (RNN)
 //   8 write    c_all    (T + 1, B, H)     SAVE: LSTM c_t (unclipped), GRU h_t, at slot t + 1
 //                                         (slot 0: c0/h0)
@@ -63,6 +68,8 @@ override CELL_MAX: f32 = 0.0;
 override PEEPHOLE: bool = false;
 override INPUT_FORGET: bool = false;
 override PROJ: bool = false;
+override RESET_BEFORE: bool = false;
+override FPHASE: u32 = 0u; // GRU RESET_BEFORE: 1 (r, z) or 2 (n, h); else 0
 override HAS_BIAS: bool = true;
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
 override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
@@ -119,6 +126,14 @@ fn act_h(x: f32) -> f32 {
     return activate(ACT_H, x, ALPHA_H, BETA_H);
 }
 
+// The vector the recurrent product runs over: h_prev, or r*h_prev in FPHASE 2.
+fn gemm_input(b: u32, k: u32) -> f32 {
+    if (FPHASE == 2u) {
+        return c_state[(p.t_global * p.batch + b) * p.hidden + k];
+    }
+    return h_prev(b, k);
+}
+
 fn h_prev(b: u32, k: u32) -> f32 {
     if (PROJ) {
         return h_carry[(p.t_global * p.batch + b) * p.state + k];
@@ -165,7 +180,7 @@ fn main(
             let kk = e % BK;
             var v = 0.0;
             if (b0 + r < B && k0 + kk < S) {
-                v = h_prev(b0 + r, k0 + kk);
+                v = gemm_input(b0 + r, k0 + kk);
             }
             h_tile[kk * MAX_BM + r] = v;
         }
@@ -249,6 +264,29 @@ fn main(
             if (SAVE) {
                 c_all[out + B * H] = c_raw;
             }
+        } else if (CELL == GRU && FPHASE == 1u) {
+            let pre_r = gx_t.x + gh.x;
+            let pre_z = gx_t.y + gh.y;
+            let r_g = act_f(pre_r);
+            c_state[out] = r_g * h_prev(b, j);
+            y[out] = act_f(pre_z);
+            if (SAVE) {
+                tape[out * 4u] = pre_r;
+                tape[out * 4u + 1u] = pre_z;
+            }
+            continue;
+        } else if (CELL == GRU && FPHASE == 2u) {
+            let pre_n = gx_t.z + gh.z;
+            let n_g = act_g(pre_n);
+            let z_g = y[out];
+            h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
+            y[out] = h;
+            if (SAVE) {
+                tape[out * 4u + 2u] = pre_n;
+                tape[out * 4u + 3u] = 0.0;
+                c_all[out + B * H] = h;
+            }
+            continue;
         } else if (CELL == GRU) {
             let pre_r = gx_t.x + gh.x;
             let pre_z = gx_t.y + gh.y;

@@ -20,6 +20,11 @@
 //         PHASE 1: dh[b, k] for the P state units (the sum above), written to binding 6 as
 //         dh (T, B, P); the host then computes dh_raw = dh · W_hr (B, H) and binds it as dy;
 //         PHASE 2: the LSTM step above per unit j < H, with dh = dh_raw (no sum, no carry).
+//   GRU RESET_BEFORE (n = G(gx_n + W_hn (r*h_prev) + b_hn)): two kernels per step.
+//         PHASE 3: dh as above (the sum runs over dG[t+1], whose n columns are zero); dn, dz;
+//         dG gets (0, dz, 0), dGx (., dz, dn), and binding 7 (dG_n, (T, B, H, 3)) (0, 0, dn);
+//         carry = dh*z. PHASE 4: d(r*h_prev) = sum_n dG_n[t, b, n] * W_hh[n, k] (the n
+//         columns); dr = d(r*h_prev)*h_prev*F'(r~) into dG and dGx; carry += r*d(r*h_prev).
 // where x~ is a saved pre-activation and every F', G' includes the gate clip's pass mask.
 // Activated values are recomputed from the saved pre-activations.
 // CPU twins: rnn_wgpu::cpu::{lstm_step_backward, gru_step_backward, rnn_step_backward}.
@@ -33,7 +38,8 @@
 //   4 read     dy     (T, B, H)         upstream gradient of y (read only when HAS_DY)
 //   5 write    dG     (T, B, H, G)      recurrent-side pre-activation grads: writes t, reads t+1
 //   6 write    dGx    (T, B, H, G)      GRU: input-side pre-activation grads (else unused)
-//   7 write    dc     (B, H)            LSTM: dc_n in, dc0 out (each thread owns its own)
+//   7 write    dc     (B, H)            LSTM: dc_n in, dc0 out (each thread owns its own);
+//                                       GRU RESET_BEFORE: dG_n (T, B, H, 3)
 //   8 write    carry  (B, H)            dh_n in; the direct part of dh_{t-1} out
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS;
 // lanes split batch rows and the reduction exactly as in rnn_step.wgsl.
@@ -56,6 +62,7 @@ override CELL_MAX: f32 = 0.0;
 override PEEPHOLE: bool = false;
 override INPUT_FORGET: bool = false;
 override PROJ: bool = false; // (the phases below carry the projection's structure)
+override RESET_BEFORE: bool = false;
 override PHASE: u32 = 0u; // 0: fused step; with projection 1: dh over the state, 2: the cell
 override ROWS: u32 = 1u;
 override KSPLIT: u32 = 1u;
@@ -148,8 +155,9 @@ fn main(
     let b0 = wg.y * bm;
     var acc: array<f32, 4>;
 
-    if (p.t + 1u < p.steps && PHASE != 2u) {
-        let next = (p.t + 1u) * B;
+    // Phase 4 reduces this step's dG_n; every other reducing phase the next step's dG.
+    if ((p.t + 1u < p.steps && PHASE != 2u) || PHASE == 4u) {
+        let next = select((p.t + 1u) * B, p.t * B, PHASE == 4u);
         for (var n0 = 0u; n0 < n_all; n0 += SLAB) {
             // W tile: 16 rows k x 32 columns n; consecutive threads walk n along a row.
             for (var e = li; e < TK * SLAB; e += 256u) {
@@ -167,7 +175,11 @@ fn main(
                 let nn = e % SLAB;
                 var v = 0.0;
                 if (b0 + r < B && n0 + nn < n_all) {
-                    v = dG[(next + b0 + r) * n_all + n0 + nn];
+                    if (PHASE == 4u) {
+                        v = dc[(next + b0 + r) * n_all + n0 + nn];
+                    } else {
+                        v = dG[(next + b0 + r) * n_all + n0 + nn];
+                    }
                 }
                 g_tile[r * SLAB + nn] = v;
             }
@@ -286,6 +298,29 @@ fn main(
             if (PHASE == 0u) {
                 carry[idx] = 0.0;
             }
+        } else if (CELL == GRU && PHASE == 3u) {
+            let pre_z = tape[at * 4u + 1u];
+            let pre_n = tape[at * 4u + 2u];
+            let z_g = act_f(pre_z);
+            let n_g = act_g(pre_n);
+            let dn = dh * (1.0 - z_g) * grad_g(pre_n);
+            let dz = dh * (c_all[at] - n_g) * grad_f(pre_z);
+            dGx[g_at + 1u] = dz;
+            dGx[g_at + 2u] = dn;
+            dG[g_at] = 0.0;
+            dG[g_at + 1u] = dz;
+            dG[g_at + 2u] = 0.0;
+            dc[g_at] = 0.0;
+            dc[g_at + 1u] = 0.0;
+            dc[g_at + 2u] = dn;
+            carry[idx] = dh * z_g;
+        } else if (CELL == GRU && PHASE == 4u) {
+            let pre_r = tape[at * 4u];
+            let d_rh = acc[r];
+            let dr = d_rh * c_all[at] * grad_f(pre_r);
+            dGx[g_at] = dr;
+            dG[g_at] = dr;
+            carry[idx] += act_f(pre_r) * d_rh;
         } else if (CELL == GRU) {
             let pre_r = tape[at * 4u];
             let pre_z = tape[at * 4u + 1u];

@@ -1,14 +1,14 @@
 //! GRU, the plain RNN and the LSTM variants on the GPU against the f64 CPU reference: forward
 //! and every gradient, on shapes that include B = 1, odd H and I, T = 1, every batch tiling of
-//! the step kernels, and a long sequence; and against onnxruntime's outputs.
+//! the step kernels, and a long sequence; and against PyTorch's and onnxruntime's outputs.
 
 mod common;
 
 use common::{assert_close, gpu::ctx, max_abs_diff, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{
-    Activation, Activations, CellKind, Context, Error, GpuTensor, Nonlinearity, Rnn, RnnConfig,
-    State, Weights,
+    Activation, Activations, CellKind, Context, GpuTensor, Nonlinearity, Rnn, RnnConfig, State,
+    Weights,
 };
 
 /// Forward: the same f32-rounding argument as tests/lstm_forward.rs (sums of K = I + H terms,
@@ -192,7 +192,15 @@ fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
     let Some(ctx) = common::gpu::own_ctx() else {
         return;
     };
-    for (cell, cfg) in configs(4, 10, true) {
+    let mut cells = configs(4, 10, true);
+    cells.push((
+        "gru reset-before",
+        RnnConfig::gru(4, 10)
+            .linear_before_reset(false)
+            .build()
+            .unwrap(),
+    ));
+    for (cell, cfg) in cells {
         let w = Weights::init(&cfg, 9);
         let (t, b) = (30, 3);
         let x = seeded(10, t * b * 4, 1.0);
@@ -313,6 +321,29 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
                 .unwrap(),
         ),
         (
+            "gru reset-before",
+            RnnConfig::gru(5, 12)
+                .linear_before_reset(false)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "gru reset-before HardSigmoid/Relu + gate_clip",
+            RnnConfig::gru(5, 12)
+                .linear_before_reset(false)
+                .activations(acts(
+                    HardSigmoid {
+                        alpha: 0.25,
+                        beta: 0.5,
+                    },
+                    Relu,
+                    Tanh,
+                ))
+                .gate_clip(1.1)
+                .build()
+                .unwrap(),
+        ),
+        (
             "rnn tanh gate_clip",
             RnnConfig::rnn(5, 12, Nonlinearity::Tanh)
                 .gate_clip(0.5)
@@ -347,15 +378,7 @@ fn gpu_matches_onnxruntime_fixtures() {
         let cfg = fx.config();
         let w = rnn_wgpu::onnx::import_layer(&cfg, &fx.w, &fx.r, fx.b.as_deref(), fx.p.as_deref())
             .unwrap();
-        let rnn = match Rnn::new(ctx, &cfg, &w) {
-            Ok(r) => r,
-            Err(Error::Unsupported(why)) => {
-                // Refused, never computed wrongly: GRU reset-before is CPU-only so far.
-                assert_eq!(cfg.gru_reset(), rnn_wgpu::GruReset::Before, "{case}: {why}");
-                continue;
-            }
-            Err(e) => panic!("{case}: {e}"),
-        };
+        let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
         let out = rnn
             .forward_host(
                 &fx.x,

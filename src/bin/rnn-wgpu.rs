@@ -1,7 +1,9 @@
 //! The benchmark harness:
-//! `cargo run --release [-- --suite quick|lite|deepbench] [--mode inference|train|both]`.
+//! `cargo run --release [-- --suite quick|lite|deepbench] [--cell lstm|gru|rnn|all]
+//! [--mode inference|train|both]`.
 //!
-//! Opens the best adapter and times each row of a suite: median of `--reps` passes, where an
+//! Rows are PyTorch's plain cells with `I = H`: `nn.LSTM`, `nn.GRU` and `nn.RNN` (relu; the
+//! "vanilla" rows of DeepBench). Opens the best adapter and times each row of a suite: median of `--reps` passes, where an
 //! inference pass is `forward` + `wait` and a train pass (one training step) is
 //! `forward_train` + `backward` (from a seeded `dy`) + `wait`. It checks one pass against the
 //! f64 CPU reference (inference: the outputs on `--check-rows` batch rows; train: every
@@ -24,20 +26,22 @@ use clap::Parser;
 use rnn_wgpu::{Context, Error};
 
 use measure::Settings;
-use report::{AdapterJson, I_EQUALS_H_NOTE, MAX_ERR_NOTE, Report, RowResult, Status};
-use suite::{Mode, ModeFilter, Row, SuiteName};
+use report::{AdapterJson, FLOPS_NOTE, I_EQUALS_H_NOTE, MAX_ERR_NOTE, Report, RowResult, Status};
+use suite::{CellFilter, Mode, ModeFilter, Row, SuiteName};
 
-/// Default `--tol`. Each pre-activation is an f32 dot product over I + H + 2 terms with
+/// Default `--tol`, for every cell. Each pre-activation is an f32 dot product over I + H + 2 terms with
 /// |x|, |h| <= 1 and |w| <= 1/sqrt(H), so its value is O(1) and its rounding error grows like
 /// sqrt(I + H) * 2^-24: about 1e-5 at H = 4096. sigmoid and tanh have slopes <= 1, c and h stay
 /// bounded by 1, and the recurrence does not amplify errors with weights this small; 1e-4
 /// leaves headroom for the adapter's `exp`/`tanh`, and a real bug (a wrong gate, a stale
-/// state) shows up as errors of 1e-2 or more.
+/// state) shows up as errors of 1e-2 or more. The same holds for the GRU (its `n` adds `r`
+/// times a second O(1) dot product, and `h' = (1-z)*n + z*h` is a convex mix) and the tanh
+/// RNN.
 const DEFAULT_TOL: f64 = 1e-4;
 
 /// Default `--train-tol`, on the scaled error: per gradient tensor, max |gpu - ref| divided by
 /// the reference's largest magnitude (gradients grow with T*B, so an absolute bound would
-/// have to grow too). Each gradient is an f32 sum: over 4H terms for dx and dh, over the T*B'
+/// have to grow too). Each gradient is an f32 sum: over G*H terms for dx and dh (G = 4, 3, 1), over the T*B'
 /// rows of the check problem for dW_ih, dW_hh and the biases, and BPTT carries every step's
 /// rounding into the previous one through W_hh (damped by f < 1). f32 summation error grows
 /// like sqrt(n) * 6e-8 of the summed magnitudes, so a few thousand terms give ~1e-6 to 1e-5 of
@@ -50,16 +54,20 @@ const DEFAULT_TRAIN_TOL: f64 = 1e-3;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Benchmark rnn-wgpu's LSTM forward (inference) and forward + backward (train) on \
-             the best wgpu adapter"
+    about = "Benchmark rnn-wgpu's LSTM, GRU and RNN forward (inference) and forward + \
+             backward (train) on the best wgpu adapter"
 )]
 struct Args {
     /// Rows to run (ignored when --rows is given).
     #[arg(long, value_enum, default_value_t = SuiteName::Quick)]
     suite: SuiteName,
-    /// Custom LSTM rows, `H,B,T[;H,B,T...]` (I = H), one per mode --mode selects.
+    /// Custom rows, `H,B,T[;H,B,T...]` (I = H): one per cell --cell selects and per mode
+    /// --mode selects.
     #[arg(long)]
     rows: Option<String>,
+    /// Which cells to run: LSTM, GRU, plain RNN (relu), or all.
+    #[arg(long, value_enum, default_value_t = CellFilter::All)]
+    cell: CellFilter,
     /// Which rows to run: forward only, forward + backward only, or both.
     #[arg(long, value_enum, default_value_t = ModeFilter::Both)]
     mode: ModeFilter,
@@ -76,7 +84,7 @@ struct Args {
     /// train: B' of a reduced problem, since weight gradients sum over all rows).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     check_rows: u32,
-    /// Inference rows: largest allowed |gpu - cpu| over y, h_n and c_n.
+    /// Inference rows: largest allowed |gpu - cpu| over y, h_n and (LSTM) c_n.
     #[arg(long, default_value_t = DEFAULT_TOL)]
     tol: f64,
     /// Train rows: largest allowed max |gpu - cpu| / max |cpu| of any gradient tensor.
@@ -100,19 +108,23 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let suite = match &args.rows {
-        Some(spec) => match suite::parse_rows(spec, args.mode.modes()) {
+        Some(spec) => match suite::parse_rows(spec, args.cell.cells(), args.mode.modes()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         },
-        None => suite::filter_modes(suite::suite(args.suite), args.mode),
+        None => suite::filter_modes(
+            suite::filter_cells(suite::suite(args.suite), args.cell),
+            args.mode,
+        ),
     };
     if suite.rows.is_empty() {
         eprintln!(
-            "error: suite {} has no {} rows",
+            "error: suite {} has no rows for --cell {} --mode {}",
             suite.name,
+            args.cell.as_str(),
             args.mode.as_str()
         );
         return ExitCode::from(2);
@@ -138,16 +150,22 @@ fn main() -> ExitCode {
         args.reps,
         args.warmup
     );
+    if let Some(about) = suite.about {
+        println!("{about}");
+    }
     if let Some(note) = &suite.left_out {
         println!("{note}");
     }
     println!();
 
     // A filtered run gets its own files, so it does not overwrite a full run's.
-    let stem = match args.mode {
-        ModeFilter::Both => format!("bench-results/{}", suite.name),
-        m => format!("bench-results/{}-{}", suite.name, m.as_str()),
-    };
+    let mut stem = format!("bench-results/{}", suite.name);
+    if args.cell != CellFilter::All {
+        stem = format!("{stem}-{}", args.cell.as_str());
+    }
+    if args.mode != ModeFilter::Both {
+        stem = format!("{stem}-{}", args.mode.as_str());
+    }
     let json_path = args
         .json
         .clone()
@@ -165,6 +183,7 @@ fn main() -> ExitCode {
     let mut report = Report {
         tool: format!("rnn-wgpu {}", env!("CARGO_PKG_VERSION")),
         suite: suite.name.clone(),
+        suite_about: suite.about,
         date,
         adapter: AdapterJson::new(info),
         reps: settings.reps,
@@ -172,8 +191,10 @@ fn main() -> ExitCode {
         tol: args.tol,
         train_tol: args.train_tol,
         mode: args.mode.as_str(),
+        cell: args.cell.as_str(),
         peak_gflops: args.peak_gflops,
         note: I_EQUALS_H_NOTE,
+        flops_note: FLOPS_NOTE,
         max_err_note: MAX_ERR_NOTE,
         left_out: suite.left_out.clone(),
         complete: false,
@@ -186,7 +207,7 @@ fn main() -> ExitCode {
         let tag = format!(
             "[{}/{n}] {} H={} B={} T={} {}",
             k + 1,
-            row.cell,
+            row.cell.as_str(),
             row.hidden,
             row.batch,
             row.steps,
@@ -206,16 +227,20 @@ fn main() -> ExitCode {
     println!();
     println!("{I_EQUALS_H_NOTE}.");
     println!(
-        "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
-         backward + wait); GFLOP/s: 8*B*H*(I+H)*T / ms, 3x that for train; vs CPU: f64 \
-         reference time (forward, or forward + backward; measured on --check-rows batch rows, \
-         scaled to B) / ms; subs: queue submissions per pass."
+        "cells: PyTorch nn.LSTM, nn.GRU (reset after), nn.RNN (relu; DeepBench's \"vanilla\", cuDNN RNN_RELU)."
     );
     println!(
-        "max err: inference: max |gpu - ref| over y, h_n, c_n (absolute, --tol {:e}); train: \
-         max over dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| \
-         (relative to each tensor's scale, --train-tol {:e}), on a B' = min(B, --check-rows) \
-         problem.",
+        "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
+         backward + wait); GFLOP/s: forward FLOPs / ms, 3x that for train, with forward FLOPs \
+         lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T; vs CPU: f64 reference time \
+         (forward, or forward + backward; measured on --check-rows batch rows, scaled to B) / \
+         ms; subs: queue submissions per pass."
+    );
+    println!(
+        "max err: inference: max |gpu - ref| over y, h_n, c_n (lstm only) (absolute, --tol \
+         {:e}); train: max over dx, dh0, dc0 (lstm only), dW_ih, dW_hh, db_ih, db_hh of max \
+         |gpu - ref| / max |ref| (relative to each tensor's scale, --train-tol {:e}), on a B' = \
+         min(B, --check-rows) problem.",
         args.tol, args.train_tol
     );
     println!("wrote {} and {}", json_path.display(), svg_path.display());
@@ -253,7 +278,7 @@ fn run_row(
         Mode::Train => args.train_tol,
     };
     let mut result = RowResult {
-        cell: row.cell.clone(),
+        cell: row.cell.as_str(),
         hidden: row.hidden,
         batch: row.batch,
         steps: row.steps,

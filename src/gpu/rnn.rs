@@ -119,12 +119,6 @@ impl Rnn {
                 cfg
             )));
         }
-        if cfg.gru_reset() != crate::config::GruReset::After {
-            return Err(Error::Unsupported(format!(
-                "the GPU path does not implement the GRU's reset-before form \
-                 (linear_before_reset = 0) yet: {cfg:?}"
-            )));
-        }
         weights.validate()?;
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let lim = binding_limit(ctx);
@@ -485,6 +479,18 @@ impl Rnn {
         let tape = save.map(|s| (s.pre, s.history));
         let projected = save.and_then(|s| s.projection).map(|p| p.0);
         let tape_states = save.and_then(|s| s.projection).map(|p| p.1);
+        // GRU reset-before: r * h_prev of every step, the second product's input.
+        let reset_before = self.cfg.gru_reset() == crate::config::GruReset::Before;
+        let rh_own;
+        let reset_products = match (reset_before, save.and_then(|s| s.reset_products)) {
+            (false, _) => None,
+            (true, Some(r)) => Some(r),
+            (true, None) => {
+                let hidden = self.cfg.hidden_size();
+                rh_own = GpuTensor::uninit(&self.ctx, "r*h", &[plan.steps, plan.batch, hidden])?;
+                Some(&rh_own)
+            }
+        };
         let ctx = &self.ctx;
         let (g, h, i) = (
             self.cfg.gate_count(),
@@ -558,21 +564,24 @@ impl Rnn {
             .collect();
         let params = UniformSlots::new(ctx, "rnn_step params", &params);
         let gx = GpuTensor::uninit(ctx, "gx", &[plan.chunk, b, g * h])?;
-        let step = RnnStep::new(
-            ctx,
-            &self.cfg,
-            b,
-            &StepBuffers {
-                params: &params,
-                gx: gx.buffer(),
-                w_hh: self.layer.w_hh.buffer(),
-                h_carry: h_carry.buffer(),
-                bias: self.layer.bias.as_ref().map(GpuTensor::buffer),
-                y: h_raw.unwrap_or(&out.y).buffer(),
-                c_state,
-                tape: tape.map(|(g, c)| (g.buffer(), c.buffer())),
-            },
-        )?;
+        let bufs = StepBuffers {
+            params: &params,
+            gx: gx.buffer(),
+            w_hh: self.layer.w_hh.buffer(),
+            h_carry: h_carry.buffer(),
+            bias: self.layer.bias.as_ref().map(GpuTensor::buffer),
+            y: h_raw.unwrap_or(&out.y).buffer(),
+            c_state: c_state.or(reset_products.map(GpuTensor::buffer)),
+            tape: tape.map(|(g, c)| (g.buffer(), c.buffer())),
+        };
+        // A GRU with the reset gate before the product needs two dispatches per step.
+        let steps = match reset_before {
+            false => vec![RnnStep::new(ctx, &self.cfg, b, 0, &bufs)?],
+            true => vec![
+                RnnStep::new(ctx, &self.cfg, b, 1, &bufs)?,
+                RnnStep::new(ctx, &self.cfg, b, 2, &bufs)?,
+            ],
+        };
 
         for t0 in (0..t_all).step_by(plan.chunk) {
             let tc = plan.chunk.min(t_all - t0);
@@ -601,7 +610,9 @@ impl Rnn {
                 },
             )?;
             for t in t0..t0 + tc {
-                step.record(&mut pass, params.offset(t));
+                for step in &steps {
+                    step.record(&mut pass, params.offset(t));
+                }
                 if let (Some(w_hr), Some(h_raw)) = (proj, h_raw) {
                     // h_t = W_hr h_raw_t, into slot t + 1 of the projected states.
                     gemm(
@@ -649,6 +660,8 @@ pub(crate) struct TapeBuffers<'a> {
     pub history: &'a GpuTensor,
     /// With a projection: `h_raw [T, B, H]` and the projected states `[T + 1, B, P]`.
     pub projection: Option<(&'a GpuTensor, &'a GpuTensor)>,
+    /// GRU reset-before: `r * h_prev` of every step, `[T, B, H]`.
+    pub reset_products: Option<&'a GpuTensor>,
 }
 
 /// `m [rows, cols]` row-major, transposed to `[cols, rows]`.

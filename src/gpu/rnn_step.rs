@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Activation, CellKind, RnnConfig};
+use crate::config::{Activation, CellKind, GruReset, RnnConfig};
 use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context};
 use crate::gpu::gemm::entry;
@@ -142,6 +142,7 @@ pub(crate) fn cell_constants(cfg: &RnnConfig) -> Vec<(&'static str, f64)> {
         ("PEEPHOLE", flag(cfg.peepholes())),
         ("INPUT_FORGET", flag(cfg.input_forget())),
         ("PROJ", flag(cfg.proj_size().is_some())),
+        ("RESET_BEFORE", flag(cfg.gru_reset() == GruReset::Before)),
     ]
 }
 
@@ -179,7 +180,8 @@ pub(crate) struct StepBuffers<'a> {
     pub bias: Option<&'a wgpu::Buffer>,
     /// `(T, B, H)` outputs.
     pub y: &'a wgpu::Buffer,
-    /// `(B, H)` LSTM cell state, updated in place; `None` for other cells.
+    /// `(B, H)` LSTM cell state, updated in place; GRU reset-before: `r * h_prev` `(T, B, H)`;
+    /// `None` for other cells.
     pub c_state: Option<&'a wgpu::Buffer>,
     /// Training only: `(T, B, H, S)` tape and `(T + 1, B, H)` LSTM c / GRU h history.
     pub tape: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
@@ -197,6 +199,7 @@ impl RnnStep {
         ctx: &Context,
         cfg: &RnnConfig,
         batch: usize,
+        phase: u32,
         bufs: &StepBuffers<'_>,
     ) -> Result<RnnStep> {
         let tiling = StepTiling::for_batch(batch, 16);
@@ -208,6 +211,7 @@ impl RnnStep {
             rows,
             ksplit,
             ("SAVE", bufs.tape.is_some() as u8 as f64),
+            ("FPHASE", phase as f64),
         ]);
         let pipeline = ctx.pipeline(Kernel::RnnStep, &constants);
         let unused_c = unused_storage(ctx, "rnn_step unused c");

@@ -11,7 +11,7 @@
 //! gradients. Gradients live in the packed layout of the parameters (see
 //! [`crate::gpu::pack`]); [`Grads::to_host`] unpacks them to PyTorch's.
 
-use crate::config::CellKind;
+use crate::config::{CellKind, GruReset};
 use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
@@ -48,6 +48,8 @@ pub struct Tape {
     /// With a projection: `h_raw [T, B, H]` (before `W_hr`) and the projected states
     /// `[h0; h_0 .. h_{T-1}]`, `[T + 1, B, P]`.
     projection: Option<(GpuTensor, GpuTensor)>,
+    /// GRU reset-before: `r * h_prev` of every step, `[T, B, H]` (what `W_hn` multiplies).
+    reset_products: Option<GpuTensor>,
 }
 
 impl Tape {
@@ -227,6 +229,10 @@ impl Rnn {
                 )),
                 None => None,
             },
+            reset_products: match self.cfg.gru_reset() {
+                GruReset::Before => Some(GpuTensor::uninit(ctx, "tape r*h", &[t, b, h])?),
+                GruReset::After => None,
+            },
         };
         ctx.scoped(|| {
             let mut enc = ctx
@@ -257,6 +263,7 @@ impl Rnn {
                     pre: &tape.gates,
                     history: &tape.c_all,
                     projection: tape.projection.as_ref().map(|(r, s)| (r, s)),
+                    reset_products: tape.reset_products.as_ref(),
                 }),
             )?;
             ctx.submit(enc.finish());
@@ -400,9 +407,25 @@ impl Rnn {
             // dh_raw = dh · W_hr (a GEMM), then the cell (phase 2, reading dh_raw as its dy).
             let dh_hist = GpuTensor::uninit(ctx, "dh history", &[t, b, st])?;
             let dh_raw = GpuTensor::uninit(ctx, "dh_raw", &[b, h])?;
-            let steps = match proj {
-                None => (RnnStepBackward::new(ctx, &self.cfg, b, 0, &bufs)?, None),
-                Some(_) => (
+            // A GRU with the reset gate before W_hn: phase 3 (dz, dn; dn into dG_n, which the
+            // dc binding carries), then phase 4 (dr through r * h_prev).
+            let d_gates_n = match tape.reset_products {
+                Some(_) => Some(GpuTensor::uninit(ctx, "dG_n", &[t, b, hg])?),
+                None => None,
+            };
+            let steps = match (proj, &d_gates_n) {
+                (None, Some(dgn)) => {
+                    let bufs = StepBackwardBuffers {
+                        dc: Some(dgn.buffer()),
+                        ..bufs
+                    };
+                    (
+                        RnnStepBackward::new(ctx, &self.cfg, b, 3, &bufs)?,
+                        Some(RnnStepBackward::new(ctx, &self.cfg, b, 4, &bufs)?),
+                    )
+                }
+                (None, None) => (RnnStepBackward::new(ctx, &self.cfg, b, 0, &bufs)?, None),
+                (Some(_), _) => (
                     RnnStepBackward::new(
                         ctx,
                         &self.cfg,
@@ -447,6 +470,9 @@ impl Rnn {
             });
             for s in (0..t).rev() {
                 steps.0.record(&mut pass, params.offset(s));
+                if let (Some(second), None) = (&steps.1, proj) {
+                    second.record(&mut pass, params.offset(s));
+                }
                 if let (Some(cell_step), Some((w_hr, _))) = (&steps.1, proj) {
                     // dh_raw = dh_t · W_hr, with W_hr^T stored (H, P).
                     gemm(
@@ -580,6 +606,24 @@ impl Rnn {
                     }
                 }
             }
+            // GRU reset-before: W_hn multiplied r * h_prev, not h_prev, and dG kept n's columns
+            // zero; they come from dG_n.
+            if let (Some(rh), Some(dgn)) = (&tape.reset_products, &d_gates_n) {
+                gemm(
+                    ctx,
+                    &mut pass,
+                    &Gemm {
+                        trans_a: true,
+                        accumulate: true,
+                        ..Gemm::new(
+                            rh.buffer(),
+                            dgn.buffer(),
+                            grads.params.w_hh.buffer(),
+                            (h, hg, t * b),
+                        )
+                    },
+                )?;
+            }
             // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n).
             if let Some(bias) = &grads.params.bias {
                 for (side, offset) in [(dgx, 0), (dg, hg)] {
@@ -593,6 +637,18 @@ impl Rnn {
                         accumulate,
                     )?;
                 }
+            }
+            // ... and d b_hn too (after the sums above, which may overwrite).
+            if let (Some(dgn), Some(bias)) = (&d_gates_n, &grads.params.bias) {
+                column_sum(
+                    ctx,
+                    &mut pass,
+                    dgn.buffer(),
+                    bias.buffer(),
+                    hg,
+                    (t * b, hg),
+                    true,
+                )?;
             }
             if let (Some(terms), Some(dp)) = (&peephole_terms, &grads.params.peephole) {
                 column_sum(

@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_wgpu::cpu::{RefWeights, lstm_backward, lstm_forward, to_f64};
-use rnn_wgpu::{Context, Error, GpuTensor, Grads, Result, Rnn, RnnConfig, Weights};
+use rnn_wgpu::cpu::{self, RefWeights, to_f64};
+use rnn_wgpu::{Context, Error, GpuTensor, Grads, Nonlinearity, Result, Rnn, RnnConfig, Weights};
 
-use crate::suite::Row;
+use crate::suite::{Cell, Row};
 
 /// How to time and check a row.
 pub struct Settings {
@@ -68,9 +68,17 @@ impl Check {
     }
 }
 
-/// Model config of a row: `I = H`, one layer, forward direction.
+/// Model config of a row: PyTorch's plain cell (`nn.LSTM`, `nn.GRU`, `nn.RNN` with relu, as DeepBench's "vanilla" = cuDNN RNN_RELU),
+/// `I = H`, one layer, forward direction, with biases.
 pub fn config(row: &Row) -> Result<RnnConfig> {
-    RnnConfig::lstm(row.hidden, row.hidden).build()
+    let h = row.hidden;
+    match row.cell {
+        Cell::Lstm => RnnConfig::lstm(h, h),
+        Cell::Gru => RnnConfig::gru(h, h),
+        // DeepBench's "vanilla" cell is cuDNN's CUDNN_RNN_RELU.
+        Cell::Rnn => RnnConfig::rnn(h, h, Nonlinearity::Relu),
+    }
+    .build()
 }
 
 /// `n` seeded values, uniform in ±1.
@@ -117,17 +125,14 @@ pub fn run_inference(
             progress(&format!("CPU reference on {rows} of {b} batch rows"));
             let y = out.y.download(ctx)?;
             let h_n = out.h_n.download(ctx)?;
-            let c_n = match &out.c_n {
-                Some(c) => c.download(ctx)?,
-                None => return Err(Error::Gpu("LSTM forward returned no c_n".into())),
-            };
+            let c_n = out.c_n.as_ref().map(|c| c.download(ctx)).transpose()?;
             Some(check_inference(
                 &cfg,
                 &weights,
                 row,
                 &x,
                 rows,
-                [&y, &h_n, &c_n],
+                (&y, &h_n, c_n.as_deref()),
             )?)
         }
     };
@@ -217,38 +222,54 @@ fn time_passes(
     Ok((samples_ms, ctx.submission_count() - before))
 }
 
-/// Run the f64 reference on the first `rows` batch rows of `x` and compare.
-/// `gpu` is `[y [T, B, H], h_n [1, B, H], c_n [1, B, H]]`.
+/// Run the f64 reference ([`cpu::forward`], any cell) on the first `rows` batch rows of `x`
+/// and compare. `gpu` is `(y [T, B, H], h_n [1, B, H], c_n [1, B, H])`, `c_n` for the LSTM
+/// only.
 fn check_inference(
     cfg: &RnnConfig,
     weights: &Weights,
     row: &Row,
     x: &[f32],
     rows: usize,
-    gpu: [&[f32]; 3],
+    gpu: (&[f32], &[f32], Option<&[f32]>),
 ) -> Result<Check> {
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     // Batch rows never interact, so rows 0..rows of x alone give rows 0..rows of every output.
     let x_sub = to_f64(&batch_rows(x, t, b, h, rows));
     let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
     let start = Instant::now();
-    let reference = lstm_forward(cfg, &ref_weights, &x_sub, None, None, t, rows)?;
+    let reference = cpu::forward(cfg, &ref_weights, &x_sub, None, None, t, rows)?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
 
-    let [y, h_n, c_n] = gpu;
+    let (y, h_n, c_n) = gpu;
     let mut max = MaxErr::default();
     max.add(
         "y",
         max_abs_diff(&batch_rows(y, t, b, h, rows), &reference.y),
     );
     max.add("h_n", max_abs_diff(&h_n[..rows * h], &reference.h_n));
-    max.add("c_n", max_abs_diff(&c_n[..rows * h], &reference.c_n));
+    match (c_n, &reference.c_n) {
+        (Some(got), Some(want)) => max.add("c_n", max_abs_diff(&got[..rows * h], want)),
+        (None, None) => {}
+        (got, _) => return Err(presence_mismatch(cfg, "c_n", got.is_some())),
+    }
     Ok(Check {
         rows,
         max_err: max.err,
         kind: ErrKind::Abs,
         worst: max.worst,
         cpu_ms,
+    })
+}
+
+/// The GPU returned an optional tensor (`c_n`, `dc0`) that the reference did not, or the
+/// reverse: a library bug, reported as a row error.
+fn presence_mismatch(cfg: &RnnConfig, name: &str, gpu_has_it: bool) -> Error {
+    let cell = cfg.cell().name();
+    Error::Gpu(if gpu_has_it {
+        format!("{cell}: the GPU returned {name}, the CPU reference has none")
+    } else {
+        format!("{cell}: the GPU returned no {name}, the CPU reference has one")
     })
 }
 
@@ -282,8 +303,8 @@ fn check_train(
     let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
     let (x64, dy64) = (to_f64(&x_sub), to_f64(&dy_sub));
     let start = Instant::now();
-    let fwd = lstm_forward(cfg, &ref_weights, &x64, None, None, t, rows)?;
-    let reference = lstm_backward(
+    let fwd = cpu::forward(cfg, &ref_weights, &x64, None, None, t, rows)?;
+    let reference = cpu::backward(
         cfg,
         &ref_weights,
         &x64,
@@ -301,9 +322,10 @@ fn check_train(
     let mut max = MaxErr::default();
     max.add("dx", scaled_diff(&gpu.dx, &reference.dx));
     max.add("dh0", scaled_diff(&gpu.dh0, &reference.dh0));
-    match &gpu.dc0 {
-        Some(dc0) => max.add("dc0", scaled_diff(dc0, &reference.dc0)),
-        None => return Err(Error::Gpu("LSTM backward returned no dc0".into())),
+    match (&gpu.dc0, &reference.dc0) {
+        (Some(got), Some(want)) => max.add("dc0", scaled_diff(got, want)),
+        (None, None) => {}
+        (got, _) => return Err(presence_mismatch(cfg, "dc0", got.is_some())),
     }
     let p = &gpu.params;
     max.add("dW_ih", scaled_diff(&p.weight_ih, &reference.d_weight_ih));
@@ -315,7 +337,12 @@ fn check_train(
     ] {
         match got {
             Some(g) => max.add(name, scaled_diff(g, want)),
-            None => return Err(Error::Gpu(format!("LSTM backward returned no {name}"))),
+            None => {
+                return Err(Error::Gpu(format!(
+                    "{} backward returned no {name}",
+                    cfg.cell().name()
+                )));
+            }
         }
     }
     Ok(Check {

@@ -10,7 +10,10 @@ use serde::Serialize;
 pub const I_EQUALS_H_NOTE: &str = "whole layer timed with I = H, input projection included; DeepBench times only the recurrent part";
 
 /// Printed under the table and stored in the JSON: what `max err` means per mode.
-pub const MAX_ERR_NOTE: &str = "max err: inference rows: max |gpu - ref| over y, h_n, c_n (absolute); train rows: max over dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's scale), on a B' = min(B, --check-rows) problem";
+pub const MAX_ERR_NOTE: &str = "max err: inference rows: max |gpu - ref| over y, h_n, c_n (c_n: lstm only) (absolute); train rows: max over dx, dh0, dc0 (lstm only), dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's scale), on a B' = min(B, --check-rows) problem; reference: the f64 CPU cell of the same kind";
+
+/// Printed under the table and stored in the JSON: the FLOP count of each cell.
+pub const FLOPS_NOTE: &str = "FLOPs of a forward pass, 2*G*B*H*(I+H)*T (DeepBench/cuDNN, element-wise work not counted): lstm (G=4) 8*B*H*(I+H)*T, gru (G=3) 6*B*H*(I+H)*T, rnn (G=1) 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x its forward";
 
 /// The adapter, as strings (wgpu's types are only serialisable behind a feature).
 #[derive(Debug, Serialize)]
@@ -46,7 +49,8 @@ pub enum Status {
 /// One row of the table and of the JSON file.
 #[derive(Debug, Serialize)]
 pub struct RowResult {
-    pub cell: String,
+    /// `lstm`, `gru` or `rnn` (PyTorch's `nn.RNN` with relu; DeepBench's "vanilla", cuDNN RNN_RELU).
+    pub cell: &'static str,
     pub hidden: usize,
     pub batch: usize,
     pub steps: usize,
@@ -55,8 +59,8 @@ pub struct RowResult {
     pub status: Status,
     /// Why a row was skipped or failed.
     pub note: Option<String>,
-    /// FLOPs of one pass (LSTM forward: `8*B*H*(I+H)*T`; a training step, forward +
-    /// backward: 3x that).
+    /// FLOPs of one pass (forward: `2*G*B*H*(I+H)*T`, i.e. LSTM `8*...`, GRU `6*...`, RNN
+    /// `2*...`; a training step, forward + backward: 3x that).
     pub flops: f64,
     /// Median wall time of one pass: `forward` + `wait`, or `forward_train` + `backward` +
     /// `wait`.
@@ -97,6 +101,8 @@ impl RowResult {
 pub struct Report {
     pub tool: String,
     pub suite: String,
+    /// What the suite selects, when that needs saying (`lite`).
+    pub suite_about: Option<&'static str>,
     pub date: String,
     pub adapter: AdapterJson,
     pub reps: usize,
@@ -107,8 +113,12 @@ pub struct Report {
     pub train_tol: f64,
     /// `--mode`.
     pub mode: &'static str,
+    /// `--cell`.
+    pub cell: &'static str,
     pub peak_gflops: Option<f64>,
     pub note: &'static str,
+    /// The FLOP count of each cell.
+    pub flops_note: &'static str,
     /// What `max err` means per mode.
     pub max_err_note: &'static str,
     pub left_out: Option<String>,
@@ -208,7 +218,7 @@ fn svg(report: &Report) -> String {
     const ROW_H: f64 = 22.0;
     const TOP: f64 = 56.0;
     let width = LABEL_W + BAR_W + 110.0;
-    let height = TOP + ROW_H * report.rows.len() as f64 + 46.0;
+    let height = TOP + ROW_H * report.rows.len() as f64 + 62.0;
     let best = report
         .rows
         .iter()
@@ -296,7 +306,12 @@ fn svg(report: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#555"><tspan fill="{INFERENCE_FILL}">&#9632;</tspan> inference: forward, 8*B*H*(I+H)*T FLOPs   <tspan fill="{TRAIN_FILL}">&#9632;</tspan> train: forward + backward, 3x forward FLOPs   <tspan fill="{FAIL_FILL}">&#9632;</tspan> above tolerance</text>"##,
+        r##"<text x="10" y="{}" fill="#555"><tspan fill="{INFERENCE_FILL}">&#9632;</tspan> inference: forward   <tspan fill="{TRAIN_FILL}">&#9632;</tspan> train: forward + backward, 3x forward FLOPs   <tspan fill="{FAIL_FILL}">&#9632;</tspan> above tolerance</text>"##,
+        height - 42.0,
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="{}" fill="#555">forward FLOPs 2*G*B*H*(I+H)*T: lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T</text>"##,
         height - 26.0,
     );
     let _ = writeln!(

@@ -1,30 +1,129 @@
 //! Benchmark rows: the DeepBench list, the `lite` and `quick` subsets, custom `--rows`, and
-//! the `--mode` filter.
+//! the `--cell` and `--mode` filters.
 
 /// DeepBench's RNN problem sizes; columns `suite,cell,hidden,batch,timesteps`.
 const DEEPBENCH_CSV: &str = include_str!("../../../benches/deepbench_rnn.csv");
 
-/// Cells the harness can run today.
-const IMPLEMENTED_CELLS: &[&str] = &["lstm"];
+/// The smoke suite, `(cell, mode, H, B, T)`: small enough for a software adapter (llvmpipe
+/// runs each in well under a second, the whole suite in about half a minute on 2 cores),
+/// covering B = 1, a long T and a wide B for the LSTM, and one inference and one training row
+/// for the GRU and the plain RNN. Training rows (forward + backward, about 3x the work of a
+/// forward) are the smallest problems.
+const QUICK_ROWS: &[(Cell, Mode, usize, usize, usize)] = &[
+    (Cell::Lstm, Mode::Inference, 64, 16, 25),
+    (Cell::Lstm, Mode::Inference, 128, 4, 50),
+    (Cell::Lstm, Mode::Inference, 256, 1, 150),
+    (Cell::Lstm, Mode::Inference, 256, 16, 25),
+    (Cell::Lstm, Mode::Train, 64, 16, 25),
+    (Cell::Lstm, Mode::Train, 128, 4, 50),
+    (Cell::Gru, Mode::Inference, 64, 16, 25),
+    (Cell::Gru, Mode::Train, 64, 16, 25),
+    (Cell::Rnn, Mode::Inference, 128, 16, 25),
+    (Cell::Rnn, Mode::Train, 128, 16, 25),
+];
 
-/// `(H, B, T)` of the smoke suite: small enough for a software adapter (llvmpipe runs each
-/// in well under a second), and covering B = 1, a long T and a wide B.
-const QUICK_ROWS: &[(usize, usize, usize)] =
-    &[(64, 16, 25), (128, 4, 50), (256, 1, 150), (256, 16, 25)];
+/// `lite`'s cap on a GRU or vanilla row: FLOPs of one pass (forward, 3x for train). It is
+/// about the size of lite's largest LSTM inference row (H=1536, B=4, T=50: 7.5 GFLOP).
+const LITE_MAX_FLOPS: f64 = 8e9;
 
-/// `(H, B, T)` of the smoke suite's training rows (forward + backward, about 3x the work of a
-/// forward): the two smallest inference rows, so the whole suite stays near half a minute on
-/// a 2-core llvmpipe.
-const QUICK_TRAIN_ROWS: &[(usize, usize, usize)] = &[(64, 16, 25), (128, 4, 50)];
+/// What `lite` keeps of DeepBench, printed under the suite line and stored in the JSON.
+pub const LITE_ABOUT: &str = "lite = DeepBench's LSTM inference rows and LSTM train rows with \
+     H <= 1024, plus its GRU and vanilla rows of at most 8 GFLOP a pass (about its largest LSTM \
+     inference row): gru inference H=512 T=1 (B=1,2,4) and H=1536 B=1 T=187, gru train H=512 \
+     B=32 T=1, vanilla device H=32 T=672 and H=64 T=96. The other GRU rows (T up to 1500, H \
+     up to 2816) and the vanilla train rows (H >= 1760, B up to 128) are far too slow for a \
+     software adapter";
+
+/// The recurrent cell of a row (ordered as in the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cell {
+    /// PyTorch `nn.LSTM`.
+    Lstm,
+    /// PyTorch `nn.GRU` (reset gate after the recurrent product).
+    Gru,
+    /// PyTorch `nn.RNN` with `relu` (DeepBench's "vanilla", cuDNN RNN_RELU).
+    Rnn,
+}
+
+impl Cell {
+    /// Every cell, in table order.
+    pub const ALL: [Cell; 3] = [Cell::Lstm, Cell::Gru, Cell::Rnn];
+
+    /// Gates per hidden unit, the `G` of the FLOP count `2*G*B*H*(I+H)*T`.
+    pub fn gate_count(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::Rnn => 1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+            Cell::Rnn => "rnn",
+        }
+    }
+
+    /// The cell of a `deepbench_rnn.csv` line (`vanilla` is the plain RNN).
+    fn from_deepbench(name: &str) -> Option<Cell> {
+        match name {
+            "lstm" => Some(Cell::Lstm),
+            "gru" => Some(Cell::Gru),
+            "vanilla" => Some(Cell::Rnn),
+            _ => None,
+        }
+    }
+}
+
+/// `--cell`: which cells to run (and which cells `--rows` creates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CellFilter {
+    /// LSTM rows only.
+    Lstm,
+    /// GRU rows only.
+    Gru,
+    /// Plain RNN (relu) rows only.
+    Rnn,
+    /// Every cell.
+    All,
+}
+
+impl CellFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellFilter::Lstm => "lstm",
+            CellFilter::Gru => "gru",
+            CellFilter::Rnn => "rnn",
+            CellFilter::All => "all",
+        }
+    }
+
+    /// The cells this filter keeps, in table order.
+    pub fn cells(self) -> &'static [Cell] {
+        match self {
+            CellFilter::Lstm => &[Cell::Lstm],
+            CellFilter::Gru => &[Cell::Gru],
+            CellFilter::Rnn => &[Cell::Rnn],
+            CellFilter::All => &Cell::ALL,
+        }
+    }
+
+    pub fn keeps(self, cell: Cell) -> bool {
+        self.cells().contains(&cell)
+    }
+}
 
 /// Which suite to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SuiteName {
-    /// A few small LSTM rows sized for a software adapter.
+    /// A few small LSTM, GRU and RNN rows sized for a software adapter.
     Quick,
-    /// DeepBench's LSTM inference rows plus its LSTM training rows with H <= 1024.
+    /// DeepBench's LSTM inference rows, GRU/vanilla inference rows with H <= 1024, and
+    /// training rows with H <= 1024 and T <= 150.
     Lite,
-    /// Every DeepBench LSTM row (inference, train and device).
+    /// Every DeepBench row (LSTM, GRU and vanilla; inference, train and device).
     Deepbench,
 }
 
@@ -38,8 +137,8 @@ impl SuiteName {
     }
 }
 
-/// What a row times: a forward pass, or forward plus backward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a row times: a forward pass, or forward plus backward (ordered as in the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
     Inference,
     Train,
@@ -91,29 +190,54 @@ impl ModeFilter {
 /// One benchmark problem. The input size is always `I = H`, as in DeepBench.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub cell: String,
+    pub cell: Cell,
     pub hidden: usize,
     pub batch: usize,
     pub steps: usize,
     pub mode: Mode,
 }
 
+impl Row {
+    /// FLOPs of one pass with `I = H`: forward `2*G*B*H*(I+H)*T` (as
+    /// `RnnConfig::forward_flops`), 3x that for a training step.
+    pub fn pass_flops(&self) -> f64 {
+        let (g, h, b, t) = (
+            self.cell.gate_count() as f64,
+            self.hidden as f64,
+            self.batch as f64,
+            self.steps as f64,
+        );
+        let passes = match self.mode {
+            Mode::Inference => 1.0,
+            Mode::Train => 3.0,
+        };
+        passes * 2.0 * g * b * h * (h + h) * t
+    }
+}
+
 /// A suite's rows plus a one-line account of what it left out.
 #[derive(Debug)]
 pub struct Suite {
     pub name: String,
+    /// What the suite selects, when that needs saying (`lite`).
+    pub about: Option<&'static str>,
     pub rows: Vec<Row>,
-    /// e.g. "skipped 87 gru/vanilla rows (cells not implemented yet)".
+    /// e.g. "2 duplicate row(s) timed once; 4 row(s) left out by --cell gru".
     pub left_out: Option<String>,
 }
 
-/// A row of `deepbench_rnn.csv`.
-struct CsvRow {
-    suite: String,
-    row: Row,
+impl Suite {
+    /// Append `note` to [`Suite::left_out`].
+    fn note(&mut self, note: String) {
+        self.left_out = Some(match self.left_out.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+    }
 }
 
-fn parse_deepbench() -> Vec<CsvRow> {
+/// Every line of `deepbench_rnn.csv`, in order, duplicates included.
+fn parse_deepbench() -> Vec<Row> {
     DEEPBENCH_CSV
         .lines()
         .map(str::trim)
@@ -126,85 +250,77 @@ fn parse_deepbench() -> Vec<CsvRow> {
                 s.parse()
                     .unwrap_or_else(|_| panic!("deepbench_rnn.csv: bad number in {line:?}"))
             };
-            CsvRow {
-                suite: f[0].to_string(),
-                row: Row {
-                    cell: f[1].to_string(),
-                    hidden: num(f[2]),
-                    batch: num(f[3]),
-                    steps: num(f[4]),
-                    // DeepBench's `device` rows are inference problems sized for phones.
-                    mode: if f[0] == "train" {
-                        Mode::Train
-                    } else {
-                        Mode::Inference
-                    },
+            let cell = Cell::from_deepbench(f[1])
+                .unwrap_or_else(|| panic!("deepbench_rnn.csv: unknown cell in {line:?}"));
+            Row {
+                cell,
+                hidden: num(f[2]),
+                batch: num(f[3]),
+                steps: num(f[4]),
+                // DeepBench's `device` rows are inference problems sized for phones.
+                mode: if f[0] == "train" {
+                    Mode::Train
+                } else {
+                    Mode::Inference
                 },
             }
         })
         .collect()
 }
 
-/// The rows of a named suite.
+/// Whether `lite` keeps a DeepBench row (see [`LITE_ABOUT`]).
+fn in_lite(r: &Row) -> bool {
+    match r.cell {
+        Cell::Lstm => r.mode == Mode::Inference || r.hidden <= 1024,
+        Cell::Gru | Cell::Rnn => r.pass_flops() <= LITE_MAX_FLOPS,
+    }
+}
+
+/// The rows of a named suite: LSTM rows first, then GRU, then RNN; for each cell its
+/// inference rows, then its train rows, each in the order of their source.
 pub fn suite(name: SuiteName) -> Suite {
+    let mut suite = Suite {
+        name: name.as_str().into(),
+        about: (name == SuiteName::Lite).then_some(LITE_ABOUT),
+        rows: Vec::new(),
+        left_out: None,
+    };
     if name == SuiteName::Quick {
-        let lstm = |mode: Mode| {
-            move |&(hidden, batch, steps): &(usize, usize, usize)| Row {
-                cell: "lstm".into(),
+        suite.rows = QUICK_ROWS
+            .iter()
+            .map(|&(cell, mode, hidden, batch, steps)| Row {
+                cell,
                 hidden,
                 batch,
                 steps,
                 mode,
-            }
-        };
-        let rows = QUICK_ROWS
-            .iter()
-            .map(lstm(Mode::Inference))
-            .chain(QUICK_TRAIN_ROWS.iter().map(lstm(Mode::Train)))
+            })
             .collect();
-        return Suite {
-            name: name.as_str().into(),
-            rows,
-            left_out: None,
-        };
+        return suite;
     }
-    let wanted = |r: &CsvRow| match name {
-        SuiteName::Deepbench => true,
-        SuiteName::Lite => r.suite == "inference" || (r.suite == "train" && r.row.hidden <= 1024),
-        SuiteName::Quick => unreachable!("handled above"),
-    };
-    let mut rows: Vec<Row> = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
+    let mut beyond_lite = 0;
     let mut duplicates = 0;
-    for r in parse_deepbench().into_iter().filter(wanted) {
-        if !IMPLEMENTED_CELLS.contains(&r.row.cell.as_str()) {
-            skipped.push(r.row.cell);
-        } else if rows.contains(&r.row) {
+    for r in parse_deepbench() {
+        if name == SuiteName::Lite && !in_lite(&r) {
+            beyond_lite += 1;
+        } else if suite.rows.contains(&r) {
             // DeepBench's `device` LSTM row repeats an inference row; time it once.
             duplicates += 1;
         } else {
-            rows.push(r.row);
+            suite.rows.push(r);
         }
     }
-    let mut notes = Vec::new();
-    if !skipped.is_empty() {
-        let mut cells = skipped.clone();
-        cells.sort();
-        cells.dedup();
-        notes.push(format!(
-            "skipped {} {} rows (cells not implemented yet)",
-            skipped.len(),
-            cells.join("/")
+    // A stable sort: each cell's inference rows, then its train rows, each in CSV order.
+    suite.rows.sort_by_key(|r| (r.cell, r.mode));
+    if beyond_lite > 0 {
+        suite.note(format!(
+            "{beyond_lite} DeepBench row(s) beyond lite's sizes left out"
         ));
     }
     if duplicates > 0 {
-        notes.push(format!("{duplicates} duplicate row(s) timed once"));
+        suite.note(format!("{duplicates} duplicate row(s) timed once"));
     }
-    Suite {
-        name: name.as_str().into(),
-        rows,
-        left_out: (!notes.is_empty()).then(|| notes.join("; ")),
-    }
+    suite
 }
 
 /// Keep only the rows `filter` selects, noting how many were dropped.
@@ -213,18 +329,32 @@ pub fn filter_modes(mut suite: Suite, filter: ModeFilter) -> Suite {
     suite.rows.retain(|r| filter.keeps(r.mode));
     let dropped = before - suite.rows.len();
     if dropped > 0 {
-        let note = format!("{dropped} row(s) left out by --mode {}", filter.as_str());
-        suite.left_out = Some(match suite.left_out.take() {
-            Some(n) => format!("{n}; {note}"),
-            None => note,
-        });
+        suite.note(format!(
+            "{dropped} row(s) left out by --mode {}",
+            filter.as_str()
+        ));
     }
     suite
 }
 
-/// Parse `--rows H,B,T[;H,B,T...]` into LSTM rows, one per mode in `modes` for each problem.
-pub fn parse_rows(spec: &str, modes: &[Mode]) -> Result<Suite, String> {
-    let mut rows = Vec::new();
+/// Keep only the cells `filter` selects, noting how many rows were dropped.
+pub fn filter_cells(mut suite: Suite, filter: CellFilter) -> Suite {
+    let before = suite.rows.len();
+    suite.rows.retain(|r| filter.keeps(r.cell));
+    let dropped = before - suite.rows.len();
+    if dropped > 0 {
+        suite.note(format!(
+            "{dropped} row(s) left out by --cell {}",
+            filter.as_str()
+        ));
+    }
+    suite
+}
+
+/// Parse `--rows H,B,T[;H,B,T...]`: for each problem, one row per cell in `cells` and per
+/// mode in `modes` (cell-major, inference first).
+pub fn parse_rows(spec: &str, cells: &[Cell], modes: &[Mode]) -> Result<Suite, String> {
+    let mut problems = Vec::new();
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let nums: Vec<usize> = part
             .split(',')
@@ -237,19 +367,26 @@ pub fn parse_rows(spec: &str, modes: &[Mode]) -> Result<Suite, String> {
         if hidden == 0 || batch == 0 || steps == 0 {
             return Err(format!("--rows: {part:?} has a zero size"));
         }
-        rows.extend(modes.iter().map(|&mode| Row {
-            cell: "lstm".into(),
-            hidden,
-            batch,
-            steps,
-            mode,
-        }));
+        problems.push((hidden, batch, steps));
     }
-    if rows.is_empty() {
+    if problems.is_empty() {
         return Err("--rows: no rows given".into());
+    }
+    let mut rows = Vec::new();
+    for &cell in cells {
+        for &(hidden, batch, steps) in &problems {
+            rows.extend(modes.iter().map(|&mode| Row {
+                cell,
+                hidden,
+                batch,
+                steps,
+                mode,
+            }));
+        }
     }
     Ok(Suite {
         name: "custom".into(),
+        about: None,
         rows,
         left_out: None,
     })
@@ -259,72 +396,184 @@ pub fn parse_rows(spec: &str, modes: &[Mode]) -> Result<Suite, String> {
 mod tests {
     use super::*;
 
+    fn count(s: &Suite, cell: Cell, mode: Mode) -> usize {
+        s.rows
+            .iter()
+            .filter(|r| r.cell == cell && r.mode == mode)
+            .count()
+    }
+
     #[test]
-    fn deepbench_has_every_lstm_row_once() {
+    fn deepbench_has_every_row_once() {
         let s = suite(SuiteName::Deepbench);
-        assert!(s.rows.iter().all(|r| r.cell == "lstm"));
-        let inference = s.rows.iter().filter(|r| r.mode == Mode::Inference).count();
-        let train = s.rows.iter().filter(|r| r.mode == Mode::Train).count();
-        assert_eq!((inference, train), (15, 22));
-    }
-
-    #[test]
-    fn lite_keeps_train_rows_up_to_1024() {
-        let s = suite(SuiteName::Lite);
-        assert!(
-            s.rows
-                .iter()
-                .all(|r| r.mode == Mode::Inference || r.hidden <= 1024)
+        assert_eq!(
+            (
+                count(&s, Cell::Lstm, Mode::Inference),
+                count(&s, Cell::Lstm, Mode::Train)
+            ),
+            (15, 22)
         );
-        assert!(s.rows.iter().any(|r| r.mode == Mode::Train));
+        assert_eq!(
+            (
+                count(&s, Cell::Gru, Mode::Inference),
+                count(&s, Cell::Gru, Mode::Train)
+            ),
+            (54, 19)
+        );
+        // The two `device` vanilla rows are inference rows.
+        assert_eq!(
+            (
+                count(&s, Cell::Rnn, Mode::Inference),
+                count(&s, Cell::Rnn, Mode::Train)
+            ),
+            (2, 12)
+        );
+        // The `device` LSTM row repeats an inference row.
+        assert!(s.left_out.unwrap().contains("1 duplicate"));
+        // Grouped by cell (LSTM first), then by mode (inference first).
+        let keys: Vec<(Cell, Mode)> = s.rows.iter().map(|r| (r.cell, r.mode)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys[0], (Cell::Lstm, Mode::Inference));
     }
 
     #[test]
-    fn lite_train_rows_are_deepbench_train_rows_up_to_1024() {
+    fn lite_keeps_small_gru_and_rnn_rows() {
+        let s = suite(SuiteName::Lite);
+        assert!(s.rows.iter().all(in_lite));
+        let small: Vec<(Cell, Mode, usize, usize, usize)> = s
+            .rows
+            .iter()
+            .filter(|r| r.cell != Cell::Lstm)
+            .map(|r| (r.cell, r.mode, r.hidden, r.batch, r.steps))
+            .collect();
+        // Exactly the rows LITE_ABOUT names, in CSV order.
+        let (gru, rnn, inf, train) = (Cell::Gru, Cell::Rnn, Mode::Inference, Mode::Train);
+        assert_eq!(
+            small,
+            [
+                (gru, inf, 1536, 1, 187),
+                (gru, inf, 512, 1, 1),
+                (gru, inf, 512, 2, 1),
+                (gru, inf, 512, 4, 1),
+                (gru, train, 512, 32, 1),
+                (rnn, inf, 32, 1, 672),
+                (rnn, inf, 64, 1, 96),
+            ]
+        );
+        assert!(s.about.is_some());
+        assert!(s.left_out.unwrap().contains("beyond lite"));
+    }
+
+    #[test]
+    fn pass_flops_match_the_library() {
+        for cell in Cell::ALL {
+            for mode in [Mode::Inference, Mode::Train] {
+                let row = Row {
+                    cell,
+                    hidden: 48,
+                    batch: 3,
+                    steps: 7,
+                    mode,
+                };
+                let cfg = crate::measure::config(&row).unwrap();
+                let passes = if mode == Mode::Train { 3.0 } else { 1.0 };
+                assert_eq!(row.pass_flops(), passes * cfg.forward_flops(3, 7));
+            }
+        }
+    }
+
+    #[test]
+    fn lite_lstm_rows_are_unchanged() {
+        // Every LSTM inference row, and the LSTM train rows with H <= 1024 (all have T <= 150).
         let lite = suite(SuiteName::Lite);
         let deep = suite(SuiteName::Deepbench);
-        let train = |s: &Suite, max_h: usize| -> Vec<Row> {
+        let pick = |s: &Suite, mode: Mode, max_h: usize| -> Vec<Row> {
             s.rows
                 .iter()
-                .filter(|r| r.mode == Mode::Train && r.hidden <= max_h)
+                .filter(|r| r.cell == Cell::Lstm && r.mode == mode && r.hidden <= max_h)
                 .cloned()
                 .collect()
         };
-        assert_eq!(train(&lite, usize::MAX), train(&deep, 1024));
-        assert_eq!(train(&lite, usize::MAX).len(), 11);
+        assert_eq!(
+            pick(&lite, Mode::Train, usize::MAX),
+            pick(&deep, Mode::Train, 1024)
+        );
+        assert_eq!(pick(&lite, Mode::Train, usize::MAX).len(), 11);
+        assert_eq!(
+            pick(&lite, Mode::Inference, usize::MAX),
+            pick(&deep, Mode::Inference, usize::MAX)
+        );
     }
 
     #[test]
-    fn quick_has_small_train_rows() {
+    fn quick_has_small_rows_of_every_cell() {
         let s = suite(SuiteName::Quick);
-        let train: Vec<_> = s.rows.iter().filter(|r| r.mode == Mode::Train).collect();
-        assert_eq!(train.len(), QUICK_TRAIN_ROWS.len());
-        assert!(train.iter().all(|r| r.hidden <= 128));
+        assert_eq!(s.rows.len(), QUICK_ROWS.len());
+        for cell in Cell::ALL {
+            assert!(count(&s, cell, Mode::Inference) >= 1, "{cell:?}");
+            assert!(count(&s, cell, Mode::Train) >= 1, "{cell:?}");
+        }
+        assert!(
+            s.rows
+                .iter()
+                .filter(|r| r.mode == Mode::Train)
+                .all(|r| r.hidden <= 128)
+        );
     }
 
     #[test]
     fn mode_filter_keeps_one_mode() {
         let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Train);
         assert!(s.rows.iter().all(|r| r.mode == Mode::Train));
-        assert_eq!(s.rows.len(), QUICK_TRAIN_ROWS.len());
+        assert_eq!(s.rows.len(), 4);
         assert!(s.left_out.unwrap().contains("--mode train"));
         let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Both);
-        assert_eq!(s.rows.len(), QUICK_ROWS.len() + QUICK_TRAIN_ROWS.len());
+        assert_eq!(s.rows.len(), QUICK_ROWS.len());
         assert!(s.left_out.is_none());
     }
 
     #[test]
+    fn cell_filter_keeps_one_cell() {
+        let s = filter_cells(suite(SuiteName::Quick), CellFilter::Gru);
+        assert!(s.rows.iter().all(|r| r.cell == Cell::Gru));
+        assert_eq!(s.rows.len(), 2);
+        assert!(s.left_out.unwrap().contains("--cell gru"));
+        let s = filter_cells(suite(SuiteName::Quick), CellFilter::All);
+        assert_eq!(s.rows.len(), QUICK_ROWS.len());
+        assert!(s.left_out.is_none());
+        let s = filter_modes(
+            filter_cells(suite(SuiteName::Quick), CellFilter::Rnn),
+            ModeFilter::Inference,
+        );
+        assert_eq!(s.rows.len(), 1);
+        let note = s.left_out.unwrap();
+        assert!(note.contains("--cell rnn") && note.contains("--mode inference"));
+    }
+
+    #[test]
     fn custom_rows_parse() {
-        let s = parse_rows("64,2,3; 8,1,1", ModeFilter::Inference.modes()).unwrap();
+        let lstm = CellFilter::Lstm.cells();
+        let s = parse_rows("64,2,3; 8,1,1", lstm, ModeFilter::Inference.modes()).unwrap();
         assert_eq!(s.rows.len(), 2);
         assert_eq!(
-            (s.rows[0].hidden, s.rows[0].batch, s.rows[0].steps),
-            (64, 2, 3)
+            (
+                s.rows[0].cell,
+                s.rows[0].hidden,
+                s.rows[0].batch,
+                s.rows[0].steps
+            ),
+            (Cell::Lstm, 64, 2, 3)
         );
-        let both = parse_rows("64,2,3", ModeFilter::Both.modes()).unwrap();
+        let both = parse_rows("64,2,3", lstm, ModeFilter::Both.modes()).unwrap();
         let modes: Vec<Mode> = both.rows.iter().map(|r| r.mode).collect();
         assert_eq!(modes, [Mode::Inference, Mode::Train]);
-        assert!(parse_rows("64,2", &[Mode::Inference]).is_err());
-        assert!(parse_rows("64,0,3", &[Mode::Inference]).is_err());
+        let all = parse_rows("64,2,3", CellFilter::All.cells(), &[Mode::Train]).unwrap();
+        let cells: Vec<Cell> = all.rows.iter().map(|r| r.cell).collect();
+        assert_eq!(cells, Cell::ALL);
+        assert!(parse_rows("64,2", lstm, &[Mode::Inference]).is_err());
+        assert!(parse_rows("64,0,3", lstm, &[Mode::Inference]).is_err());
+        assert!(parse_rows(" ; ", lstm, &[Mode::Inference]).is_err());
     }
 }

@@ -224,7 +224,7 @@ fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
 fn variants() -> Vec<(&'static str, RnnConfig)> {
     let acts = |gate, cell, hidden| Activations { gate, cell, hidden };
     use Activation::*;
-    let lstm = || RnnConfig::lstm(5, 12);
+    let lstm = || RnnConfig::lstm(5, 13);
     vec![
         ("lstm peepholes", lstm().peepholes(true).build().unwrap()),
         (
@@ -293,7 +293,7 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
         ),
         (
             "gru Softplus + gate_clip",
-            RnnConfig::gru(5, 12)
+            RnnConfig::gru(7, 13)
                 .activations(acts(Sigmoid, Softplus, Tanh))
                 .gate_clip(1.5)
                 .build()
@@ -301,7 +301,7 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
         ),
         (
             "gru HardSigmoid/Relu",
-            RnnConfig::gru(5, 12)
+            RnnConfig::gru(7, 13)
                 .activations(acts(
                     HardSigmoid {
                         alpha: 0.25,
@@ -315,21 +315,21 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
         ),
         (
             "rnn ThresholdedRelu",
-            RnnConfig::rnn(5, 12, Nonlinearity::Tanh)
+            RnnConfig::rnn(7, 13, Nonlinearity::Tanh)
                 .activations(acts(Sigmoid, ThresholdedRelu { alpha: 0.05 }, Tanh))
                 .build()
                 .unwrap(),
         ),
         (
             "gru reset-before",
-            RnnConfig::gru(5, 12)
+            RnnConfig::gru(7, 13)
                 .linear_before_reset(false)
                 .build()
                 .unwrap(),
         ),
         (
             "gru reset-before HardSigmoid/Relu + gate_clip",
-            RnnConfig::gru(5, 12)
+            RnnConfig::gru(7, 13)
                 .linear_before_reset(false)
                 .activations(acts(
                     HardSigmoid {
@@ -345,7 +345,7 @@ fn variants() -> Vec<(&'static str, RnnConfig)> {
         ),
         (
             "rnn tanh gate_clip",
-            RnnConfig::rnn(5, 12, Nonlinearity::Tanh)
+            RnnConfig::rnn(7, 13, Nonlinearity::Tanh)
                 .gate_clip(0.5)
                 .build()
                 .unwrap(),

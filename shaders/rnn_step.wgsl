@@ -19,7 +19,7 @@
 //       binding 5, the host's GEMM then writes h = W_hr h_raw (P wide), and the recurrent
 //       input is that projected h: K = P (p.state) instead of H
 // F, Gc, Hc are the gate, cell and hidden activations (ONNX f, g, h; `activate` kinds with
-// their alpha/beta), applied after the optional gate clip (every pre-activation clamped to
+// their alpha/beta; see shaders/common/cell.wgsl), applied after the optional gate clip (every pre-activation clamped to
 // [-GATE_CLIP, GATE_CLIP] when GATE_CLIP > 0).
 //
 // h_prev is y[t_global - 1] except at the first step of a time chunk, where it is h_carry
@@ -50,33 +50,11 @@
 // k of each slab (k = s, s + KSPLIT, ...); the KSPLIT partial sums are then added in a fixed
 // order in workgroup memory. Every thread has work even at B = 1.
 
-override CELL: u32 = 0u;    // 0 LSTM, 1 GRU, 2 RNN
-override G: u32 = 4u;       // gates per unit: 4, 3, 1
-override ACT_F: u32 = 0u;   // gate activation kind (see `activate`) and its alpha, beta
-override ALPHA_F: f32 = 0.0;
-override BETA_F: f32 = 0.0;
-override ACT_G: u32 = 1u;   // cell activation
-override ALPHA_G: f32 = 0.0;
-override BETA_G: f32 = 0.0;
-override ACT_H: u32 = 1u;   // hidden activation (LSTM)
-override ALPHA_H: f32 = 0.0;
-override BETA_H: f32 = 0.0;
-override GATE_CLIP: f32 = 0.0; // 0: no gate clip
-override CELL_CLIP: bool = false;
-override CELL_MIN: f32 = 0.0;
-override CELL_MAX: f32 = 0.0;
-override PEEPHOLE: bool = false;
-override INPUT_FORGET: bool = false;
-override PROJ: bool = false;
-override RESET_BEFORE: bool = false;
 override FPHASE: u32 = 0u; // GRU RESET_BEFORE: 1 (r, z) or 2 (n, h); else 0
 override HAS_BIAS: bool = true;
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
 override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
 override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
-
-const LSTM: u32 = 0u;
-const GRU: u32 = 1u;
 
 struct StepParams {
     batch: u32,
@@ -106,25 +84,6 @@ const MAX_BM: u32 = 64u;
 var<workgroup> w_tile: array<f32, 1024>;      // [BK][TJ * G]
 var<workgroup> h_tile: array<f32, 1024>;      // [BK][BM]
 var<workgroup> partial: array<vec4<f32>, 256>; // [16 lanes][TJ], KSPLIT > 1 only
-
-fn clip_pre(x: f32) -> f32 {
-    if (GATE_CLIP > 0.0) {
-        return clamp(x, -GATE_CLIP, GATE_CLIP);
-    }
-    return x;
-}
-
-fn act_f(x: f32) -> f32 {
-    return activate(ACT_F, clip_pre(x), ALPHA_F, BETA_F);
-}
-
-fn act_g(x: f32) -> f32 {
-    return activate(ACT_G, clip_pre(x), ALPHA_G, BETA_G);
-}
-
-fn act_h(x: f32) -> f32 {
-    return activate(ACT_H, x, ALPHA_H, BETA_H);
-}
 
 // The vector the recurrent product runs over: h_prev, or r*h_prev in FPHASE 2.
 fn gemm_input(b: u32, k: u32) -> f32 {

@@ -44,32 +44,10 @@
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS;
 // lanes split batch rows and the reduction exactly as in rnn_step.wgsl.
 
-override CELL: u32 = 0u;    // 0 LSTM, 1 GRU, 2 RNN
-override G: u32 = 4u;
-override ACT_F: u32 = 0u;
-override ALPHA_F: f32 = 0.0;
-override BETA_F: f32 = 0.0;
-override ACT_G: u32 = 1u;
-override ALPHA_G: f32 = 0.0;
-override BETA_G: f32 = 0.0;
-override ACT_H: u32 = 1u;
-override ALPHA_H: f32 = 0.0;
-override BETA_H: f32 = 0.0;
-override GATE_CLIP: f32 = 0.0;
-override CELL_CLIP: bool = false;
-override CELL_MIN: f32 = 0.0;
-override CELL_MAX: f32 = 0.0;
-override PEEPHOLE: bool = false;
-override INPUT_FORGET: bool = false;
-override PROJ: bool = false; // (the phases below carry the projection's structure)
-override RESET_BEFORE: bool = false;
 override PHASE: u32 = 0u; // 0: fused step; with projection 1: dh over the state, 2: the cell
 override ROWS: u32 = 1u;
 override KSPLIT: u32 = 1u;
 override HAS_DY: bool = true;
-
-const LSTM: u32 = 0u;
-const GRU: u32 = 1u;
 
 struct StepBackParams {
     batch: u32,
@@ -99,42 +77,6 @@ const MAX_BM: u32 = 64u;
 var<workgroup> w_tile: array<f32, 512>;   // [TK][SLAB]
 var<workgroup> g_tile: array<f32, 2048>;  // [BM][SLAB]
 var<workgroup> partial: array<f32, 256>;  // [16 lanes][TK], KSPLIT > 1 only
-
-fn clip_pre(x: f32) -> f32 {
-    if (GATE_CLIP > 0.0) {
-        return clamp(x, -GATE_CLIP, GATE_CLIP);
-    }
-    return x;
-}
-
-// d clip(x) / dx: the bounds count as inside (torch.clamp's convention, as the CPU reference).
-fn clip_pass(x: f32) -> f32 {
-    return select(1.0, 0.0, GATE_CLIP > 0.0 && (x < -GATE_CLIP || x > GATE_CLIP));
-}
-
-fn act_f(x: f32) -> f32 {
-    return activate(ACT_F, clip_pre(x), ALPHA_F, BETA_F);
-}
-
-fn act_g(x: f32) -> f32 {
-    return activate(ACT_G, clip_pre(x), ALPHA_G, BETA_G);
-}
-
-// d act(clip(x)) / dx for the gate and cell roles.
-fn grad_f(x: f32) -> f32 {
-    return activate_grad(ACT_F, clip_pre(x), ALPHA_F, BETA_F) * clip_pass(x);
-}
-
-fn grad_g(x: f32) -> f32 {
-    return activate_grad(ACT_G, clip_pre(x), ALPHA_G, BETA_G) * clip_pass(x);
-}
-
-fn cell_clip(c: f32) -> f32 {
-    if (CELL_CLIP) {
-        return clamp(c, CELL_MIN, CELL_MAX);
-    }
-    return c;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(

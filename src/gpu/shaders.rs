@@ -1,4 +1,5 @@
-//! WGSL sources, composed once: every kernel gets `shaders/common/` prepended.
+//! WGSL sources, composed once: every kernel gets `shaders/common/activations.wgsl`
+//! prepended, and the two step kernels `shaders/common/cell.wgsl` too.
 
 /// How a kernel binds each slot of group 0, in binding order
 /// (uniforms, then read-only inputs, then outputs).
@@ -11,6 +12,7 @@ pub(crate) enum Binding {
 }
 
 const ACTIVATIONS: &str = include_str!("../../shaders/common/activations.wgsl");
+const CELL: &str = include_str!("../../shaders/common/cell.wgsl");
 const GRAD_CLIP: &str = include_str!("../../shaders/clip.wgsl");
 const OPTIMIZER_STEP: &str = include_str!("../../shaders/optim.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
@@ -57,7 +59,11 @@ impl Kernel {
             Kernel::RnnStepBackward => RNN_STEP_BACKWARD,
             Kernel::ColumnSum => COLUMN_SUM,
         };
-        format!("{ACTIVATIONS}\n{body}")
+        match self {
+            // The step kernels share the cell description (its constants and helpers).
+            Kernel::RnnStep | Kernel::RnnStepBackward => format!("{ACTIVATIONS}\n{CELL}\n{body}"),
+            _ => format!("{ACTIVATIONS}\n{body}"),
+        }
     }
 
     pub(crate) fn bindings(self) -> &'static [Binding] {

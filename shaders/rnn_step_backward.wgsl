@@ -44,7 +44,7 @@
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS;
 // lanes split batch rows and the reduction exactly as in rnn_step.wgsl.
 
-override PHASE: u32 = 0u; // 0: fused step; with projection 1: dh over the state, 2: the cell
+override PHASE: u32 = 0u; // 0 fused; projection: 1 dh over the state, 2 the cell; GRU reset-before: 3, 4
 override ROWS: u32 = 1u;
 override KSPLIT: u32 = 1u;
 override HAS_DY: bool = true;

@@ -119,6 +119,18 @@ impl Rnn {
                 cfg
             )));
         }
+        if cfg.num_layers() != 1
+            || cfg.direction() != crate::config::Direction::Forward
+            || cfg.layout() != crate::config::Layout::SeqMajor
+        {
+            return Err(Error::Unsupported(format!(
+                "the GPU path runs one forward layer in seq-major layout so far, not {} \
+                 layers, {:?}, {:?}",
+                cfg.num_layers(),
+                cfg.direction(),
+                cfg.layout()
+            )));
+        }
         weights.validate()?;
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let lim = binding_limit(ctx);

@@ -158,6 +158,109 @@ def sort_metadata(path):
         f.write(len(text).to_bytes(8, "little") + text + raw[8 + n :])
 
 
+# Topologies: several layers, bidirectional, variable lengths (packed), batch-first.
+# file stem: (cell, options, input_size, hidden_size, batch, steps, num_layers, bidirectional,
+# batch_first, lengths or None, seed). Options: {"proj_size": P} for lstm. Dropout is 0.
+# Lengths are in no particular order (PyTorch `enforce_sorted=False`) and include one full
+# length, so `pad_packed_sequence(total_length=T)` gives back the padded shape.
+# They go to tests/fixtures/topology/ (read by tests/cpu_topology.rs), apart from the
+# single-layer files that tests/cpu_parity.rs enumerates.
+TOPOLOGY_DIR = os.path.join(OUT_DIR, "topology")
+TOPOLOGY_CASES = {
+    "lstm_l2_bi": ("lstm", {}, 5, 6, 3, 5, 2, True, False, None, 51),
+    "gru_l2_bi": ("gru", {}, 5, 6, 3, 5, 2, True, False, None, 52),
+    "lstm_l2_bi_packed": ("lstm", {}, 4, 5, 4, 6, 2, True, False, [3, 6, 1, 4], 53),
+    "gru_l2_bi_packed": ("gru", {}, 4, 5, 4, 6, 2, True, False, [2, 5, 6, 3], 54),
+    "lstm_l2_bi_packed_bf": ("lstm", {}, 3, 5, 4, 6, 2, True, True, [4, 1, 6, 2], 55),
+    "gru_l2_bi_packed_bf": ("gru", {}, 3, 5, 4, 6, 2, True, True, [6, 3, 5, 1], 56),
+    "lstm_proj_l2_bi": ("lstm", {"proj_size": 3}, 5, 7, 3, 5, 2, True, False, None, 57),
+    "lstm_proj_l2_bi_packed_bf": ("lstm", {"proj_size": 2}, 4, 5, 3, 5, 2, True, True,
+                                  [2, 5, 3], 58),
+}
+
+
+def make_topology_case(stem, cell, options, input_size, hidden_size, batch, steps, num_layers,
+                       bidirectional, batch_first, lengths, seed):
+    """One multi-layer case. Tensors as `make_case`, except:
+
+    x, dy and y are [B, T, F] when batch_first, else [T, B, F], with F = I for x and
+    dirs * S for dy and y; h0, dh_n, h_n are [layers * dirs, B, S] and c0, dc_n, c_n
+    [layers * dirs, B, H] (PyTorch's order: l0, l0_reverse, l1, ...). With lengths the module
+    runs on pack_padded_sequence(x, lengths, enforce_sorted=False) and y is
+    pad_packed_sequence(..., total_length=T): exactly zero past each sequence's end, where dy
+    gets no gradient.
+    Metadata adds num_layers, bidirectional, batch_first, and lengths (a JSON list) if any.
+    """
+    torch.manual_seed(seed)
+    dirs = 2 if bidirectional else 1
+    kwargs = dict(bias=True, num_layers=num_layers, bidirectional=bidirectional,
+                  batch_first=batch_first, dropout=0.0, **options)
+    module32 = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(input_size, hidden_size,
+                                                                   **kwargs)
+    params32 = {k: v.detach().clone().contiguous() for k, v in module32.state_dict().items()}
+    has_c = cell == "lstm"
+    state_size = options.get("proj_size") or hidden_size
+    seq = (batch, steps) if batch_first else (steps, batch)
+    states = num_layers * dirs
+
+    x = torch.randn(*seq, input_size, dtype=torch.float32)
+    h0 = torch.randn(states, batch, state_size, dtype=torch.float32)
+    c0 = torch.randn(states, batch, hidden_size, dtype=torch.float32) if has_c else None
+    dy = torch.randn(*seq, dirs * state_size, dtype=torch.float32)
+    dh_n = torch.randn(states, batch, state_size, dtype=torch.float32)
+    dc_n = torch.randn(states, batch, hidden_size, dtype=torch.float32) if has_c else None
+
+    module = module32.double()
+    x64 = x.double().requires_grad_(True)
+    h064 = h0.double().requires_grad_(True)
+    c064 = c0.double().requires_grad_(True) if has_c else None
+    inp = x64
+    if lengths is not None:
+        inp = torch.nn.utils.rnn.pack_padded_sequence(
+            x64, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False)
+    state = (h064, c064) if has_c else h064
+    out, final = module(inp, state)
+    if lengths is not None:
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=batch_first, total_length=steps)
+    y = out
+    h_n, c_n = final if has_c else (final, None)
+    loss = (y * dy.double()).sum() + (h_n * dh_n.double()).sum()
+    if has_c:
+        loss = loss + (c_n * dc_n.double()).sum()
+    loss.backward()
+
+    tensors = dict(params32)
+    tensors.update({"x": x, "h0": h0, "dy": dy, "dh_n": dh_n})
+    tensors.update({"y": y.detach(), "h_n": h_n.detach()})
+    tensors.update({"grad.x": x64.grad, "grad.h0": h064.grad})
+    if has_c:
+        tensors.update({"c0": c0, "dc_n": dc_n, "c_n": c_n.detach(), "grad.c0": c064.grad})
+    for pname, p in module.named_parameters():
+        tensors["grad." + pname] = p.grad
+    tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+
+    metadata = {
+        "cell": cell,
+        "input_size": str(input_size),
+        "hidden_size": str(hidden_size),
+        "batch": str(batch),
+        "steps": str(steps),
+        "bias": "true",
+        "num_layers": str(num_layers),
+        "bidirectional": "true" if bidirectional else "false",
+        "batch_first": "true" if batch_first else "false",
+        "torch_version": torch.__version__,
+    }
+    metadata.update({k: str(v) for k, v in options.items()})
+    if lengths is not None:
+        metadata["lengths"] = json.dumps(lengths)
+    path = os.path.join(TOPOLOGY_DIR, f"{stem}.safetensors")
+    save_file(tensors, path, metadata=metadata)
+    sort_metadata(path)
+    print(f"{path}: {len(tensors)} tensors, {os.path.getsize(path)} bytes")
+
+
 def main():
     torch.set_num_threads(1)
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -166,6 +269,9 @@ def main():
                   cell_metadata=False)
     for stem, spec in CELL_CASES.items():
         make_case(stem, *spec)
+    os.makedirs(TOPOLOGY_DIR, exist_ok=True)
+    for stem, spec in TOPOLOGY_CASES.items():
+        make_topology_case(stem, *spec)
 
 
 if __name__ == "__main__":

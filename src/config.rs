@@ -218,6 +218,9 @@ pub enum Direction {
     /// t = 0 .. T-1.
     #[default]
     Forward,
+    /// t = T-1 .. 0 (ONNX `direction = "reverse"`); with per-sequence lengths each sequence
+    /// starts at its own last valid step. Its weights carry the forward names (`_l{k}`).
+    Reverse,
     /// Both directions, outputs concatenated on the feature axis (PyTorch `bidirectional=True`).
     Bidirectional,
 }
@@ -250,6 +253,7 @@ pub struct RnnConfig {
     input_forget: bool,
     gate_clip: Option<f32>,
     cell_clip: Option<(f32, f32)>,
+    dropout: f32,
 }
 
 impl RnnConfig {
@@ -295,6 +299,7 @@ impl RnnConfig {
                 input_forget: false,
                 gate_clip: None,
                 cell_clip: None,
+                dropout: 0.0,
             },
         }
     }
@@ -359,6 +364,11 @@ impl RnnConfig {
     pub fn cell_clip(&self) -> Option<(f32, f32)> {
         self.cell_clip
     }
+    /// Dropout probability on the outputs of every layer but the last, in training only
+    /// (PyTorch `dropout`); `0.0` (the default) means none.
+    pub fn dropout(&self) -> f32 {
+        self.dropout
+    }
     /// Whether this is exactly PyTorch's default cell of its kind (no variant, default
     /// activations): the configurations the GPU path implements so far.
     pub fn is_plain(&self) -> bool {
@@ -384,7 +394,7 @@ impl RnnConfig {
     /// Directions per layer (1 or 2).
     pub fn num_directions(&self) -> usize {
         match self.direction {
-            Direction::Forward => 1,
+            Direction::Forward | Direction::Reverse => 1,
             Direction::Bidirectional => 2,
         }
     }
@@ -399,6 +409,21 @@ impl RnnConfig {
     /// Features of `y`: `state_size * directions` (`H`, or `P` with a projection).
     pub fn output_size(&self) -> usize {
         self.state_size() * self.num_directions()
+    }
+
+    /// The configuration one layer-direction of this model sees: layer `layer`'s input size,
+    /// one layer, direction [`Direction::Forward`], seq-major, no dropout. The per-layer CPU
+    /// reference ([`crate::cpu::forward`]) runs on it; the stack reference supplies the time
+    /// order and the layout.
+    pub(crate) fn layer_config(&self, layer: usize) -> RnnConfig {
+        RnnConfig {
+            input_size: self.layer_input_size(layer),
+            num_layers: 1,
+            direction: Direction::Forward,
+            layout: Layout::SeqMajor,
+            dropout: 0.0,
+            ..self.clone()
+        }
     }
 
     /// Forward FLOPs for `T` steps at batch `B`, the convention of DeepBench and cuDNN:
@@ -441,6 +466,12 @@ impl RnnConfigBuilder {
     /// Layout of `x` and `y` (default seq-major).
     pub fn layout(mut self, layout: Layout) -> Self {
         self.cfg.layout = layout;
+        self
+    }
+    /// Dropout probability between layers, in training only (PyTorch `dropout`; default 0).
+    /// Must lie in `[0, 1)`.
+    pub fn dropout(mut self, p: f32) -> Self {
+        self.cfg.dropout = p;
         self
     }
     /// GRU only: ONNX `linear_before_reset` (`true`, the default, is PyTorch's form).
@@ -486,8 +517,8 @@ impl RnnConfigBuilder {
     /// Validate and return the configuration.
     ///
     /// Errors: [`Error::ZeroSize`] for a zero input/hidden size or layer count;
-    /// [`Error::Unsupported`] for features this version does not implement yet
-    /// (several layers, bidirectional, batch-first).
+    /// [`Error::InvalidConfig`] for a dropout outside `[0, 1)`, a variant on the wrong cell,
+    /// or a size out of range.
     pub fn build(self) -> Result<RnnConfig> {
         let c = self.cfg;
         if c.input_size == 0 {
@@ -561,22 +592,12 @@ impl RnnConfigBuilder {
         c.activations.gate.validate("gate")?;
         c.activations.cell.validate("cell")?;
         c.activations.hidden.validate("hidden")?;
-        if c.num_layers != 1 {
-            return Err(Error::Unsupported(format!(
-                "num_layers = {} (only 1 layer is implemented so far)",
-                c.num_layers
-            )));
-        }
-        if c.direction != Direction::Forward {
-            return Err(Error::Unsupported(format!(
-                "direction {:?} (only Forward is implemented so far)",
-                c.direction
-            )));
-        }
-        if c.layout != Layout::SeqMajor {
-            return Err(Error::Unsupported(format!(
-                "layout {:?} (only SeqMajor is implemented so far)",
-                c.layout
+        // `!(..)` so that NaN is refused too. PyTorch accepts p = 1 (everything dropped); a
+        // mask that keeps nothing has no `1/(1-p)` scale, so we stop short of it.
+        if !(c.dropout >= 0.0 && c.dropout < 1.0) {
+            return Err(Error::InvalidConfig(format!(
+                "dropout must be in [0, 1), got {}",
+                c.dropout
             )));
         }
         Ok(c)

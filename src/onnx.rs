@@ -140,6 +140,7 @@ pub fn onnx_attributes(cfg: &RnnConfig) -> Result<Vec<(&'static str, String)>> {
     let join = |items: Vec<String>| items.join(",");
     let direction = match cfg.direction() {
         Direction::Forward => "forward",
+        Direction::Reverse => "reverse",
         Direction::Bidirectional => "bidirectional",
     };
     let layout = match cfg.layout() {

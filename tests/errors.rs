@@ -16,7 +16,7 @@ fn lstm(i: usize, h: usize) -> RnnConfig {
 }
 
 #[test]
-fn config_rejects_zero_sizes_and_unimplemented_topologies() {
+fn config_rejects_zero_sizes_and_bad_topology_values() {
     assert!(matches!(
         RnnConfig::lstm(0, 4).build(),
         Err(Error::ZeroSize("input_size"))
@@ -29,20 +29,26 @@ fn config_rejects_zero_sizes_and_unimplemented_topologies() {
         RnnConfig::lstm(4, 4).num_layers(0).build(),
         Err(Error::ZeroSize("num_layers"))
     ));
-    assert!(matches!(
-        RnnConfig::lstm(4, 4).num_layers(2).build(),
-        Err(Error::Unsupported(_))
-    ));
-    assert!(matches!(
+    // Topologies are valid configurations (the GPU's `Rnn::new` refuses what it cannot run).
+    assert!(RnnConfig::lstm(4, 4).num_layers(2).build().is_ok());
+    assert!(
         RnnConfig::lstm(4, 4)
             .direction(Direction::Bidirectional)
-            .build(),
-        Err(Error::Unsupported(_))
-    ));
-    assert!(matches!(
-        RnnConfig::lstm(4, 4).layout(Layout::BatchFirst).build(),
-        Err(Error::Unsupported(_))
-    ));
+            .build()
+            .is_ok()
+    );
+    assert!(
+        RnnConfig::lstm(4, 4)
+            .layout(Layout::BatchFirst)
+            .build()
+            .is_ok()
+    );
+    for p in [-0.1, 1.0, f32::NAN] {
+        assert!(matches!(
+            RnnConfig::lstm(4, 4).dropout(p).build(),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
     assert!(matches!(
         RnnConfig::lstm(1 << 20, 1 << 12).build(),
         Err(Error::InvalidConfig(_))
@@ -374,4 +380,32 @@ fn config_rejects_invalid_cell_variants() {
             beta: 0.5
         }
     );
+}
+
+#[test]
+fn gpu_refuses_topologies_it_does_not_run_yet() {
+    let Some(ctx) = ctx() else { return };
+    // Valid configurations (the CPU reference runs them) that the GPU path does not run yet
+    // are refused, never computed wrongly.
+    for cfg in [
+        RnnConfig::lstm(4, 8).num_layers(2).build().unwrap(),
+        RnnConfig::gru(4, 8)
+            .direction(Direction::Bidirectional)
+            .build()
+            .unwrap(),
+        RnnConfig::lstm(4, 8)
+            .direction(Direction::Reverse)
+            .build()
+            .unwrap(),
+        RnnConfig::lstm(4, 8)
+            .layout(Layout::BatchFirst)
+            .build()
+            .unwrap(),
+    ] {
+        let w = Weights::init(&cfg, 1);
+        assert!(
+            matches!(Rnn::new(ctx, &cfg, &w), Err(Error::Unsupported(_))),
+            "{cfg:?}"
+        );
+    }
 }

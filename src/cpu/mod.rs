@@ -12,6 +12,10 @@
 //! RNN) runs through [`forward`] and [`backward`], built from the per-step functions
 //! [`lstm_variant_step`], [`gru_step`], [`rnn_step`] and their `_backward` twins.
 //! [`lstm_forward`] / [`lstm_backward`] remain for the plain LSTM only.
+//!
+//! [`stack_forward`] / [`stack_backward`] run the whole model on top of those: several layers,
+//! forward, reverse or bidirectional, per-sequence lengths and either layout, with PyTorch's
+//! semantics (see the `stack` module).
 
 pub mod activations;
 mod cell;
@@ -19,6 +23,7 @@ mod gru;
 mod lstm;
 pub mod optim;
 mod rnn;
+mod stack;
 
 pub use activations::{activate, derivative};
 pub use cell::{CellGrads, RefWeights, StepGrads, Trace, backward, forward, input_projection};
@@ -28,6 +33,7 @@ pub use lstm::{
     lstm_step_backward, lstm_variant_step, lstm_variant_step_backward,
 };
 pub use rnn::{RnnStepOut, rnn_step, rnn_step_backward};
+pub use stack::{StackGrads, StackTrace, stack_backward, stack_forward};
 
 /// Widen an `f32` slice to `f64`.
 pub fn to_f64(v: &[f32]) -> Vec<f64> {

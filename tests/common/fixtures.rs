@@ -622,3 +622,166 @@ impl OptimFixture {
         SafeTensors::deserialize(&self.bytes).unwrap()
     }
 }
+
+/// Every multi-layer file `scripts/gen_fixtures.py` writes (`TOPOLOGY_CASES`, under
+/// [`topology_dir`]), by file stem:
+/// two layers, bidirectional, with and without per-sequence lengths and batch-first, LSTM
+/// (with and without projection) and GRU. Loaded by [`load_topology`].
+pub fn topology_files() -> Vec<&'static str> {
+    vec![
+        "lstm_l2_bi",
+        "gru_l2_bi",
+        "lstm_l2_bi_packed",
+        "gru_l2_bi_packed",
+        "lstm_l2_bi_packed_bf",
+        "gru_l2_bi_packed_bf",
+        "lstm_proj_l2_bi",
+        "lstm_proj_l2_bi_packed_bf",
+    ]
+}
+
+/// One loaded multi-layer PyTorch case. `L` layers, `D` directions, `S` the size of `h`;
+/// `x`, `dy` (and the expected `y`, `grad.x`) are `[B, T, F]` when `cfg.layout()` is
+/// batch-first, else `[T, B, F]`.
+pub struct TopologyFixture {
+    /// The file stem.
+    pub name: String,
+    /// The configuration from the file's metadata (layers, direction, layout included).
+    pub cfg: RnnConfig,
+    /// `B`.
+    pub batch: usize,
+    /// `T`.
+    pub steps: usize,
+    /// Per-sequence lengths (`pack_padded_sequence`), `None` when every sequence is `T` long.
+    pub lengths: Option<Vec<usize>>,
+    /// Every layer-direction's parameters, read by the crate's own loader.
+    pub weights: Weights,
+    /// `[T, B, I]` or `[B, T, I]`.
+    pub x: Vec<f32>,
+    /// `[L*D, B, S]`.
+    pub h0: Vec<f32>,
+    /// `[L*D, B, H]`; empty for GRU.
+    pub c0: Vec<f32>,
+    /// Like `y`: `[T, B, D*S]` or `[B, T, D*S]`.
+    pub dy: Vec<f32>,
+    /// `[L*D, B, S]`.
+    pub dh_n: Vec<f32>,
+    /// `[L*D, B, H]`; empty for GRU.
+    pub dc_n: Vec<f32>,
+    /// The whole file, for tensors read by name.
+    pub bytes: Vec<u8>,
+}
+
+/// `tests/fixtures/topology/`, where the [`topology_files`] live (apart from the single-layer
+/// files that `tests/cpu_parity.rs` enumerates).
+pub fn topology_dir() -> PathBuf {
+    fixture_dir().join("topology")
+}
+
+/// Load `tests/fixtures/topology/<stem>.safetensors`, a [`topology_files`] case.
+pub fn load_topology(stem: &str) -> TopologyFixture {
+    let p = topology_dir().join(format!("{stem}.safetensors"));
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let meta = Meta::read(stem, &bytes);
+    let (i, h): (usize, usize) = (meta.parse("input_size"), meta.parse("hidden_size"));
+    let builder = match meta.cell() {
+        CellKind::Lstm => {
+            let b = RnnConfig::lstm(i, h);
+            match meta.opt("proj_size") {
+                Some(_) => b.proj_size(meta.parse("proj_size")),
+                None => b,
+            }
+        }
+        CellKind::Gru => RnnConfig::gru(i, h),
+        other => panic!("{stem}: no topology fixture loader for {other:?}"),
+    };
+    let direction = if meta.flag("bidirectional") {
+        rnn_wgpu::Direction::Bidirectional
+    } else {
+        rnn_wgpu::Direction::Forward
+    };
+    let layout = if meta.flag("batch_first") {
+        rnn_wgpu::Layout::BatchFirst
+    } else {
+        rnn_wgpu::Layout::SeqMajor
+    };
+    let cfg = builder
+        .bias(meta.flag("bias"))
+        .num_layers(meta.parse("num_layers"))
+        .direction(direction)
+        .layout(layout)
+        .build()
+        .unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let weights =
+        Weights::from_safetensors(&cfg, &bytes).unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
+    let (t, b, s) = (meta.parse("steps"), meta.parse("batch"), cfg.state_size());
+    let lengths = meta.opt("lengths").map(|_| {
+        meta.json("lengths")
+            .as_array()
+            .unwrap_or_else(|| panic!("{stem}: `lengths` is not a list"))
+            .iter()
+            .map(|v| v.as_u64().expect("a length") as usize)
+            .collect()
+    });
+    let n_states = cfg.num_layers() * cfg.num_directions();
+    let seq = |f: usize| match layout {
+        rnn_wgpu::Layout::BatchFirst => vec![b, t, f],
+        _ => vec![t, b, f],
+    };
+    let has_c = cfg.cell() == CellKind::Lstm;
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let input = |tensor: &str, shape: &[usize]| -> Vec<f32> {
+        let view = view(&st, stem, tensor, Dtype::F32);
+        assert_eq!(view.shape(), shape, "fixture {stem}: shape of `{tensor}`");
+        le_f32(view.data())
+    };
+    let cell_input = |tensor: &str| -> Vec<f32> {
+        if has_c {
+            input(tensor, &[n_states, b, h])
+        } else {
+            assert!(
+                st.tensor(tensor).is_err(),
+                "fixture {stem}: a GRU has no `{tensor}`"
+            );
+            Vec::new()
+        }
+    };
+    TopologyFixture {
+        name: stem.to_string(),
+        batch: b,
+        steps: t,
+        lengths,
+        x: input("x", &seq(i)),
+        h0: input("h0", &[n_states, b, s]),
+        c0: cell_input("c0"),
+        dy: input("dy", &seq(cfg.output_size())),
+        dh_n: input("dh_n", &[n_states, b, s]),
+        dc_n: cell_input("dc_n"),
+        cfg,
+        weights,
+        bytes,
+    }
+}
+
+impl TopologyFixture {
+    /// Whether the cell has a cell state (LSTM).
+    pub fn has_cell_state(&self) -> bool {
+        self.cfg.cell() == CellKind::Lstm
+    }
+
+    /// An F64 tensor, checked against the shape the caller expects.
+    pub fn f64_shaped(&self, name: &str, shape: &[usize]) -> Vec<f64> {
+        let st = SafeTensors::deserialize(&self.bytes)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.name));
+        let v = view(&st, &self.name, name, Dtype::F64);
+        assert_eq!(v.shape(), shape, "fixture {}: shape of `{name}`", self.name);
+        le_f64(v.data())
+    }
+
+    /// Every tensor name in the file.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let (_, header) = SafeTensors::read_metadata(&self.bytes)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.name));
+        header.tensors().into_keys().collect()
+    }
+}

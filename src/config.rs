@@ -534,10 +534,13 @@ impl RnnConfigBuilder {
         // here; the device limits are checked again against the real adapter in `Rnn::new`.
         let g = c.gate_count() as u64;
         let widest = c.input_size.max(c.hidden_size) as u64;
-        if g * c.hidden_size as u64 * widest > u32::MAX as u64 {
+        let words = g
+            .saturating_mul(c.hidden_size as u64)
+            .saturating_mul(widest);
+        if words > u32::MAX as u64 {
             return Err(Error::InvalidConfig(format!(
                 "weights of {}x{} elements overflow 32-bit indexing",
-                g * c.hidden_size as u64,
+                g.saturating_mul(c.hidden_size as u64),
                 widest
             )));
         }

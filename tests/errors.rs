@@ -409,3 +409,31 @@ fn gpu_refuses_topologies_it_does_not_run_yet() {
         );
     }
 }
+
+#[test]
+fn absurd_shapes_are_errors_not_wraparounds() {
+    let Some(ctx) = ctx() else { return };
+    // Sizes whose products overflow are refused at config time...
+    assert!(matches!(
+        RnnConfig::lstm(usize::MAX, usize::MAX).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+    // ... and an element count that overflows usize is a typed error, not a small buffer.
+    assert!(matches!(
+        GpuTensor::zeros(ctx, &[usize::MAX, 3]),
+        Err(Error::LimitExceeded {
+            limit: "max_buffer_size",
+            ..
+        })
+    ));
+    let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert!(matches!(
+        GpuTensor::from_buffer(buf, &[usize::MAX / 2, 4]),
+        Err(Error::BadBuffer { .. })
+    ));
+}

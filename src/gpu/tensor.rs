@@ -18,12 +18,14 @@ pub struct GpuTensor {
     shape: Vec<usize>,
 }
 
+/// Elements of `shape`, saturating: an absurd shape then fails the size checks with a typed
+/// error instead of wrapping around to a small buffer.
 fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
 }
 
 fn byte_len(ctx: &Context, name: &str, shape: &[usize]) -> Result<u64> {
-    let bytes = numel(shape) as u64 * 4;
+    let bytes = (numel(shape) as u64).saturating_mul(4);
     let max = ctx.limits().max_buffer_size;
     if bytes > max {
         return Err(Error::LimitExceeded {
@@ -86,7 +88,7 @@ impl GpuTensor {
                 why: format!("usage {:?} lacks STORAGE", buffer.usage()),
             });
         }
-        let need = numel(shape) as u64 * 4;
+        let need = (numel(shape) as u64).saturating_mul(4);
         if buffer.size() < need {
             return Err(Error::BadBuffer {
                 name,
@@ -113,7 +115,7 @@ impl GpuTensor {
     }
     /// Bytes of the tensor's elements (may be less than the buffer's size).
     pub fn byte_size(&self) -> u64 {
-        self.numel() as u64 * 4
+        (self.numel() as u64).saturating_mul(4)
     }
 
     /// Copy the tensor back to the host (one submission, blocking until the GPU is done).

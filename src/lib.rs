@@ -46,6 +46,7 @@
 
 pub mod config;
 pub mod cpu;
+pub mod dropout;
 pub mod error;
 pub mod gpu;
 pub mod onnx;

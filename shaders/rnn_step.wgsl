@@ -34,8 +34,9 @@
 //   0 uniform  p        StepParams (dynamic offset: one entry per timestep)
 //   1 read     gx       (Tc, B, H, G)     this chunk's input projection, b_ih included
 //   2 read     w_hh     (S, H, G)         W_hh^T: row k, unit j, gate g (S = P or H)
-//   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE;
-//                       PROJ: the projected states (T + 1, B, P), slot 0 = h0, then peepholes
+//   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE,
+//                       then the row lengths (B, f32) at p.len_at;
+//                       PROJ: the projected states (T + 1, B, P), slot 0 = h0, then as above
 //   4 read     bias     (2, H, G)         row 1 is b_hh (read only when HAS_BIAS)
 //   5 write    y        (T, B, H)         also read: h_prev = y[t_global - 1]; PROJ: h_raw
 //   6 write    c_state  (B, H)            LSTM: c_{t-1} in, c_t out (each thread owns its own);
@@ -43,6 +44,11 @@
 //   7 write    tape     (T, B, H, S)      SAVE: S = 4 (LSTM, GRU) or 1 (RNN)
 //   8 write    c_all    (T + 1, B, H)     SAVE: LSTM c_t (unclipped), GRU h_t, at slot t + 1
 //                                         (slot 0: c0/h0)
+// Lengths: row b is active at step t while t < lengths[b] (the step index of the direction's
+// own frame: the host reverses each row within its length for the reverse direction). An
+// inactive row writes y = 0 (PROJ: h_raw = 0; GRU phase 1: r*h_prev = 0) and leaves its cell
+// state alone, so the state after the last step is the state after each row's last valid step,
+// and it saves no tape (backward skips those steps).
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS.
 // Thread (x, y) owns hidden unit j0 + x. With KSPLIT = 1 it owns batch rows b0 + y*ROWS ..
 // + ROWS and the whole reduction. Small batches cannot fill 16 rows, so KSPLIT > 1 splits the
@@ -63,7 +69,7 @@ struct StepParams {
     t_global: u32,
     state: u32, // S: the recurrent state's width, P with PROJ, else H
     steps: u32, // T
-    _pad0: u32,
+    len_at: u32, // where the row lengths (B, f32) sit in binding 3
     _pad1: u32,
 }
 
@@ -184,13 +190,20 @@ fn main(
         if (b >= B) {
             continue;
         }
+        let out = (p.t_global * B + b) * H + j;
+        if (p.t_global >= u32(h_carry[p.len_at + b])) {
+            y[out] = 0.0;
+            if (CELL == GRU && FPHASE == 1u) {
+                c_state[out] = 0.0;
+            }
+            continue;
+        }
         let gh = acc[r] + b_hh;
         let gx_at = (p.t_local * B + b) * n_all + j * G;
         for (var g = 0u; g < G; g++) {
             gx_t[g] = gx[gx_at + g];
         }
         let idx = b * H + j;
-        let out = (p.t_global * B + b) * H + j;
         var h = 0.0;
         var saved = vec4<f32>(0.0);
         if (CELL == LSTM) {

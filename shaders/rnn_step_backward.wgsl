@@ -32,7 +32,8 @@
 // Bindings (group 0):
 //   0 uniform  p      StepBackParams (dynamic offset: one entry per timestep)
 //   1 read     tape   (T, B, H, S)      pre-activations saved by the forward pass (S = 4, or 1
-//                                       for RNN), then the peepholes (3, H) when PEEPHOLE
+//                                       for RNN), then the peepholes (3, H) when PEEPHOLE,
+//                                       then the row lengths (B, f32) at p.len_at
 //   2 read     c_all  (T + 1, B, H)     LSTM: unclipped c (slot 0 = c0); GRU: h (slot 0 = h0)
 //   3 read     w_hh   (H, H, G)         W_hh^T, gate-interleaved
 //   4 read     dy     (T, B, H)         upstream gradient of y (read only when HAS_DY)
@@ -41,6 +42,9 @@
 //   7 write    dc     (B, H)            LSTM: dc_n in, dc0 out (each thread owns its own);
 //                                       GRU RESET_BEFORE: dG_n (T, B, H, 3)
 //   8 write    carry  (B, H)            dh_n in; the direct part of dh_{t-1} out
+// Lengths: a step at or past row b's length (t >= lengths[b]) was never run forward; it writes
+// zero gate gradients (so the step before sees no recurrent term from it) and leaves carry and
+// dc alone, so dh_n / dc_n reach the row's last valid step untouched and padding gets nothing.
 // Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS;
 // lanes split batch rows and the reduction exactly as in rnn_step.wgsl.
 
@@ -55,7 +59,7 @@ struct StepBackParams {
     t: u32,
     steps: u32, // T; at t == T - 1 there is no recurrent term
     state: u32, // S: width of the recurrent state, P with a projection, else H
-    _pad0: u32,
+    len_at: u32, // where the row lengths (B, f32) sit in binding 1
     _pad1: u32,
     _pad2: u32,
 }
@@ -158,6 +162,10 @@ fn main(
             if (b < B) {
                 let idx = b * units + k;
                 let at = p.t * B * units + idx;
+                if (p.t >= u32(tape[p.len_at + b])) {
+                    dGx[at] = 0.0;
+                    continue;
+                }
                 var dh = acc[r] + carry[idx];
                 if (HAS_DY) {
                     dh += dy[at];
@@ -175,6 +183,25 @@ fn main(
         }
         let idx = b * H + k;
         let at = p.t * B * H + idx;
+        let g_at = at * G;
+        if (p.t >= u32(tape[p.len_at + b])) {
+            for (var g = 0u; g < G; g++) {
+                dG[g_at + g] = 0.0;
+                if (CELL == GRU) {
+                    dGx[g_at + g] = 0.0;
+                }
+                if (CELL == GRU && PHASE == 3u) {
+                    dc[g_at + g] = 0.0;
+                }
+            }
+            if (CELL == LSTM && PEEPHOLE) {
+                let row = (p.t * B + b) * 3u * H;
+                dGx[row + k] = 0.0;
+                dGx[row + H + k] = 0.0;
+                dGx[row + 2u * H + k] = 0.0;
+            }
+            continue;
+        }
         var dh = 0.0;
         if (PHASE == 2u) {
             dh = dy[idx];
@@ -184,7 +211,6 @@ fn main(
                 dh += dy[at];
             }
         }
-        let g_at = at * G;
         if (CELL == LSTM) {
             let pre_i = tape[at * 4u];
             let pre_f = tape[at * 4u + 1u];

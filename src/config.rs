@@ -426,18 +426,23 @@ impl RnnConfig {
         }
     }
 
-    /// Forward FLOPs for `T` steps at batch `B`, the convention of DeepBench and cuDNN:
-    /// `2*G*B*H*(I+H)*T` (two GEMMs of `G*H` columns, 2 FLOPs per MAC): LSTM `8*B*H*(I+H)*T`,
-    /// GRU `6*...`, RNN `2*...`. Element-wise work (and a projection) is not counted.
+    /// Forward FLOPs for `T` steps at batch `B`, the convention of DeepBench and cuDNN: two
+    /// GEMMs of `G*H` columns per layer-direction, 2 FLOPs per MAC, summed over layers and
+    /// directions: `sum_l D * 2*G*B*H*(I_l + S)*T` (`S` = `proj_size` or `H`). One layer with
+    /// `I`: LSTM `8*B*H*(I+H)*T`, GRU `6*...`, RNN `2*...`. Element-wise work and the
+    /// projection GEMM are not counted.
     pub fn forward_flops(&self, batch: usize, steps: usize) -> f64 {
         let g = self.gate_count() as f64;
-        let (b, t, h, i) = (
+        let (b, t, h, s) = (
             batch as f64,
             steps as f64,
             self.hidden_size as f64,
-            self.input_size as f64,
+            self.state_size() as f64,
         );
-        2.0 * g * b * h * (i + h) * t
+        let d = self.num_directions() as f64;
+        (0..self.num_layers)
+            .map(|l| d * 2.0 * g * b * h * (self.layer_input_size(l) as f64 + s) * t)
+            .sum()
     }
 }
 

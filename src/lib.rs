@@ -58,7 +58,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gpu::{
-    Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput, Output, ParamGrads,
-    Rnn, State, Tape,
+    Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput, LayerGrads, Output,
+    ParamGrads, Rnn, RunOptions, Session, State, Tape,
 };
 pub use weights::{LayerWeights, Weights};

@@ -100,7 +100,7 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
         "{name}: max |err| y {:.1e} dx {:.1e} dW_hh {:.1e}",
         max_abs_diff(&y, &r.y),
         max_abs_diff(&g.dx, &rg.dx),
-        max_abs_diff(&g.params.weight_hh, &rg.d_weight_hh)
+        max_abs_diff(&g.params[0].weight_hh, &rg.d_weight_hh)
     );
     let y_scale = r.y.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     assert_close(&format!("{name} y"), &y, &r.y, ATOL * y_scale, 1e-4);
@@ -127,27 +127,27 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
         (None, None) => {}
         _ => panic!("{name}: dc0 on one side only"),
     }
-    match (&g.params.weight_hr, &rg.d_weight_hr) {
+    match (&g.params[0].weight_hr, &rg.d_weight_hr) {
         (Some(gw), Some(rw)) => scaled(&format!("{name} d weight_hr"), gw, rw),
         (None, None) => {}
         _ => panic!("{name}: weight_hr gradient on one side only"),
     }
-    match (&g.params.peephole, &rg.d_peephole) {
+    match (&g.params[0].peephole, &rg.d_peephole) {
         (Some(gp), Some(rp)) => scaled(&format!("{name} d peephole"), gp, rp),
         (None, None) => {}
         _ => panic!("{name}: peephole gradient on one side only"),
     }
     scaled(
         &format!("{name} d weight_ih"),
-        &g.params.weight_ih,
+        &g.params[0].weight_ih,
         &rg.d_weight_ih,
     );
     scaled(
         &format!("{name} d weight_hh"),
-        &g.params.weight_hh,
+        &g.params[0].weight_hh,
         &rg.d_weight_hh,
     );
-    match (&g.params.bias_ih, &g.params.bias_hh) {
+    match (&g.params[0].bias_ih, &g.params[0].bias_hh) {
         (Some(bi), Some(bh)) => {
             scaled(&format!("{name} d bias_ih"), bi, &rg.d_bias_ih);
             scaled(&format!("{name} d bias_hh"), bh, &rg.d_bias_hh);
@@ -463,7 +463,7 @@ fn gpu_matches_pytorch_cell_fixtures() {
         }
         scaled(&format!("{stem} dx"), &g.dx, &fx.f64("grad.x"));
         scaled(&format!("{stem} dh0"), &g.dh0, &fx.f64("grad.h0"));
-        let p = &g.params;
+        let p = &g.params[0];
         scaled(
             &format!("{stem} weight_ih"),
             &p.weight_ih,

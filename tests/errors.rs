@@ -383,31 +383,34 @@ fn config_rejects_invalid_cell_variants() {
 }
 
 #[test]
-fn gpu_refuses_topologies_it_does_not_run_yet() {
+fn streaming_sessions_refuse_reverse_directions_and_bad_shapes() {
     let Some(ctx) = ctx() else { return };
-    // Valid configurations (the CPU reference runs them) that the GPU path does not run yet
-    // are refused, never computed wrongly.
-    for cfg in [
-        RnnConfig::lstm(4, 8).num_layers(2).build().unwrap(),
-        RnnConfig::gru(4, 8)
-            .direction(Direction::Bidirectional)
-            .build()
-            .unwrap(),
-        RnnConfig::lstm(4, 8)
-            .direction(Direction::Reverse)
-            .build()
-            .unwrap(),
-        RnnConfig::lstm(4, 8)
-            .layout(Layout::BatchFirst)
-            .build()
-            .unwrap(),
-    ] {
-        let w = Weights::init(&cfg, 1);
+    // A reverse direction needs the sequence's end before its first output.
+    for direction in [Direction::Reverse, Direction::Bidirectional] {
+        let cfg = RnnConfig::lstm(4, 8).direction(direction).build().unwrap();
+        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
         assert!(
-            matches!(Rnn::new(ctx, &cfg, &w), Err(Error::Unsupported(_))),
-            "{cfg:?}"
+            matches!(rnn.session(2), Err(Error::Unsupported(_))),
+            "{direction:?}"
         );
     }
+    let cfg = RnnConfig::gru(4, 8)
+        .num_layers(2)
+        .layout(Layout::BatchFirst)
+        .build()
+        .unwrap();
+    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    assert!(matches!(rnn.session(0), Err(Error::ZeroSize(_))));
+    let mut s = rnn.session(3).unwrap();
+    let x = GpuTensor::zeros(ctx, &[2, 4]).unwrap();
+    assert!(matches!(
+        s.step(&x),
+        Err(Error::ShapeMismatch { name, expected, got }) if name == "x_t" && expected == [3, 4] && got == [2, 4]
+    ));
+    assert!(matches!(
+        s.reset(&[true, false]),
+        Err(Error::ShapeMismatch { name, .. }) if name == "reset mask"
+    ));
 }
 
 #[test]

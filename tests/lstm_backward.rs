@@ -113,27 +113,27 @@ fn compare(name: &str, g: &HostGrads, r: &cpu::LstmGrads, bias: bool) {
     check_scaled(&format!("{name} dc0"), g.dc0.as_ref().unwrap(), &r.dc0);
     check_scaled(
         &format!("{name} d weight_ih"),
-        &g.params.weight_ih,
+        &g.params[0].weight_ih,
         &r.d_weight_ih,
     );
     check_scaled(
         &format!("{name} d weight_hh"),
-        &g.params.weight_hh,
+        &g.params[0].weight_hh,
         &r.d_weight_hh,
     );
     if bias {
         check_scaled(
             &format!("{name} d bias_ih"),
-            g.params.bias_ih.as_ref().unwrap(),
+            g.params[0].bias_ih.as_ref().unwrap(),
             &r.d_bias_ih,
         );
         check_scaled(
             &format!("{name} d bias_hh"),
-            g.params.bias_hh.as_ref().unwrap(),
+            g.params[0].bias_hh.as_ref().unwrap(),
             &r.d_bias_hh,
         );
     } else {
-        assert!(g.params.bias_ih.is_none() && g.params.bias_hh.is_none());
+        assert!(g.params[0].bias_ih.is_none() && g.params[0].bias_hh.is_none());
     }
 }
 
@@ -152,8 +152,8 @@ fn gradients_match_reference_on_the_grid() {
         eprintln!(
             "{name}: max |err| dx {:.1e} dW_ih {:.1e} dW_hh {:.1e} dh0 {:.1e}",
             max_abs_diff(&g.dx, &r.dx),
-            max_abs_diff(&g.params.weight_ih, &r.d_weight_ih),
-            max_abs_diff(&g.params.weight_hh, &r.d_weight_hh),
+            max_abs_diff(&g.params[0].weight_ih, &r.d_weight_ih),
+            max_abs_diff(&g.params[0].weight_hh, &r.d_weight_hh),
             max_abs_diff(&g.dh0, &r.dh0),
         );
         compare(&name, &g, &r, c.bias);
@@ -201,7 +201,7 @@ fn gradients_match_pytorch_autograd() {
             g.dc0.as_ref().unwrap(),
             &fx.f64("grad.c0"),
         );
-        let p = &g.params;
+        let p = &g.params[0];
         check_scaled(
             &format!("{case} weight_ih"),
             &p.weight_ih,
@@ -246,16 +246,16 @@ fn gradients_are_bit_identical_across_runs() {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&first.dx), bits(&second.dx));
     assert_eq!(
-        bits(&first.params.weight_ih),
-        bits(&second.params.weight_ih)
+        bits(&first.params[0].weight_ih),
+        bits(&second.params[0].weight_ih)
     );
     assert_eq!(
-        bits(&first.params.weight_hh),
-        bits(&second.params.weight_hh)
+        bits(&first.params[0].weight_hh),
+        bits(&second.params[0].weight_hh)
     );
     assert_eq!(
-        bits(first.params.bias_ih.as_ref().unwrap()),
-        bits(second.params.bias_ih.as_ref().unwrap())
+        bits(first.params[0].bias_ih.as_ref().unwrap()),
+        bits(second.params[0].bias_ih.as_ref().unwrap())
     );
     assert_eq!(first, second);
 }
@@ -362,20 +362,20 @@ fn accumulation_adds_parameter_gradients() {
     for (name, a, want) in [
         (
             "weight_ih",
-            &acc.params.weight_ih,
-            sum(&g1.params.weight_ih, &g2.params.weight_ih),
+            &acc.params[0].weight_ih,
+            sum(&g1.params[0].weight_ih, &g2.params[0].weight_ih),
         ),
         (
             "weight_hh",
-            &acc.params.weight_hh,
-            sum(&g1.params.weight_hh, &g2.params.weight_hh),
+            &acc.params[0].weight_hh,
+            sum(&g1.params[0].weight_hh, &g2.params[0].weight_hh),
         ),
         (
             "bias_ih",
-            acc.params.bias_ih.as_ref().unwrap(),
+            acc.params[0].bias_ih.as_ref().unwrap(),
             sum(
-                g1.params.bias_ih.as_ref().unwrap(),
-                g2.params.bias_ih.as_ref().unwrap(),
+                g1.params[0].bias_ih.as_ref().unwrap(),
+                g2.params[0].bias_ih.as_ref().unwrap(),
             ),
         ),
     ] {

@@ -24,7 +24,9 @@ pub(crate) struct StepParams {
     pub state: u32,
     /// `T`.
     pub steps: u32,
-    pub _pad: [u32; 2],
+    /// Element offset of the row lengths (`[B]`, f32) in the `h_carry` binding.
+    pub len_at: u32,
+    pub _pad: u32,
 }
 
 /// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the

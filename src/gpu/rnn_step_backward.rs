@@ -21,7 +21,9 @@ pub(crate) struct StepBackParams {
     pub steps: u32,
     /// Width of the recurrent state: `P` with a projection, else `H`.
     pub state: u32,
-    pub _pad: [u32; 3],
+    /// Element offset of the row lengths (`[B]`, f32) in the tape binding.
+    pub len_at: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Buffers of the reverse loop.

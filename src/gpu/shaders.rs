@@ -19,6 +19,8 @@ const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
 const RNN_STEP_BACKWARD: &str = include_str!("../../shaders/rnn_step_backward.wgsl");
 const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
+const REARRANGE: &str = include_str!("../../shaders/rearrange.wgsl");
+const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
 
 /// Every compute kernel of the crate. Names, not strings, select pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +37,10 @@ pub(crate) enum Kernel {
     RnnStepBackward,
     /// `shaders/column_sum.wgsl`: deterministic sum over the rows of a matrix (bias grads).
     ColumnSum,
+    /// `shaders/rearrange.wgsl`: layouts, directions, lengths and `h_n` of a stacked model.
+    Rearrange,
+    /// `shaders/dropout.wgsl`: in-place dropout between layers, mask regenerated from a hash.
+    Dropout,
 }
 
 impl Kernel {
@@ -46,6 +52,8 @@ impl Kernel {
             Kernel::RnnStep => "rnn_step",
             Kernel::RnnStepBackward => "rnn_step_backward",
             Kernel::ColumnSum => "column_sum",
+            Kernel::Rearrange => "rearrange",
+            Kernel::Dropout => "dropout",
         }
     }
 
@@ -58,6 +66,8 @@ impl Kernel {
             Kernel::RnnStep => RNN_STEP,
             Kernel::RnnStepBackward => RNN_STEP_BACKWARD,
             Kernel::ColumnSum => COLUMN_SUM,
+            Kernel::Rearrange => REARRANGE,
+            Kernel::Dropout => DROPOUT,
         };
         match self {
             // The step kernels share the cell description (its constants and helpers).
@@ -73,6 +83,8 @@ impl Kernel {
             Kernel::OptimizerStep => &[DynamicUniform, Read, ReadWrite, ReadWrite, ReadWrite],
             Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
             Kernel::ColumnSum => &[Uniform, Read, ReadWrite],
+            Kernel::Rearrange => &[Uniform, Read, Read, ReadWrite],
+            Kernel::Dropout => &[Uniform, ReadWrite],
             // Both step kernels: 4 read-only inputs, then 4 outputs (8 storage bindings, the
             // WebGPU default of max_storage_buffers_per_shader_stage).
             Kernel::RnnStep | Kernel::RnnStepBackward => &[

@@ -327,7 +327,7 @@ fn check_train(
         (None, None) => {}
         (got, _) => return Err(presence_mismatch(cfg, "dc0", got.is_some())),
     }
-    let p = &gpu.params;
+    let p = &gpu.params[0];
     max.add("dW_ih", scaled_diff(&p.weight_ih, &reference.d_weight_ih));
     max.add("dW_hh", scaled_diff(&p.weight_hh, &reference.d_weight_hh));
     // The harness's configs have biases; a missing bias gradient would be a library bug.

@@ -1,0 +1,166 @@
+//! Streaming sessions: one step at a time equals one forward over the whole sequence, bit for
+//! bit; a step is one submission; resetting a row restarts that stream and leaves the other
+//! rows bit-identical.
+
+mod common;
+
+use common::gpu::{ctx, own_ctx};
+use rnn_wgpu::{Context, GpuTensor, Layout, Nonlinearity, Rnn, RnnConfig, Weights};
+
+fn configs() -> Vec<(&'static str, RnnConfig)> {
+    vec![
+        (
+            "lstm l2",
+            RnnConfig::lstm(5, 12).num_layers(2).build().unwrap(),
+        ),
+        (
+            "gru l3 batch-first",
+            RnnConfig::gru(5, 7)
+                .num_layers(3)
+                .layout(Layout::BatchFirst)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "lstm proj peephole l2",
+            RnnConfig::lstm(5, 9)
+                .proj_size(4)
+                .peepholes(true)
+                .num_layers(2)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "gru reset-before l2",
+            RnnConfig::gru(5, 6)
+                .linear_before_reset(false)
+                .num_layers(2)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "rnn relu",
+            RnnConfig::rnn(5, 10, Nonlinearity::Relu).build().unwrap(),
+        ),
+    ]
+}
+
+/// Step `t` of every row of `x` (`[T, B, I]` or `[B, T, I]`) as `[B, I]`.
+fn step_of(cfg: &RnnConfig, x: &[f32], t: usize, steps: usize, batch: usize, f: usize) -> Vec<f32> {
+    (0..batch)
+        .flat_map(|b| {
+            let at = match cfg.layout() {
+                Layout::BatchFirst => (b * steps + t) * f,
+                _ => (t * batch + b) * f,
+            };
+            x[at..at + f].to_vec()
+        })
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn equivalence(ctx: &Context, name: &str, cfg: &RnnConfig) {
+    let (t, b) = (6, 3);
+    let (i, s) = (cfg.input_size(), cfg.state_size());
+    let rnn = Rnn::new(ctx, cfg, &Weights::init(cfg, 5)).unwrap();
+    let x = common::seeded(9, t * b * i, 1.0);
+    let shape = match cfg.layout() {
+        Layout::BatchFirst => [b, t, i],
+        _ => [t, b, i],
+    };
+    let whole = rnn
+        .forward(&GpuTensor::upload(ctx, &x, &shape).unwrap(), None)
+        .unwrap();
+    let y_whole = whole.y.download(ctx).unwrap();
+    let mut session = rnn.session(b).unwrap();
+    for step in 0..t {
+        let xt = GpuTensor::upload(ctx, &step_of(cfg, &x, step, t, b, i), &[b, i]).unwrap();
+        let y = session.step(&xt).unwrap().download(ctx).unwrap();
+        assert_eq!(
+            bits(&y),
+            bits(&step_of(cfg, &y_whole, step, t, b, s)),
+            "{name}: step {step}"
+        );
+    }
+    let state = session.state();
+    assert_eq!(
+        bits(&state.h.download(ctx).unwrap()),
+        bits(&whole.h_n.download(ctx).unwrap()),
+        "{name}: h"
+    );
+    if let (Some(c), Some(c_n)) = (&state.c, &whole.c_n) {
+        assert_eq!(
+            bits(&c.download(ctx).unwrap()),
+            bits(&c_n.download(ctx).unwrap()),
+            "{name}: c"
+        );
+    }
+}
+
+#[test]
+fn stepping_a_session_equals_one_forward_bit_for_bit() {
+    let Some(ctx) = ctx() else { return };
+    for (name, cfg) in configs() {
+        equivalence(ctx, name, &cfg);
+    }
+}
+
+#[test]
+fn a_session_step_is_one_submission() {
+    let Some(ctx) = own_ctx() else { return };
+    let cfg = RnnConfig::lstm(4, 8).num_layers(3).build().unwrap();
+    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let mut session = rnn.session(2).unwrap();
+    let xt = GpuTensor::upload(&ctx, &[0.5; 8], &[2, 4]).unwrap();
+    for _ in 0..3 {
+        let before = ctx.submission_count();
+        session.step(&xt).unwrap();
+        assert_eq!(ctx.submission_count() - before, 1);
+    }
+    let before = ctx.submission_count();
+    session.reset(&[true, false]).unwrap();
+    assert_eq!(ctx.submission_count() - before, 1);
+}
+
+#[test]
+fn resetting_a_row_restarts_only_that_stream() {
+    let Some(ctx) = ctx() else { return };
+    for (name, cfg) in configs() {
+        let b = 3;
+        let i = cfg.input_size();
+        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 2)).unwrap();
+        let inputs: Vec<GpuTensor> = (0..6)
+            .map(|k| GpuTensor::upload(ctx, &common::seeded(k, b * i, 1.0), &[b, i]).unwrap())
+            .collect();
+        let (mut reset, mut plain, mut fresh) = (
+            rnn.session(b).unwrap(),
+            rnn.session(b).unwrap(),
+            rnn.session(b).unwrap(),
+        );
+        for x in &inputs[..3] {
+            reset.step(x).unwrap();
+            plain.step(x).unwrap();
+        }
+        reset.reset(&[false, true, false]).unwrap();
+        for (k, x) in inputs[3..].iter().enumerate() {
+            let y = reset.step(x).unwrap().download(ctx).unwrap();
+            let y_plain = plain.step(x).unwrap().download(ctx).unwrap();
+            let y_fresh = fresh.step(x).unwrap().download(ctx).unwrap();
+            let s = y.len() / b;
+            let row = |v: &[f32], r: usize| bits(&v[r * s..(r + 1) * s]);
+            for r in [0, 2] {
+                assert_eq!(row(&y, r), row(&y_plain, r), "{name}: row {r}, step {k}");
+            }
+            // Row 1 restarted from zero state: it is a new stream.
+            assert_eq!(row(&y, 1), row(&y_fresh, 1), "{name}: reset row, step {k}");
+            assert_ne!(
+                row(&y, 1),
+                row(&y_plain, 1),
+                "{name}: the reset changed row 1"
+            );
+        }
+    }
+}

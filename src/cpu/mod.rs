@@ -15,7 +15,8 @@
 //!
 //! [`stack_forward`] / [`stack_backward`] run the whole model on top of those: several layers,
 //! forward, reverse or bidirectional, per-sequence lengths and either layout, with PyTorch's
-//! semantics (see the `stack` module).
+//! semantics (see the `stack` module); [`stack_forward_train`] / [`stack_forward_with_masks`]
+//! add dropout between layers (training mode), which [`stack_backward`] then follows.
 
 pub mod activations;
 mod cell;
@@ -33,7 +34,10 @@ pub use lstm::{
     lstm_step_backward, lstm_variant_step, lstm_variant_step_backward,
 };
 pub use rnn::{RnnStepOut, rnn_step, rnn_step_backward};
-pub use stack::{StackGrads, StackTrace, stack_backward, stack_forward};
+pub use stack::{
+    StackGrads, StackTrace, stack_backward, stack_forward, stack_forward_train,
+    stack_forward_with_masks,
+};
 
 /// Widen an `f32` slice to `f64`.
 pub fn to_f64(v: &[f32]) -> Vec<f64> {

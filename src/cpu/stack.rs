@@ -12,8 +12,14 @@
 //! How: every layer-direction is a set of *runs*. A run is some batch rows and the time
 //! indices they visit, in visiting order; it is gathered into a plain `[n_t, n_b, F]`
 //! sequence, handed to [`forward`] / [`backward`], and its results scattered back. Without
-//! lengths there is one run (all rows, all steps); with lengths one run per row. Dropout
-//! between layers is not modelled yet: [`stack_forward`] refuses a non-zero dropout.
+//! lengths there is one run (all rows, all steps); with lengths one run per row.
+//!
+//! Dropout between layers (PyTorch's `dropout`, training only): [`stack_forward`] is the
+//! inference (eval-mode) forward and ignores it; [`stack_forward_train`] multiplies the output
+//! of every layer but the last by [`crate::dropout::mask`] before it becomes the next layer's
+//! input, and [`stack_forward_with_masks`] does the same with masks given by the caller. The
+//! masks are kept in the [`StackTrace`], so [`stack_backward`] sends the gradient of layer
+//! `l+1`'s input back through the same mask: dropped units get none.
 
 use crate::config::{CellKind, Direction, Layout, RnnConfig};
 use crate::error::{Error, Result};
@@ -21,7 +27,9 @@ use crate::weights::Weights;
 
 use super::cell::{CellGrads, RefWeights, Trace, backward, check, check_steps_batch, forward};
 
-/// Everything [`stack_forward`] computed: the outputs, and what [`stack_backward`] needs.
+/// Everything [`stack_forward`] (or a training forward: [`stack_forward_train`],
+/// [`stack_forward_with_masks`]) computed: the outputs, and what [`stack_backward`] needs,
+/// including the dropout masks it applied.
 ///
 /// `D` = directions (1 or 2), `S` = state size (`P` with a projection, else `H`).
 #[derive(Debug, Clone)]
@@ -37,6 +45,9 @@ pub struct StackTrace {
     layer_inputs: Vec<Vec<f64>>,
     /// Per layer-direction (`l*D + d`): the [`Trace`] of each run, in [`runs`] order.
     traces: Vec<Vec<Trace>>,
+    /// Per layer boundary `l` (`0 .. L-1`): the dropout mask applied to layer `l`'s seq-major
+    /// output `[T, B, D*S]`. Empty when no dropout was applied (inference).
+    masks: Vec<Vec<f64>>,
 }
 
 /// Gradients of `sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)` with respect to every input and
@@ -55,7 +66,9 @@ pub struct StackGrads {
     pub layers: Vec<CellGrads>,
 }
 
-/// Forward through every layer and direction of `cfg`.
+/// Inference (eval-mode) forward through every layer and direction of `cfg`: dropout, if
+/// `cfg` has any, is not applied (PyTorch's `module.eval()`). For training use
+/// [`stack_forward_train`].
 ///
 /// Shapes (`L` layers, `D` directions, `S` state size, `x` in `cfg.layout()`):
 /// `x [T, B, I]` or `[B, T, I]`; `h0 [L*D, B, S]` and `c0 [L*D, B, H]` (LSTM only), zeros
@@ -64,7 +77,7 @@ pub struct StackGrads {
 /// Errors: [`Error::ZeroSize`] for `T = 0`, `B = 0` or a zero length;
 /// [`Error::ShapeMismatch`] for a tensor of the wrong size, a `lengths` not of `B` entries or
 /// a length over `T`; [`Error::InvalidConfig`] for weights of another topology, a `c0` given
-/// to a GRU or RNN; [`Error::Unsupported`] for a non-zero dropout (not modelled yet).
+/// to a GRU or RNN.
 #[allow(clippy::too_many_arguments)]
 pub fn stack_forward(
     cfg: &RnnConfig,
@@ -76,13 +89,112 @@ pub fn stack_forward(
     steps: usize,
     batch: usize,
 ) -> Result<StackTrace> {
-    let shape = StackShape::check(cfg, w, lengths, steps, batch)?;
-    if cfg.dropout() != 0.0 {
-        return Err(Error::Unsupported(format!(
-            "dropout {} in the CPU stack reference (not modelled yet)",
-            cfg.dropout()
-        )));
+    forward_impl(cfg, w, x, h0, c0, lengths, steps, batch, Vec::new())
+}
+
+/// Training forward: as [`stack_forward`], and the seq-major `[T, B, D*S]` output of every
+/// layer `l < L-1` is multiplied element-wise by
+/// `crate::dropout::mask(seed, l, cfg.dropout(), T*B*D*S)` (`0` for a dropped element,
+/// `1 / (1 - p)` for a kept one) before it becomes layer `l+1`'s input. The masks depend only
+/// on `seed`, so for a fixed seed this is a differentiable function, and [`stack_backward`] on
+/// the returned trace is its exact gradient. With `cfg.dropout() == 0` (or one layer) it is
+/// [`stack_forward`]. The final `h_n` / `c_n` of every layer are not masked.
+///
+/// Errors: as [`stack_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn stack_forward_train(
+    cfg: &RnnConfig,
+    w: &Weights,
+    x: &[f64],
+    h0: Option<&[f64]>,
+    c0: Option<&[f64]>,
+    lengths: Option<&[usize]>,
+    steps: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<StackTrace> {
+    let p = cfg.dropout();
+    if p == 0.0 {
+        return stack_forward(cfg, w, x, h0, c0, lengths, steps, batch);
     }
+    // Validate the sizes before drawing masks of `T*B*D*S` elements from them.
+    StackShape::check(cfg, w, lengths, steps, batch)?;
+    check("x", x, &[steps, batch, cfg.input_size()])?;
+    let numel = layer_output_len(cfg, steps, batch)?;
+    let masks: Vec<Vec<f64>> = (0..cfg.num_layers().saturating_sub(1))
+        .map(|l| crate::dropout::mask(seed, l, p, numel))
+        .collect();
+    stack_forward_with_masks(cfg, w, x, h0, c0, lengths, steps, batch, &masks)
+}
+
+/// Training forward with caller-given dropout masks: as [`stack_forward`], and the seq-major
+/// `[T, B, D*S]` output of layer `l` is multiplied element-wise by `masks[l]` before it
+/// becomes layer `l+1`'s input. `masks` has `L-1` entries (none for one layer), each of
+/// `T*B*D*S` values, taken as they are (`cfg.dropout()` is not consulted). [`stack_backward`]
+/// on the returned trace multiplies the gradient of layer `l`'s output by the same `masks[l]`.
+///
+/// Errors: as [`stack_forward`], plus [`Error::ShapeMismatch`] for a `masks` not of `L-1`
+/// entries or an entry not of `T*B*D*S` values.
+#[allow(clippy::too_many_arguments)]
+pub fn stack_forward_with_masks(
+    cfg: &RnnConfig,
+    w: &Weights,
+    x: &[f64],
+    h0: Option<&[f64]>,
+    c0: Option<&[f64]>,
+    lengths: Option<&[usize]>,
+    steps: usize,
+    batch: usize,
+    masks: &[Vec<f64>],
+) -> Result<StackTrace> {
+    check_masks(cfg, masks, steps, batch)?;
+    forward_impl(cfg, w, x, h0, c0, lengths, steps, batch, masks.to_vec())
+}
+
+/// `T*B*D*S`: the length of one layer's output, saturating into a typed error.
+fn layer_output_len(cfg: &RnnConfig, steps: usize, batch: usize) -> Result<usize> {
+    [batch, cfg.num_directions(), cfg.state_size()]
+        .iter()
+        .try_fold(steps, |n, &f| n.checked_mul(f))
+        .ok_or_else(|| Error::ShapeMismatch {
+            name: "layer output (T*B*D*S overflows)".into(),
+            expected: vec![steps, batch, cfg.num_directions() * cfg.state_size()],
+            got: vec![usize::MAX],
+        })
+}
+
+/// `masks` has one `[T, B, D*S]` entry per layer boundary (`L-1`), or none at all (no dropout).
+fn check_masks(cfg: &RnnConfig, masks: &[Vec<f64>], steps: usize, batch: usize) -> Result<()> {
+    let boundaries = cfg.num_layers().saturating_sub(1);
+    if masks.len() != boundaries {
+        return Err(Error::ShapeMismatch {
+            name: "masks (one per layer boundary, L-1)".into(),
+            expected: vec![boundaries],
+            got: vec![masks.len()],
+        });
+    }
+    let width = cfg.num_directions() * cfg.state_size();
+    for (l, m) in masks.iter().enumerate() {
+        check(&format!("masks[{l}]"), m, &[steps, batch, width])?;
+    }
+    Ok(())
+}
+
+/// The forward loop of [`stack_forward`] and the training forwards: `masks` empty (no dropout)
+/// or already checked by [`check_masks`].
+#[allow(clippy::too_many_arguments)]
+fn forward_impl(
+    cfg: &RnnConfig,
+    w: &Weights,
+    x: &[f64],
+    h0: Option<&[f64]>,
+    c0: Option<&[f64]>,
+    lengths: Option<&[usize]>,
+    steps: usize,
+    batch: usize,
+    masks: Vec<Vec<f64>>,
+) -> Result<StackTrace> {
+    let shape = StackShape::check(cfg, w, lengths, steps, batch)?;
     let (s, h) = (cfg.state_size(), cfg.hidden_size());
     let (layers, dirs) = (cfg.num_layers(), cfg.num_directions());
     check("x", x, &[steps, batch, cfg.input_size()])?;
@@ -119,6 +231,11 @@ pub fn stack_forward(
             }
             traces.push(dir_traces);
         }
+        // Dropout between layers: the next layer reads the masked output (padding stays zero
+        // for a finite mask).
+        if let Some(mask) = masks.get(layer) {
+            apply_mask(&mut out, mask);
+        }
         layer_inputs.push(std::mem::replace(&mut input, out));
     }
     Ok(StackTrace {
@@ -127,11 +244,22 @@ pub fn stack_forward(
         c_n: has_c.then_some(c_n),
         layer_inputs,
         traces,
+        masks,
     })
 }
 
+/// `v *= mask`, element-wise.
+fn apply_mask(v: &mut [f64], mask: &[f64]) {
+    for (v, m) in v.iter_mut().zip(mask) {
+        *v *= m;
+    }
+}
+
 /// Backward through every layer and direction, for the batch `trace` was computed from (by
-/// [`stack_forward`] with the same `cfg`, `w`, `h0`, `c0`, `lengths`, `steps`, `batch`).
+/// [`stack_forward`], [`stack_forward_train`] or [`stack_forward_with_masks`] with the same
+/// `cfg`, `w`, `h0`, `c0`, `lengths`, `steps`, `batch`). A training trace carries its dropout
+/// masks: the gradient reaching layer `l`'s output is multiplied by the mask layer `l+1`'s
+/// input was made with, so dropped units get exactly zero.
 ///
 /// Upstream gradients, any may be `None` (zeros): `dy` shaped like `trace.y` (its values at
 /// padding are ignored, as `y` is constant zero there), `dh_n [L*D, B, S]`, `dc_n
@@ -168,6 +296,9 @@ pub fn stack_backward(
             expected: vec![layers, n_states],
             got: vec![trace.layer_inputs.len(), trace.traces.len()],
         });
+    }
+    if !trace.masks.is_empty() {
+        check_masks(cfg, &trace.masks, steps, batch)?;
     }
 
     // The gradient reaching the current layer's output, seq-major [T, B, D*S].
@@ -235,6 +366,10 @@ pub fn stack_backward(
                 state_slice_mut(&mut dc0, k, batch, h).copy_from_slice(dc);
             }
             grads[k] = Some(total);
+        }
+        // `d_in` is the gradient of layer `l`'s input, i.e. of layer `l-1`'s masked output.
+        if let Some(mask) = layer.checked_sub(1).and_then(|l| trace.masks.get(l)) {
+            apply_mask(&mut d_in, mask);
         }
         d_out = d_in;
     }

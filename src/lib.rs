@@ -4,12 +4,13 @@
 //! [wgpu](https://docs.rs/wgpu): Vulkan, Metal, DX12, GL and WebGPU. Every GPU result is
 //! measured against a plain-loop f64 CPU reference ([`cpu`]), which is the specification.
 //!
-//! Implemented so far: a single-layer, unidirectional LSTM with PyTorch `nn.LSTM` semantics
-//! (gates i, f, g, o): the forward pass, training (backpropagation through time into every
-//! weight, bias, input and initial state, with gradient accumulation), gradient clipping by
-//! value and by global norm ([`gpu::clip`]) and SGD/Adam steps ([`gpu::optim`]) on the GPU;
-//! PyTorch-layout weights with safetensors import and export; and the CPU reference of all of
-//! it.
+//! What runs, on the GPU and in the CPU reference, forward and training (BPTT): PyTorch's
+//! `nn.LSTM`, `nn.GRU` and `nn.RNN` cells plus the ONNX/cuDNN variants (GRU reset-before,
+//! peepholes, coupled gates, projection, clips, every ONNX activation); any number of layers,
+//! forward, reverse or bidirectional; per-row sequence lengths with PyTorch's packed-sequence
+//! semantics; seq-major or batch-first layout; dropout between layers in training; streaming
+//! [`Session`]s; gradient clipping ([`gpu::clip`]) and SGD/Adam ([`gpu::optim`]) on the GPU;
+//! PyTorch-layout weights with safetensors import and export, and ONNX `W/R/B/P` ([`onnx`]).
 //!
 //! ```no_run
 //! use rnn_wgpu::{Context, Rnn, RnnConfig, Weights};
@@ -25,6 +26,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Stacks, lengths and streaming:
+//!
+//! ```no_run
+//! use rnn_wgpu::{Context, Direction, GpuTensor, Layout, Rnn, RnnConfig, RunOptions, Weights};
+//! # fn main() -> Result<(), rnn_wgpu::Error> {
+//! let cfg = RnnConfig::gru(16, 32)                      // nn.GRU(16, 32, num_layers=2,
+//!     .num_layers(2)                                    //        bidirectional=True,
+//!     .direction(Direction::Bidirectional)              //        batch_first=True)
+//!     .layout(Layout::BatchFirst)
+//!     .build()?;
+//! let ctx = Context::new()?;
+//! let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 0))?;
+//! let x = GpuTensor::zeros(&ctx, &[3, 10, 16])?;       // [B, T, I], padded
+//! let lengths = [10, 4, 7];                             // any order (enforce_sorted=False)
+//! let opts = RunOptions { lengths: Some(&lengths), ..Default::default() };
+//! let out = rnn.forward_with(&x, None, &opts)?;         // y [B, T, 64], zero past each length
+//! assert_eq!(out.h_n.shape(), &[4, 3, 32]);             // [layers*dirs, B, H]
+//!
+//! let uni = RnnConfig::lstm(16, 32).num_layers(2).build()?;
+//! let lstm = Rnn::new(&ctx, &uni, &Weights::init(&uni, 0))?;
+//! let mut session = lstm.session(8)?;                   // 8 independent streams
+//! let y_t = session.step(&GpuTensor::zeros(&ctx, &[8, 16])?)?; // [B, H]; one submission
+//! session.reset(&[false, true, false, false, false, false, false, false])?; // restart row 1
+//! # Ok(()) }
+//! ```
+//!
 //! Training: [`Rnn::forward_train`] returns the outputs and a [`Tape`] kept on the GPU;
 //! [`Rnn::backward`] turns upstream gradients into [`Grads`] (one submission each).
 //!
@@ -34,12 +61,16 @@
 //! and its buffers with [`GpuTensor::from_buffer`].
 //!
 //! ## How the forward pass runs
-//! 1. One tiled GEMM computes the input projection `x · W_ihᵀ + b_ih + b_hh` for all
+//! 1. For each layer, one tiled GEMM computes the input projection `x · W_ihᵀ + b_ih` for all
 //!    timesteps at once (`shaders/gemm.wgsl`).
-//! 2. One fused kernel per timestep computes `h_{t-1} · W_hhᵀ` for the four gates of a tile of
-//!    hidden units, adds the projection, and applies the activations and the cell update in
-//!    registers (`shaders/lstm_step.wgsl`).
-//! 3. Everything is recorded into one command encoder and submitted once.
+//! 2. One fused kernel per timestep (`shaders/rnn_step.wgsl`) computes `h_{t-1} · W_hhᵀ` for
+//!    all gates of a tile of hidden units, adds the projection, and applies the activations
+//!    and the cell update in registers; the two directions of a layer are recorded step by
+//!    step side by side, and rows past their length hold their state.
+//! 3. `shaders/rearrange.wgsl` moves sequences between layouts, directions and lengths on the
+//!    GPU; `shaders/dropout.wgsl` drops units between layers from a counter-based hash
+//!    ([`dropout`]), so backward regenerates the mask instead of storing it.
+//! 4. Everything is recorded into one command encoder and submitted once.
 //!
 //! Every fallible call returns [`Result`]; bad shapes, zero sizes and inputs beyond the
 //! device's limits are typed [`Error`]s raised before any GPU work.

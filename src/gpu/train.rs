@@ -113,7 +113,8 @@ impl LayerGrads {
         })
     }
 
-    /// The gradient tensors, in the order of [`PackedLayer::tensors`].
+    /// The gradient tensors of one layer-direction: `W_ih`, `W_hh`, then the biases, `W_hr`
+    /// and peepholes the model has (its slice of [`Rnn::parameters`]).
     pub fn tensors(&self) -> Vec<&GpuTensor> {
         let mut v = vec![&self.w_ih, &self.w_hh];
         v.extend(self.bias.as_ref());

@@ -36,7 +36,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
             last_y[r] = y[r * hidden..(r + 1) * hidden].to_vec();
             if step + 1 - started[r] == 3 + r {
                 // The stream in row r is complete: check it, then restart the row.
-                check(&rnn, &ctx, &token, stream_id[r], 3 + r, &last_y[r])?;
+                check(&rnn, &token, stream_id[r], 3 + r, &last_y[r])?;
                 ended[r] = true;
                 started[r] = step + 1;
                 stream_id[r] += rows;
@@ -55,7 +55,6 @@ fn main() -> Result<(), rnn_wgpu::Error> {
 /// Stream `id` of length `len` run alone through a whole-sequence forward must end at `y`.
 fn check(
     rnn: &Rnn,
-    ctx: &Context,
     token: &dyn Fn(usize, usize) -> Vec<f32>,
     id: usize,
     len: usize,

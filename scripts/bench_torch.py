@@ -3,25 +3,37 @@
 side-by-side ratio.
 
 Same rows as the Rust harness (`cargo run --release -- --suite ...`): `quick` is the harness's
-QUICK_ROWS; `lite` and `deepbench` come from benches/deepbench_rnn.csv, parsed and selected
-the same way (comment lines and the header skipped, DeepBench's "vanilla" cell is nn.RNN with
-relu, rows grouped by cell then mode); or custom `--rows H,B,T;...`, one row per cell --cell
-selects and per mode --mode selects. Same models: nn.LSTM, nn.GRU, nn.RNN(nonlinearity="relu"),
-one layer, unidirectional, I = H, seq-major x [T, B, H] uniform in +-1.
-Same FLOP count, 2*G*B*H*(I+H)*T per forward: LSTM 8*B*H*(I+H)*T, GRU 6*B*H*(I+H)*T,
-RNN 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x that.
+QUICK_ROWS (one-layer rows, 2-layer bidirectional rows and B = 1 streaming rows); `lite` and
+`deepbench` come from benches/deepbench_rnn.csv, parsed and selected the same way (comment
+lines and the header skipped, DeepBench's "vanilla" cell is nn.RNN with relu, rows grouped by
+cell then mode); or custom `--rows H,B,T;...`, one row per cell --cell selects and per mode
+--mode selects. `--layers N` and `--bidirectional` apply to every row, as in the harness
+(rows that become identical are timed once; a bidirectional stream row is skipped). Same
+models: nn.LSTM, nn.GRU, nn.RNN(nonlinearity="relu"), num_layers and bidirectional as the row
+says, I = H, seq-major x [T, B, H] uniform in +-1, no dropout.
+Same FLOP count, summed over layers l and directions D: sum_l D*2*G*B*H*(I_l+H)*T with
+I_0 = H and I_l = D*H above; one layer: LSTM 8*B*H*(I+H)*T, GRU 6*B*H*(I+H)*T,
+RNN 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x that, a stream row its T steps
+as one forward.
+
+Modes: inference runs one forward over the sequence under torch.no_grad(); train times
+forward plus backward (input and weight gradients); stream feeds the sequence one timestep
+per call (x[t:t+1], the state (h, c) carried from the previous call, under no_grad), with
+torch.cuda.synchronize() and a copy of y_t to the host after every step, like the harness's
+Session::step + download of y_t, and reports the median over reps of the mean step time in
+us/step. --mode both = inference + train; all (the default) = all three.
 
 Devices: the CPU, and when CUDA is available, CUDA with TF32 off ("cuda") and on
 ("cuda+tf32"), switched through torch.backends.cuda.matmul.allow_tf32 and
-torch.backends.cudnn.allow_tf32. Inference runs under torch.no_grad(); train rows time
-forward plus backward (input and weight gradients). Each row reports the median wall time of
---reps runs after --warmup runs, with torch.cuda.synchronize() inside the timed region.
+torch.backends.cudnn.allow_tf32. Each row reports the median wall time of --reps runs after
+--warmup runs, with torch.cuda.synchronize() inside the timed region.
 
 Run (a venv with torch exists at /tmp/torchvenv on the dev machine):
 
     /tmp/torchvenv/bin/python scripts/bench_torch.py --suite quick
     /tmp/torchvenv/bin/python scripts/bench_torch.py --suite lite --devices cpu --json torch-lite.json
     /tmp/torchvenv/bin/python scripts/bench_torch.py --rows "512,4,25;1024,1,25" --cell gru --mode inference
+    /tmp/torchvenv/bin/python scripts/bench_torch.py --rows "256,1,100" --layers 2 --mode stream
 
 On a shared or busy machine pass --threads (e.g. 1): torch's CPU thread pool spin-waits, and
 with more threads than free cores a small row can run ~100x slower than it should.
@@ -35,7 +47,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,20 +58,29 @@ CELLS = ("lstm", "gru", "rnn")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # DeepBench's cell names.
 DEEPBENCH_CELLS = {"lstm": "lstm", "gru": "gru", "vanilla": "rnn"}
-MODES = ("inference", "train")
-# (cell, mode, H, B, T) of the smoke suite; keep in step with QUICK_ROWS in
-# src/bin/rnn-wgpu/suite.rs.
+MODES = ("inference", "train", "stream")
+# --mode choices beyond the single modes.
+MODE_GROUPS = {"both": ["inference", "train"], "all": list(MODES)}
+# (cell, mode, layers, bidirectional, H, B, T) of the smoke suite; keep in step with
+# QUICK_ROWS in src/bin/rnn-wgpu/suite.rs.
 QUICK_ROWS = [
-    ("lstm", "inference", 64, 16, 25),
-    ("lstm", "inference", 128, 4, 50),
-    ("lstm", "inference", 256, 1, 150),
-    ("lstm", "inference", 256, 16, 25),
-    ("lstm", "train", 64, 16, 25),
-    ("lstm", "train", 128, 4, 50),
-    ("gru", "inference", 64, 16, 25),
-    ("gru", "train", 64, 16, 25),
-    ("rnn", "inference", 128, 16, 25),
-    ("rnn", "train", 128, 16, 25),
+    ("lstm", "inference", 1, False, 64, 16, 25),
+    ("lstm", "inference", 1, False, 128, 4, 50),
+    ("lstm", "inference", 1, False, 256, 1, 150),
+    ("lstm", "inference", 1, False, 256, 16, 25),
+    ("lstm", "inference", 2, True, 64, 16, 25),
+    ("lstm", "train", 1, False, 64, 16, 25),
+    ("lstm", "train", 1, False, 128, 4, 50),
+    ("lstm", "train", 2, True, 64, 16, 25),
+    ("gru", "inference", 1, False, 64, 16, 25),
+    ("gru", "inference", 2, True, 64, 16, 25),
+    ("gru", "train", 1, False, 64, 16, 25),
+    ("gru", "train", 2, True, 64, 16, 25),
+    ("rnn", "inference", 1, False, 128, 16, 25),
+    ("rnn", "train", 1, False, 128, 16, 25),
+    ("lstm", "stream", 2, False, 128, 1, 25),
+    ("lstm", "stream", 1, False, 256, 1, 25),
+    ("gru", "stream", 2, False, 128, 1, 25),
 ]
 # lite's cap on a GRU or vanilla row, FLOPs of one pass; keep in step with LITE_MAX_FLOPS.
 LITE_MAX_FLOPS = 8e9
@@ -68,8 +89,21 @@ LITE_ABOUT = (
     "and vanilla rows of at most 8 GFLOP a pass (about its largest LSTM inference row)"
 )
 FLOPS_NOTE = (
-    "GFLOP/s: forward FLOPs (x3 for train) / median ms, forward FLOPs 2*G*B*H*(I+H)*T: "
-    "lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T"
+    "GFLOP/s: forward FLOPs (x3 for train) / median ms, forward FLOPs summed over layers and "
+    "directions, sum_l D*2*G*B*H*(I_l+H)*T with I_0 = H, I_l = D*H (one layer: "
+    "lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T)"
+)
+STREAM_NOTE = (
+    "stream rows: ms = T steps of one timestep each (state carried, synchronize + copy of y_t "
+    "to the host per step); us/step = median over reps of the mean step time"
+)
+TOPOLOGY_NOTE = (
+    "L: stacked layers (I = H for layer 0, D*H above); dir: fwd (forward) or bi "
+    "(bidirectional, D = 2)"
+)
+BIDIRECTIONAL_STREAM = (
+    "a streaming session runs the forward direction only (a reverse direction needs the whole "
+    "sequence)"
 )
 I_EQUALS_H_NOTE = (
     "whole layer timed with I = H, input projection included; "
@@ -83,13 +117,23 @@ class Row:
     hidden: int
     batch: int
     steps: int
-    mode: str  # "inference" or "train"
+    mode: str  # "inference", "train" or "stream"
+    layers: int = 1
+    bidirectional: bool = False
+
+
+def directions(row: Row) -> int:
+    return 2 if row.bidirectional else 1
 
 
 def forward_flops(row: Row) -> float:
-    """Forward 2*G*B*H*(I+H)*T with I = H (DeepBench / cuDNN convention)."""
-    h, b, t = row.hidden, row.batch, row.steps
-    return 2.0 * GATES[row.cell] * b * h * (h + h) * t
+    """Forward sum_l D*2*G*B*H*(I_l+H)*T with I_0 = H, I_l = D*H (DeepBench / cuDNN
+    convention, summed over layers and directions as RnnConfig::forward_flops)."""
+    h, b, t, d = row.hidden, row.batch, row.steps, directions(row)
+    return sum(
+        d * 2.0 * GATES[row.cell] * b * h * ((h if layer == 0 else d * h) + h) * t
+        for layer in range(row.layers)
+    )
 
 
 def row_flops(row: Row) -> float:
@@ -111,7 +155,7 @@ def table_order(row: Row) -> tuple[int, int]:
 def load_suite(name: str) -> tuple[list[Row], str | None]:
     """Rows of a named suite plus a one-line note of what was left out."""
     if name == "quick":
-        return [Row(c, h, b, t, m) for c, m, h, b, t in QUICK_ROWS], None
+        return [Row(c, h, b, t, m, n, bi) for c, m, n, bi, h, b, t in QUICK_ROWS], None
     rows: list[Row] = []
     beyond_lite = 0
     duplicates = 0
@@ -151,13 +195,39 @@ def parse_rows(spec: str, cells: list[str], modes: list[str]) -> list[Row]:
     return [Row(c, h, b, t, m) for c in cells for h, b, t in problems for m in modes]
 
 
+def apply_topology(
+    rows: list[Row], layers: int | None, bidirectional: bool
+) -> tuple[list[Row], str | None]:
+    """--layers / --bidirectional on every row; rows that become identical are timed once.
+    Keep in step with apply_topology in src/bin/rnn-wgpu/suite.rs."""
+    if layers is None and not bidirectional:
+        return rows, None
+    out: list[Row] = []
+    for row in rows:
+        row = replace(
+            row,
+            layers=row.layers if layers is None else layers,
+            bidirectional=row.bidirectional or bidirectional,
+        )
+        if row not in out:
+            out.append(row)
+    dropped = len(rows) - len(out)
+    if not dropped:
+        return out, None
+    flags = ([f"--layers {layers}"] if layers is not None else []) + (
+        ["--bidirectional"] if bidirectional else []
+    )
+    return out, f"{dropped} row(s) identical under {' '.join(flags)} timed once"
+
+
 def make_model(row: Row) -> torch.nn.Module:
-    """PyTorch's plain cell of `row`, I = H, one layer, with biases."""
+    """PyTorch's plain cell of `row`, I = H, with biases, no dropout."""
+    kw = {"num_layers": row.layers, "bidirectional": row.bidirectional}
     if row.cell == "lstm":
-        return torch.nn.LSTM(row.hidden, row.hidden, num_layers=1)
+        return torch.nn.LSTM(row.hidden, row.hidden, **kw)
     if row.cell == "gru":
-        return torch.nn.GRU(row.hidden, row.hidden, num_layers=1)
-    return torch.nn.RNN(row.hidden, row.hidden, num_layers=1, nonlinearity="relu")
+        return torch.nn.GRU(row.hidden, row.hidden, **kw)
+    return torch.nn.RNN(row.hidden, row.hidden, nonlinearity="relu", **kw)
 
 
 def sync(device: torch.device) -> None:
@@ -174,10 +244,20 @@ def time_row(row: Row, device: torch.device, reps: int, warmup: int, seed: int) 
     x = (torch.rand(shape, generator=gen) * 2 - 1).to(device)
     if row.mode == "train":
         x.requires_grad_(True)
-        dy = (torch.rand(shape, generator=gen) * 2 - 1).to(device)
+        out_shape = (row.steps, row.batch, directions(row) * row.hidden)
+        dy = (torch.rand(out_shape, generator=gen) * 2 - 1).to(device)
+    # Stream rows: each step's [1, B, H] input, sliced ahead of the timed loop.
+    steps = [x[t : t + 1] for t in range(row.steps)] if row.mode == "stream" else []
 
     def run() -> None:
-        if row.mode == "train":
+        if row.mode == "stream":
+            with torch.no_grad():
+                state = None
+                for x_t in steps:
+                    y_t, state = model(x_t, state)
+                    sync(device)
+                    y_t.cpu()
+        elif row.mode == "train":
             model.zero_grad(set_to_none=True)
             x.grad = None
             y, _ = model(x)
@@ -230,9 +310,21 @@ def main() -> int:
     )
     ap.add_argument(
         "--mode",
-        choices=[*MODES, "both"],
-        default="both",
-        help="forward only, forward + backward only, or both (default)",
+        choices=[*MODES, *MODE_GROUPS],
+        default="all",
+        help="inference (forward), train (forward + backward), stream (one timestep per call, "
+        "state carried), both = inference + train, or all three (default)",
+    )
+    ap.add_argument(
+        "--layers",
+        type=int,
+        help="stacked layers of every row (default: each row's own; 1 but for the quick "
+        "suite's 2-layer rows)",
+    )
+    ap.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="make every row bidirectional (stream rows are then skipped)",
     )
     ap.add_argument("--reps", type=int, default=5, help="timed runs per row (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
@@ -244,12 +336,14 @@ def main() -> int:
     args = ap.parse_args()
     if args.reps < 1:
         raise SystemExit("--reps must be at least 1")
+    if args.layers is not None and args.layers < 1:
+        raise SystemExit("--layers must be at least 1")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cells = list(CELLS) if args.cell == "all" else [args.cell]
     mode = "inference" if args.inference_only else args.mode
-    modes = list(MODES) if mode == "both" else [mode]
+    modes = MODE_GROUPS.get(mode, [mode])
     about = None
     if args.rows:
         suite, rows, left_out = "custom", parse_rows(args.rows, cells, modes), None
@@ -267,8 +361,14 @@ def main() -> int:
                 notes.append(f"{len(rows) - len(kept)} row(s) left out by {flag} {value}")
             rows = kept
         left_out = "; ".join(notes) or None
+    rows, topo_note = apply_topology(rows, args.layers, args.bidirectional)
+    if topo_note:
+        left_out = f"{left_out}; {topo_note}" if left_out else topo_note
     if not rows:
-        raise SystemExit(f"suite {suite} has no rows for --cell {args.cell} --mode {mode}")
+        raise SystemExit(
+            f"suite {suite} has no rows for --cell {args.cell} --mode {mode} "
+            "(stream rows: the quick suite and --rows only)"
+        )
     devs = devices(args.devices.split(",") if args.devices else None)
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -282,8 +382,8 @@ def main() -> int:
         print(left_out)
     print()
     header = (
-        f"{'cell':<5} {'H':>5} {'B':>4} {'T':>5} {'mode':<9} {'device':<9} "
-        f"{'ms':>10} {'GFLOP/s':>9}"
+        f"{'cell':<5} {'L':>2} {'dir':<3} {'H':>5} {'B':>4} {'T':>5} {'mode':<9} "
+        f"{'device':<9} {'ms':>10} {'us/step':>9} {'GFLOP/s':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -293,27 +393,43 @@ def main() -> int:
         if device.type == "cuda":
             set_tf32(tf32)
         for k, row in enumerate(rows):
+            topo = f"L={row.layers}" + (" bi" if row.bidirectional else "")
             print(
-                f"[{label} {k + 1}/{len(rows)}] {row.cell} H={row.hidden} B={row.batch} "
-                f"T={row.steps} {row.mode}",
+                f"[{label} {k + 1}/{len(rows)}] {row.cell} {topo} H={row.hidden} "
+                f"B={row.batch} T={row.steps} {row.mode}",
                 file=sys.stderr,
             )
+            lead = (
+                f"{row.cell:<5} {row.layers:>2} {'bi' if row.bidirectional else 'fwd':<3} "
+                f"{row.hidden:>5} {row.batch:>4} {row.steps:>5} {row.mode:<9} {label:<9}"
+            )
+            result = {
+                **asdict(row),
+                "input_size": row.hidden,
+                "device": label,
+                "tf32": tf32,
+                "flops": row_flops(row),
+            }
+            if row.mode == "stream" and row.bidirectional:
+                print(f"{lead} skipped: {BIDIRECTIONAL_STREAM}", flush=True)
+                results.append({**result, "status": "skipped", "note": BIDIRECTIONAL_STREAM})
+                continue
             samples = time_row(row, device, args.reps, args.warmup, args.seed)
             ms = statistics.median(samples)
             gflops = row_flops(row) / (ms * 1e6)
-            print(
-                f"{row.cell:<5} {row.hidden:>5} {row.batch:>4} {row.steps:>5} {row.mode:<9} "
-                f"{label:<9} {ms:>10.3f} {gflops:>9.2f}",
-                flush=True,
-            )
+            us_per_step = ms * 1e3 / row.steps if row.mode == "stream" else None
+            us = f"{us_per_step:.1f}" if us_per_step is not None else ""
+            print(f"{lead} {ms:>10.3f} {us:>9} {gflops:>9.2f}", flush=True)
             results.append(
-                {**asdict(row), "input_size": row.hidden, "device": label, "tf32": tf32,
-                 "flops": row_flops(row), "ms": ms, "samples_ms": samples, "gflops": gflops}
+                {**result, "status": "ok", "ms": ms, "samples_ms": samples,
+                 "us_per_step": us_per_step, "gflops": gflops}
             )
     print()
     print(f"{I_EQUALS_H_NOTE}.")
     print('cells: nn.LSTM, nn.GRU, nn.RNN(nonlinearity="relu"; DeepBench\'s "vanilla" is cuDNN RNN_RELU).')
+    print(f"{TOPOLOGY_NOTE}.")
     print(f"{FLOPS_NOTE}.")
+    print(f"{STREAM_NOTE}.")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -329,8 +445,11 @@ def main() -> int:
             "suite_about": about,
             "cell": args.cell,
             "mode": mode,
+            "layers": args.layers,
+            "bidirectional": args.bidirectional,
             "note": I_EQUALS_H_NOTE,
             "flops_note": FLOPS_NOTE,
+            "stream_note": STREAM_NOTE,
             "left_out": left_out,
             "rows": results,
         }

@@ -1,15 +1,19 @@
 //! The benchmark harness:
 //! `cargo run --release [-- --suite quick|lite|deepbench] [--cell lstm|gru|rnn|all]
-//! [--mode inference|train|both]`.
+//! [--mode inference|train|stream|both|all] [--layers N] [--bidirectional]`.
 //!
 //! Rows are PyTorch's plain cells with `I = H`: `nn.LSTM`, `nn.GRU` and `nn.RNN` (relu; the
-//! "vanilla" rows of DeepBench). Opens the best adapter and times each row of a suite: median of `--reps` passes, where an
-//! inference pass is `forward` + `wait` and a train pass (one training step) is
-//! `forward_train` + `backward` (from a seeded `dy`) + `wait`. It checks one pass against the
-//! f64 CPU reference (inference: the outputs on `--check-rows` batch rows; train: every
-//! gradient of a reduced problem with `B' = min(B, --check-rows)`), prints a table and writes
-//! JSON plus an SVG chart under `bench-results/`. Exits non-zero when no adapter is found, a
-//! row fails, or an error exceeds `--tol` (inference) or `--train-tol` (train).
+//! "vanilla" rows of DeepBench), with one or more layers, forward or bidirectional. Opens the
+//! best adapter and times each row of a suite: median of `--reps` passes, where an inference
+//! pass is `forward` + `wait`, a train pass (one training step) is `forward_train` +
+//! `backward` (from a seeded `dy`) + `wait`, and a stream pass is `T` calls of
+//! `Session::step`, each followed by the download of its `y_t` (reported as µs per step).
+//! It checks one pass against the f64 CPU stack reference (inference and stream: the outputs
+//! on `--check-rows` batch rows; train: every gradient of every layer-direction of a reduced
+//! problem with `B' = min(B, --check-rows)`), prints a table and writes JSON plus an SVG
+//! chart under `bench-results/`. Exits non-zero when no adapter is found, a row fails, a
+//! stream step takes more than one submission, or an error exceeds `--tol` (inference,
+//! stream) or `--train-tol` (train).
 
 // A crate root's modules live beside it, so these name the folder named after the binary.
 #[path = "rnn-wgpu/measure.rs"]
@@ -54,23 +58,35 @@ const DEFAULT_TRAIN_TOL: f64 = 1e-3;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Benchmark rnn-wgpu's LSTM, GRU and RNN forward (inference) and forward + \
-             backward (train) on the best wgpu adapter"
+    about = "Benchmark rnn-wgpu's LSTM, GRU and RNN (one or more layers, forward or \
+             bidirectional): forward (inference), forward + backward (train) and streaming \
+             session steps (stream) on the best wgpu adapter"
 )]
 struct Args {
     /// Rows to run (ignored when --rows is given).
     #[arg(long, value_enum, default_value_t = SuiteName::Quick)]
     suite: SuiteName,
     /// Custom rows, `H,B,T[;H,B,T...]` (I = H): one per cell --cell selects and per mode
-    /// --mode selects.
+    /// --mode selects (one layer, forward, unless --layers / --bidirectional say otherwise).
     #[arg(long)]
     rows: Option<String>,
     /// Which cells to run: LSTM, GRU, plain RNN (relu), or all.
     #[arg(long, value_enum, default_value_t = CellFilter::All)]
     cell: CellFilter,
-    /// Which rows to run: forward only, forward + backward only, or both.
-    #[arg(long, value_enum, default_value_t = ModeFilter::Both)]
+    /// Which rows to run: forward (inference), forward + backward (train), streaming session
+    /// steps (stream; only the quick suite and --rows have stream rows), both = inference +
+    /// train, or all three.
+    #[arg(long, value_enum, default_value_t = ModeFilter::All)]
     mode: ModeFilter,
+    /// Stacked layers of every row of the suite or --rows (layer l > 0 reads the D*H outputs of
+    /// the layer below) [default: each row's own: 1, but for the quick suite's 2-layer rows].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    layers: Option<u32>,
+    /// Make every row of the suite or --rows bidirectional [default: each row's own: forward,
+    /// but for the quick suite's bidirectional rows]. Stream rows are then skipped: a session
+    /// runs the forward direction only.
+    #[arg(long)]
+    bidirectional: bool,
     /// Timed passes per row; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
@@ -84,7 +100,7 @@ struct Args {
     /// train: B' of a reduced problem, since weight gradients sum over all rows).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     check_rows: u32,
-    /// Inference rows: largest allowed |gpu - cpu| over y, h_n and (LSTM) c_n.
+    /// Inference and stream rows: largest allowed |gpu - cpu| over y, h_n and (LSTM) c_n.
     #[arg(long, default_value_t = DEFAULT_TOL)]
     tol: f64,
     /// Train rows: largest allowed max |gpu - cpu| / max |cpu| of any gradient tensor.
@@ -96,8 +112,8 @@ struct Args {
     /// Seed of the weights (the input uses seed + 1, train rows' dy seed + 2).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// JSON output [default: bench-results/<suite>.json, or <suite>-<mode>.json with a
-    /// --mode other than both].
+    /// JSON output [default: bench-results/<suite>.json; a --cell other than all, a --mode
+    /// other than all, --layers and --bidirectional add -<cell>, -<mode>, -l<N>, -bi].
     #[arg(long)]
     json: Option<PathBuf>,
     /// SVG chart output [default: as --json, with .svg].
@@ -120,9 +136,12 @@ fn main() -> ExitCode {
             args.mode,
         ),
     };
+    let layers = args.layers.map(|l| l as usize);
+    let suite = suite::apply_topology(suite, layers, args.bidirectional);
     if suite.rows.is_empty() {
         eprintln!(
-            "error: suite {} has no rows for --cell {} --mode {}",
+            "error: suite {} has no rows for --cell {} --mode {} (stream rows: the quick suite \
+             and --rows only)",
             suite.name,
             args.cell.as_str(),
             args.mode.as_str()
@@ -163,8 +182,14 @@ fn main() -> ExitCode {
     if args.cell != CellFilter::All {
         stem = format!("{stem}-{}", args.cell.as_str());
     }
-    if args.mode != ModeFilter::Both {
+    if args.mode != ModeFilter::All {
         stem = format!("{stem}-{}", args.mode.as_str());
+    }
+    if let Some(l) = layers {
+        stem = format!("{stem}-l{l}");
+    }
+    if args.bidirectional {
+        stem = format!("{stem}-bi");
     }
     let json_path = args
         .json
@@ -192,6 +217,8 @@ fn main() -> ExitCode {
         train_tol: args.train_tol,
         mode: args.mode.as_str(),
         cell: args.cell.as_str(),
+        layers,
+        bidirectional: args.bidirectional,
         peak_gflops: args.peak_gflops,
         note: I_EQUALS_H_NOTE,
         flops_note: FLOPS_NOTE,
@@ -205,9 +232,10 @@ fn main() -> ExitCode {
     let n = suite.rows.len();
     for (k, row) in suite.rows.iter().enumerate() {
         let tag = format!(
-            "[{}/{n}] {} H={} B={} T={} {}",
+            "[{}/{n}] {} {} H={} B={} T={} {}",
             k + 1,
             row.cell.as_str(),
+            row.topology(),
             row.hidden,
             row.batch,
             row.steps,
@@ -230,17 +258,26 @@ fn main() -> ExitCode {
         "cells: PyTorch nn.LSTM, nn.GRU (reset after), nn.RNN (relu; DeepBench's \"vanilla\", cuDNN RNN_RELU)."
     );
     println!(
-        "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
-         backward + wait); GFLOP/s: forward FLOPs / ms, 3x that for train, with forward FLOPs \
-         lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T; vs CPU: f64 reference time \
-         (forward, or forward + backward; measured on --check-rows batch rows, scaled to B) / \
-         ms; subs: queue submissions per pass."
+        "L: stacked layers (I = H for layer 0, D*H above); dir: fwd (forward) or bi \
+         (bidirectional, D = 2, outputs concatenated)."
     );
     println!(
-        "max err: inference: max |gpu - ref| over y, h_n, c_n (lstm only) (absolute, --tol \
-         {:e}); train: max over dx, dh0, dc0 (lstm only), dW_ih, dW_hh, db_ih, db_hh of max \
-         |gpu - ref| / max |ref| (relative to each tensor's scale, --train-tol {:e}), on a B' = \
-         min(B, --check-rows) problem.",
+        "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
+         backward + wait; stream: T session steps, each step + download of y_t); us/step \
+         (stream rows): median over reps of the mean step latency, ms * 1000 / T; GFLOP/s: \
+         forward FLOPs / ms, 3x that for train, with forward FLOPs summed over layers and \
+         directions, sum_l D*2*G*B*H*(I_l+H)*T (one layer: lstm 8*B*H*(I+H)*T, gru \
+         6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T); vs CPU: f64 reference time (forward, or forward + \
+         backward; measured on --check-rows batch rows, scaled to B) / ms; subs: queue \
+         submissions per pass (stream: per step, the y_t download not counted; must be 1)."
+    );
+    println!(
+        "max err: inference and stream: max |gpu - ref| over y, h_n, c_n (lstm only) of every \
+         layer-direction (stream: the stepped y_t and the session's final state) (absolute, \
+         --tol {:e}); train: max over dx, dh0, dc0 (lstm only) and every layer-direction's \
+         dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's \
+         scale, --train-tol {:e}), on a B' = min(B, --check-rows) problem; reference: the f64 \
+         CPU stack (cpu::stack_forward / stack_backward).",
         args.tol, args.train_tol
     );
     println!("wrote {} and {}", json_path.display(), svg_path.display());
@@ -266,19 +303,17 @@ fn run_row(
 ) -> RowResult {
     // A training step (forward + backward) is counted as 3 forwards: backward does the two
     // products of each forward GEMM, for the data and for the weight gradients.
-    let passes = match row.mode {
-        Mode::Inference => 1.0,
-        Mode::Train => 3.0,
-    };
     let flops = measure::config(row)
-        .map(|cfg| passes * cfg.forward_flops(row.batch, row.steps))
+        .map(|cfg| row.mode.forward_passes() * cfg.forward_flops(row.batch, row.steps))
         .unwrap_or(f64::NAN);
     let tol = match row.mode {
-        Mode::Inference => args.tol,
+        Mode::Inference | Mode::Stream => args.tol,
         Mode::Train => args.train_tol,
     };
     let mut result = RowResult {
         cell: row.cell.as_str(),
+        layers: row.layers,
+        bidirectional: row.bidirectional,
         hidden: row.hidden,
         batch: row.batch,
         steps: row.steps,
@@ -289,6 +324,7 @@ fn run_row(
         flops,
         ms: None,
         samples_ms: Vec::new(),
+        us_per_step: None,
         gflops: None,
         percent_peak: None,
         submissions: None,
@@ -301,9 +337,18 @@ fn run_row(
         tol,
         within_tol: None,
     };
+    if row.mode == Mode::Stream && row.bidirectional {
+        let why = "a streaming session runs the forward direction only (a reverse direction \
+                   needs the whole sequence)";
+        progress(&format!("skipped: {why}"));
+        result.status = Status::Skipped;
+        result.note = Some(why.into());
+        return result;
+    }
     let measured = match row.mode {
         Mode::Inference => measure::run_inference(ctx, row, settings, progress),
         Mode::Train => measure::run_train(ctx, row, settings, progress),
+        Mode::Stream => measure::run_stream(ctx, row, settings, progress),
     };
     match measured {
         Ok(m) => {
@@ -323,6 +368,21 @@ fn run_row(
                 result.max_err_tensor = Some(c.worst);
                 // A NaN error compares false here, so it fails the check.
                 result.within_tol = Some(c.max_err <= tol);
+            }
+            if row.mode == Mode::Stream {
+                let us = m.median_ms * 1e3 / row.steps as f64;
+                result.us_per_step = Some(us);
+                progress(&format!(
+                    "{us:.1} us/step, {} submission(s) per step",
+                    m.submissions
+                ));
+                if m.submissions != 1 {
+                    result.status = Status::Error;
+                    result.note = Some(format!(
+                        "a session step made {} queue submissions, expected 1 ({us:.1} us/step)",
+                        m.submissions
+                    ));
+                }
             }
             progress(&format!("{:.3} ms, {gflops:.2} GFLOP/s", m.median_ms));
         }

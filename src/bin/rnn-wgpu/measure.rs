@@ -1,11 +1,13 @@
-//! Time one row on the GPU and check it against the CPU reference.
+//! Time one row on the GPU and check it against the f64 CPU stack reference.
 
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnn_wgpu::cpu::{self, RefWeights, to_f64};
-use rnn_wgpu::{Context, Error, GpuTensor, Grads, Nonlinearity, Result, Rnn, RnnConfig, Weights};
+use rnn_wgpu::cpu::{self, to_f64};
+use rnn_wgpu::{
+    Context, Direction, Error, GpuTensor, Grads, Nonlinearity, Result, Rnn, RnnConfig, Weights,
+};
 
 use crate::suite::{Cell, Row};
 
@@ -20,11 +22,12 @@ pub struct Settings {
 
 /// What one row measured.
 pub struct Measurement {
-    /// Wall time of each timed pass (`forward` + `wait`, or `forward_train` + `backward` +
-    /// `wait`), in ms.
+    /// Wall time of each timed pass (`forward` + `wait`, `forward_train` + `backward` +
+    /// `wait`, or a stream row's `T` steps, each `step` + download of `y_t`), in ms.
     pub samples_ms: Vec<f64>,
     pub median_ms: f64,
-    /// Queue submissions made by one pass (one forward, or one training step).
+    /// Queue submissions made by one pass (one forward, or one training step); for a stream
+    /// row, the most made by one `step` (the download of `y_t` not counted).
     pub submissions: u64,
     pub check: Option<Check>,
 }
@@ -54,8 +57,8 @@ pub struct Check {
     /// The largest error, measured as `kind` says (NaN if any compared value was NaN).
     pub max_err: f64,
     pub kind: ErrKind,
-    /// The tensor `max_err` came from (`y`, `dW_hh`, ...).
-    pub worst: &'static str,
+    /// The tensor `max_err` came from (`y`, `h_n`, `dW_hh_l1_reverse`, ...).
+    pub worst: String,
     /// The reference's time on `rows` rows.
     pub cpu_ms: f64,
 }
@@ -68,16 +71,24 @@ impl Check {
     }
 }
 
-/// Model config of a row: PyTorch's plain cell (`nn.LSTM`, `nn.GRU`, `nn.RNN` with relu, as DeepBench's "vanilla" = cuDNN RNN_RELU),
-/// `I = H`, one layer, forward direction, with biases.
+/// Model config of a row: PyTorch's plain cell (`nn.LSTM`, `nn.GRU`, `nn.RNN` with relu, as
+/// DeepBench's "vanilla" = cuDNN RNN_RELU), `I = H`, the row's layers and directions, with
+/// biases, no dropout.
 pub fn config(row: &Row) -> Result<RnnConfig> {
     let h = row.hidden;
+    let direction = if row.bidirectional {
+        Direction::Bidirectional
+    } else {
+        Direction::Forward
+    };
     match row.cell {
         Cell::Lstm => RnnConfig::lstm(h, h),
         Cell::Gru => RnnConfig::gru(h, h),
         // DeepBench's "vanilla" cell is cuDNN's CUDNN_RNN_RELU.
         Cell::Rnn => RnnConfig::rnn(h, h, Nonlinearity::Relu),
     }
+    .num_layers(row.layers)
+    .direction(direction)
     .build()
 }
 
@@ -87,12 +98,21 @@ fn uniform(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
 }
 
-/// Batch rows `0..rows` of a `[T, B, width]` tensor, as `[T, rows, width]`.
-fn batch_rows(v: &[f32], steps: usize, batch: usize, width: usize, rows: usize) -> Vec<f32> {
-    (0..steps)
-        .flat_map(|step| &v[step * batch * width..(step * batch + rows) * width])
+/// Batch rows `0..rows` of a `[N, B, width]` tensor (`N` = T for `x`/`y`, layers x
+/// directions for states), as `[N, rows, width]`.
+fn batch_rows(v: &[f32], n: usize, batch: usize, width: usize, rows: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|k| &v[k * batch * width..(k * batch + rows) * width])
         .copied()
         .collect()
+}
+
+/// The outputs of a GPU forward (or of a session stepped over the whole sequence), on the
+/// host: `y [T, B, D*H]`, `h_n [L*D, B, H]`, `c_n [L*D, B, H]` (LSTM only).
+struct HostOut {
+    y: Vec<f32>,
+    h_n: Vec<f32>,
+    c_n: Option<Vec<f32>>,
 }
 
 /// Run an inference row: warm up, time `reps` forwards, count one forward's submissions, and
@@ -121,18 +141,13 @@ pub fn run_inference(
         Some(rows) => {
             // One more forward, untimed, for its outputs.
             let out = rnn.forward(&x_gpu, None)?;
-            let rows = rows.clamp(1, b);
-            progress(&format!("CPU reference on {rows} of {b} batch rows"));
-            let y = out.y.download(ctx)?;
-            let h_n = out.h_n.download(ctx)?;
-            let c_n = out.c_n.as_ref().map(|c| c.download(ctx)).transpose()?;
-            Some(check_inference(
-                &cfg,
-                &weights,
-                row,
-                &x,
-                rows,
-                (&y, &h_n, c_n.as_deref()),
+            let gpu = HostOut {
+                y: out.y.download(ctx)?,
+                h_n: out.h_n.download(ctx)?,
+                c_n: out.c_n.as_ref().map(|c| c.download(ctx)).transpose()?,
+            };
+            Some(check_outputs(
+                &cfg, &weights, row, &x, rows, &gpu, progress,
             )?)
         }
     };
@@ -156,12 +171,12 @@ pub fn run_train(
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
     let rnn = Rnn::new(ctx, &cfg, &weights)?;
-    let (t, b, h) = (row.steps, row.batch, row.hidden);
+    let (t, b, h, out_w) = (row.steps, row.batch, row.hidden, cfg.output_size());
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
     // The upstream gradient of a loss on every output, e.g. `sum(y * dy)`.
-    let dy = uniform(t * b * h, s.seed.wrapping_add(2));
+    let dy = uniform(t * b * out_w, s.seed.wrapping_add(2));
     let x_gpu = GpuTensor::upload(ctx, &x, &[t, b, h])?;
-    let dy_gpu = GpuTensor::upload(ctx, &dy, &[t, b, h])?;
+    let dy_gpu = GpuTensor::upload(ctx, &dy, &[t, b, out_w])?;
     ctx.wait()?;
 
     let (samples_ms, submissions) = time_passes(ctx, s, progress, || {
@@ -183,6 +198,102 @@ pub fn run_train(
         samples_ms,
         submissions,
         check,
+    })
+}
+
+/// Run a streaming row: a [`rnn_wgpu::Session`] of `B` rows fed `x_0 .. x_{T-1}` one
+/// `step` at a time, each step followed by the download of its `y_t` (which waits for the
+/// GPU), so a step's time is a real round-trip latency. Warm up, time `reps` whole sequences
+/// (each on a fresh session, created outside the timer), and (optionally) check the stepped
+/// outputs and the session's final state against the CPU reference over the whole sequence.
+/// The model must run forward only (a session cannot run a reverse direction).
+pub fn run_stream(
+    ctx: &Context,
+    row: &Row,
+    s: &Settings,
+    progress: &dyn Fn(&str),
+) -> Result<Measurement> {
+    let cfg = config(row)?;
+    let weights = Weights::init(&cfg, s.seed);
+    let rnn = Rnn::new(ctx, &cfg, &weights)?;
+    let (t, b, h) = (row.steps, row.batch, row.hidden);
+    // The same x as an inference row of the same problem; step k's [B, H] slice uploaded
+    // ahead, so the timed loop only steps and reads back.
+    let x = uniform(t * b * h, s.seed.wrapping_add(1));
+    let xs: Vec<GpuTensor> = x
+        .chunks(b * h)
+        .map(|x_t| GpuTensor::upload(ctx, x_t, &[b, h]))
+        .collect::<Result<_>>()?;
+    ctx.wait()?;
+
+    progress(&format!("warm-up x{} (of {t} steps each)", s.warmup));
+    for _ in 0..s.warmup {
+        stream_pass(ctx, &rnn, &xs, false)?;
+    }
+    progress(&format!("timing x{} (of {t} steps each)", s.reps));
+    let mut samples_ms = Vec::with_capacity(s.reps);
+    let mut submissions = 0;
+    let mut last = None;
+    for rep in 0..s.reps {
+        let pass = stream_pass(ctx, &rnn, &xs, rep + 1 == s.reps)?;
+        samples_ms.push(pass.ms);
+        submissions = submissions.max(pass.max_submissions);
+        last = Some(pass);
+    }
+
+    let check = match (s.check_rows, last.and_then(|p| p.out)) {
+        (Some(rows), Some(gpu)) => Some(check_outputs(
+            &cfg, &weights, row, &x, rows, &gpu, progress,
+        )?),
+        _ => None,
+    };
+    Ok(Measurement {
+        median_ms: median(&samples_ms),
+        samples_ms,
+        submissions,
+        check,
+    })
+}
+
+/// One timed sequence of a stream row.
+struct StreamPass {
+    /// Wall time of the `T` steps, each `step` + download of `y_t`.
+    ms: f64,
+    /// The most submissions one `step` made.
+    max_submissions: u64,
+    /// `y [T, B, H]` of the steps and the session's final state, when asked for.
+    out: Option<HostOut>,
+}
+
+/// Step a fresh session through `xs` (each `[B, I]`), downloading every `y_t`.
+fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result<StreamPass> {
+    let batch = xs.first().map_or(1, |x| x.shape()[0]);
+    let mut session = rnn.session(batch)?;
+    let mut y = Vec::with_capacity(xs.iter().map(GpuTensor::numel).sum());
+    let mut max_submissions = 0;
+    let start = Instant::now();
+    for x_t in xs {
+        let before = ctx.submission_count();
+        let y_t = session.step(x_t)?;
+        max_submissions = max_submissions.max(ctx.submission_count() - before);
+        // Blocks until the step is done and its output is on the host.
+        y.extend(y_t.download(ctx)?);
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let out = if keep {
+        let state = session.state();
+        Some(HostOut {
+            y,
+            h_n: state.h.download(ctx)?,
+            c_n: state.c.as_ref().map(|c| c.download(ctx)).transpose()?,
+        })
+    } else {
+        None
+    };
+    Ok(StreamPass {
+        ms,
+        max_submissions,
+        out,
     })
 }
 
@@ -222,34 +333,53 @@ fn time_passes(
     Ok((samples_ms, ctx.submission_count() - before))
 }
 
-/// Run the f64 reference ([`cpu::forward`], any cell) on the first `rows` batch rows of `x`
-/// and compare. `gpu` is `(y [T, B, H], h_n [1, B, H], c_n [1, B, H])`, `c_n` for the LSTM
-/// only.
-fn check_inference(
+/// PyTorch's suffix of layer-direction `k` (`l*D + d`): `l0`, `l0_reverse`, `l1`, ...
+fn layer_name(cfg: &RnnConfig, k: usize) -> String {
+    let dirs = cfg.num_directions();
+    let (layer, dir) = (k / dirs, k % dirs);
+    if dir == 1 {
+        format!("l{layer}_reverse")
+    } else {
+        format!("l{layer}")
+    }
+}
+
+/// Run the f64 stack reference ([`cpu::stack_forward`]: every layer and direction) on the
+/// first `rows` batch rows of `x` (clamped to `1..=B`) and compare with `gpu`, the outputs of
+/// the whole batch: `y [T, B, D*H]`, `h_n` and `c_n` (LSTM) `[L*D, B, H]`.
+fn check_outputs(
     cfg: &RnnConfig,
     weights: &Weights,
     row: &Row,
     x: &[f32],
     rows: usize,
-    gpu: (&[f32], &[f32], Option<&[f32]>),
+    gpu: &HostOut,
+    progress: &dyn Fn(&str),
 ) -> Result<Check> {
     let (t, b, h) = (row.steps, row.batch, row.hidden);
+    let rows = rows.clamp(1, b);
+    let (out_w, states) = (cfg.output_size(), cfg.num_layers() * cfg.num_directions());
+    progress(&format!("CPU reference on {rows} of {b} batch rows"));
     // Batch rows never interact, so rows 0..rows of x alone give rows 0..rows of every output.
     let x_sub = to_f64(&batch_rows(x, t, b, h, rows));
-    let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
     let start = Instant::now();
-    let reference = cpu::forward(cfg, &ref_weights, &x_sub, None, None, t, rows)?;
+    let reference = cpu::stack_forward(cfg, weights, &x_sub, None, None, None, t, rows)?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
 
-    let (y, h_n, c_n) = gpu;
     let mut max = MaxErr::default();
     max.add(
         "y",
-        max_abs_diff(&batch_rows(y, t, b, h, rows), &reference.y),
+        max_abs_diff(&batch_rows(&gpu.y, t, b, out_w, rows), &reference.y),
     );
-    max.add("h_n", max_abs_diff(&h_n[..rows * h], &reference.h_n));
-    match (c_n, &reference.c_n) {
-        (Some(got), Some(want)) => max.add("c_n", max_abs_diff(&got[..rows * h], want)),
+    max.add(
+        "h_n",
+        max_abs_diff(&batch_rows(&gpu.h_n, states, b, h, rows), &reference.h_n),
+    );
+    match (&gpu.c_n, &reference.c_n) {
+        (Some(got), Some(want)) => max.add(
+            "c_n",
+            max_abs_diff(&batch_rows(got, states, b, h, rows), want),
+        ),
         (None, None) => {}
         (got, _) => return Err(presence_mismatch(cfg, "c_n", got.is_some())),
     }
@@ -273,10 +403,12 @@ fn presence_mismatch(cfg: &RnnConfig, name: &str, gpu_has_it: bool) -> Error {
     })
 }
 
-/// Gradient parity on a reduced problem: same `H`, `I`, `T` and weights, batch rows
+/// Gradient parity on a reduced problem: same `H`, `I`, `T`, topology and weights, batch rows
 /// `0..rows` of `x` and `dy`. The full problem's rows cannot be checked on their own, since
 /// weight gradients sum over every batch row; a fresh GPU forward_train + backward at
-/// `B' = rows` is compared with the f64 reference at `B'` instead.
+/// `B' = rows` is compared with the f64 stack reference ([`cpu::stack_forward`] +
+/// [`cpu::stack_backward`]) at `B'`: `dx`, `dh0`, `dc0` (LSTM), and every layer-direction's
+/// `dW_ih`, `dW_hh`, `db_ih`, `db_hh`.
 #[allow(clippy::too_many_arguments)]
 fn check_train(
     ctx: &Context,
@@ -289,25 +421,24 @@ fn check_train(
     rows: usize,
     progress: &dyn Fn(&str),
 ) -> Result<Check> {
-    let (t, b, h) = (row.steps, row.batch, row.hidden);
+    let (t, b, h, out_w) = (row.steps, row.batch, row.hidden, cfg.output_size());
     let x_sub = batch_rows(x, t, b, h, rows);
-    let dy_sub = batch_rows(dy, t, b, h, rows);
+    let dy_sub = batch_rows(dy, t, b, out_w, rows);
     progress(&format!("GPU gradients at B'={rows} for the check"));
     let x_gpu = GpuTensor::upload(ctx, &x_sub, &[t, rows, h])?;
-    let dy_gpu = GpuTensor::upload(ctx, &dy_sub, &[t, rows, h])?;
+    let dy_gpu = GpuTensor::upload(ctx, &dy_sub, &[t, rows, out_w])?;
     let gpu = train_step(rnn, &x_gpu, &dy_gpu)?.to_host(rnn)?;
 
     progress(&format!(
         "CPU reference forward + backward at B'={rows} (of {b})"
     ));
-    let ref_weights = RefWeights::new(cfg, weights.layer(0, 0));
     let (x64, dy64) = (to_f64(&x_sub), to_f64(&dy_sub));
     let start = Instant::now();
-    let fwd = cpu::forward(cfg, &ref_weights, &x64, None, None, t, rows)?;
-    let reference = cpu::backward(
+    let fwd = cpu::stack_forward(cfg, weights, &x64, None, None, None, t, rows)?;
+    let reference = cpu::stack_backward(
         cfg,
-        &ref_weights,
-        &x64,
+        weights,
+        None,
         None,
         None,
         &fwd,
@@ -327,21 +458,36 @@ fn check_train(
         (None, None) => {}
         (got, _) => return Err(presence_mismatch(cfg, "dc0", got.is_some())),
     }
-    let p = &gpu.params[0];
-    max.add("dW_ih", scaled_diff(&p.weight_ih, &reference.d_weight_ih));
-    max.add("dW_hh", scaled_diff(&p.weight_hh, &reference.d_weight_hh));
-    // The harness's configs have biases; a missing bias gradient would be a library bug.
-    for (name, got, want) in [
-        ("db_ih", &p.bias_ih, &reference.d_bias_ih),
-        ("db_hh", &p.bias_hh, &reference.d_bias_hh),
-    ] {
-        match got {
-            Some(g) => max.add(name, scaled_diff(g, want)),
-            None => {
-                return Err(Error::Gpu(format!(
-                    "{} backward returned no {name}",
-                    cfg.cell().name()
-                )));
+    if gpu.params.len() != reference.layers.len() {
+        return Err(Error::Gpu(format!(
+            "backward returned parameter gradients of {} layer-direction(s), the model has {}",
+            gpu.params.len(),
+            reference.layers.len()
+        )));
+    }
+    for (k, (p, want)) in gpu.params.iter().zip(&reference.layers).enumerate() {
+        let suffix = layer_name(cfg, k);
+        max.add(
+            &format!("dW_ih_{suffix}"),
+            scaled_diff(&p.weight_ih, &want.d_weight_ih),
+        );
+        max.add(
+            &format!("dW_hh_{suffix}"),
+            scaled_diff(&p.weight_hh, &want.d_weight_hh),
+        );
+        // The harness's configs have biases; a missing bias gradient would be a library bug.
+        for (name, got, want) in [
+            ("db_ih", &p.bias_ih, &want.d_bias_ih),
+            ("db_hh", &p.bias_hh, &want.d_bias_hh),
+        ] {
+            match got {
+                Some(g) => max.add(&format!("{name}_{suffix}"), scaled_diff(g, want)),
+                None => {
+                    return Err(Error::Gpu(format!(
+                        "{} backward returned no {name}_{suffix}",
+                        cfg.cell().name()
+                    )));
+                }
             }
         }
     }
@@ -358,23 +504,23 @@ fn check_train(
 /// then fails the tolerance check); `f64::max` would drop it.
 struct MaxErr {
     err: f64,
-    worst: &'static str,
+    worst: String,
 }
 
 impl Default for MaxErr {
     fn default() -> Self {
         MaxErr {
             err: 0.0,
-            worst: "-",
+            worst: "-".into(),
         }
     }
 }
 
 impl MaxErr {
-    fn add(&mut self, name: &'static str, e: f64) {
+    fn add(&mut self, name: &str, e: f64) {
         if !self.err.is_nan() && (e.is_nan() || e > self.err) {
             self.err = e;
-            self.worst = name;
+            self.worst = name.into();
         }
     }
 }
@@ -424,6 +570,16 @@ mod tests {
     }
 
     #[test]
+    fn layer_names_follow_pytorch() {
+        let row = Row::plain(Cell::Gru, crate::suite::Mode::Train, 8, 1, 1).stacked(2, true);
+        let cfg = config(&row).unwrap();
+        let names: Vec<String> = (0..4).map(|k| layer_name(&cfg, k)).collect();
+        assert_eq!(names, ["l0", "l0_reverse", "l1", "l1_reverse"]);
+        let cfg = config(&row.stacked(2, false)).unwrap();
+        assert_eq!(layer_name(&cfg, 1), "l1");
+    }
+
+    #[test]
     fn batch_rows_picks_leading_rows_of_every_step() {
         // [T=2, B=3, W=2]
         let v: Vec<f32> = (0..12).map(|k| k as f32).collect();
@@ -443,7 +599,7 @@ mod tests {
         m.add("a", 1e-6);
         m.add("b", 1e-5);
         m.add("c", 1e-7);
-        assert_eq!((m.err, m.worst), (1e-5, "b"));
+        assert_eq!((m.err, m.worst.as_str()), (1e-5, "b"));
         m.add("d", f64::NAN);
         m.add("e", 1.0);
         assert!(m.err.is_nan());

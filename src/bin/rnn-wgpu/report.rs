@@ -10,10 +10,10 @@ use serde::Serialize;
 pub const I_EQUALS_H_NOTE: &str = "whole layer timed with I = H, input projection included; DeepBench times only the recurrent part";
 
 /// Printed under the table and stored in the JSON: what `max err` means per mode.
-pub const MAX_ERR_NOTE: &str = "max err: inference rows: max |gpu - ref| over y, h_n, c_n (c_n: lstm only) (absolute); train rows: max over dx, dh0, dc0 (lstm only), dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's scale), on a B' = min(B, --check-rows) problem; reference: the f64 CPU cell of the same kind";
+pub const MAX_ERR_NOTE: &str = "max err: inference and stream rows: max |gpu - ref| over y, h_n, c_n (c_n: lstm only; every layer-direction's h_n and c_n; a stream row's y is its stepped y_t and its h_n, c_n the session's state after T steps) (absolute); train rows: max over dx, dh0, dc0 (lstm only) and every layer-direction's dW_ih, dW_hh, db_ih, db_hh of max |gpu - ref| / max |ref| (relative to each tensor's scale), on a B' = min(B, --check-rows) problem; reference: the f64 CPU stack (cpu::stack_forward, cpu::stack_backward) of the same topology";
 
 /// Printed under the table and stored in the JSON: the FLOP count of each cell.
-pub const FLOPS_NOTE: &str = "FLOPs of a forward pass, 2*G*B*H*(I+H)*T (DeepBench/cuDNN, element-wise work not counted): lstm (G=4) 8*B*H*(I+H)*T, gru (G=3) 6*B*H*(I+H)*T, rnn (G=1) 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x its forward";
+pub const FLOPS_NOTE: &str = "FLOPs of a forward pass, summed over layers l and directions D: sum_l D*2*G*B*H*(I_l+H)*T with I_0 = H, I_l = D*H above (DeepBench/cuDNN, element-wise work not counted); one layer: lstm (G=4) 8*B*H*(I+H)*T, gru (G=3) 6*B*H*(I+H)*T, rnn (G=1) 2*B*H*(I+H)*T; a train row (forward + backward) counts 3x its forward, a stream row its T steps as one forward";
 
 /// The adapter, as strings (wgpu's types are only serialisable behind a feature).
 #[derive(Debug, Serialize)]
@@ -51,6 +51,10 @@ pub enum Status {
 pub struct RowResult {
     /// `lstm`, `gru` or `rnn` (PyTorch's `nn.RNN` with relu; DeepBench's "vanilla", cuDNN RNN_RELU).
     pub cell: &'static str,
+    /// Stacked layers.
+    pub layers: usize,
+    /// Both directions in every layer.
+    pub bidirectional: bool,
     pub hidden: usize,
     pub batch: usize,
     pub steps: usize,
@@ -62,13 +66,17 @@ pub struct RowResult {
     /// FLOPs of one pass (forward: `2*G*B*H*(I+H)*T`, i.e. LSTM `8*...`, GRU `6*...`, RNN
     /// `2*...`; a training step, forward + backward: 3x that).
     pub flops: f64,
-    /// Median wall time of one pass: `forward` + `wait`, or `forward_train` + `backward` +
-    /// `wait`.
+    /// Median wall time of one pass: `forward` + `wait`, `forward_train` + `backward` +
+    /// `wait`, or (stream rows) `T` session steps, each `step` + download of `y_t`.
     pub ms: Option<f64>,
     pub samples_ms: Vec<f64>,
+    /// Stream rows: latency of one step, `step` + download of `y_t`, in µs: the median over
+    /// reps of the mean step time (`ms * 1000 / T`). `null` for other rows.
+    pub us_per_step: Option<f64>,
     pub gflops: Option<f64>,
     pub percent_peak: Option<f64>,
-    /// Queue submissions of one pass (a forward, or a training step).
+    /// Queue submissions of one pass (a forward, or a training step); stream rows: of one
+    /// `step` (the most any step made; the download of `y_t` adds one more, not counted).
     pub submissions: Option<u64>,
     /// Batch rows the CPU reference ran on (train rows: `B'` of the reduced problem).
     pub check_rows: Option<usize>,
@@ -82,8 +90,8 @@ pub struct RowResult {
     pub max_err: Option<f64>,
     /// `abs` or `scaled`.
     pub err_kind: Option<&'static str>,
-    /// The tensor with the largest error (`y`, `dW_hh`, ...).
-    pub max_err_tensor: Option<&'static str>,
+    /// The tensor with the largest error (`y`, `h_n`, `dW_hh_l1_reverse`, ...).
+    pub max_err_tensor: Option<String>,
     /// The tolerance this row is held to (`--tol` or `--train-tol`).
     pub tol: f64,
     pub within_tol: Option<bool>,
@@ -115,6 +123,10 @@ pub struct Report {
     pub mode: &'static str,
     /// `--cell`.
     pub cell: &'static str,
+    /// `--layers`, when given (`null`: each row's own).
+    pub layers: Option<usize>,
+    /// `--bidirectional`: every row made bidirectional (`false`: each row's own).
+    pub bidirectional: bool,
     pub peak_gflops: Option<f64>,
     pub note: &'static str,
     /// The FLOP count of each cell.
@@ -130,8 +142,21 @@ pub struct Report {
 /// Header of the printed table.
 pub fn table_header() -> String {
     let head = format!(
-        "{:<5} {:>5} {:>4} {:>5} {:<9} {:>10} {:>8} {:>6} {:>8} {:>8} {:>4}",
-        "cell", "H", "B", "T", "mode", "ms", "GFLOP/s", "%peak", "vs CPU", "max err", "subs"
+        "{:<5} {:>2} {:<3} {:>5} {:>4} {:>5} {:<9} {:>10} {:>8} {:>8} {:>6} {:>8} {:>8} {:>4}",
+        "cell",
+        "L",
+        "dir",
+        "H",
+        "B",
+        "T",
+        "mode",
+        "ms",
+        "us/step",
+        "GFLOP/s",
+        "%peak",
+        "vs CPU",
+        "max err",
+        "subs"
     );
     let rule = "-".repeat(head.len());
     format!("{head}\n{rule}")
@@ -140,8 +165,14 @@ pub fn table_header() -> String {
 /// One printed line for `r`.
 pub fn table_line(r: &RowResult) -> String {
     let lead = format!(
-        "{:<5} {:>5} {:>4} {:>5} {:<9}",
-        r.cell, r.hidden, r.batch, r.steps, r.mode
+        "{:<5} {:>2} {:<3} {:>5} {:>4} {:>5} {:<9}",
+        r.cell,
+        r.layers,
+        if r.bidirectional { "bi" } else { "fwd" },
+        r.hidden,
+        r.batch,
+        r.steps,
+        r.mode
     );
     if r.status != Status::Ok {
         let what = if r.status == Status::Skipped {
@@ -153,8 +184,9 @@ pub fn table_line(r: &RowResult) -> String {
     }
     let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_string(), f);
     let mut line = format!(
-        "{lead} {:>10} {:>8} {:>6} {:>8} {:>8} {:>4}",
+        "{lead} {:>10} {:>8} {:>8} {:>6} {:>8} {:>8} {:>4}",
         opt(r.ms, &|v| format!("{v:.3}")),
+        r.us_per_step.map_or(String::new(), |v| format!("{v:.1}")),
         opt(r.gflops, &|v| format!("{v:.2}")),
         opt(r.percent_peak, &|v| format!("{v:.1}")),
         opt(r.vs_cpu, &|v| if v < 1.0 {
@@ -179,7 +211,7 @@ pub fn table_line(r: &RowResult) -> String {
             line,
             "  FAIL: above {flag} {:e} (worst: {})",
             r.tol,
-            r.max_err_tensor.unwrap_or("-")
+            r.max_err_tensor.as_deref().unwrap_or("-")
         );
     }
     line
@@ -205,19 +237,21 @@ fn create_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Bar colours: inference, train, failed parity.
+/// Bar colours: inference, train, stream, failed parity.
 const INFERENCE_FILL: &str = "#2e86c1";
 const TRAIN_FILL: &str = "#d68910";
+const STREAM_FILL: &str = "#229954";
 const FAIL_FILL: &str = "#c0392b";
 
-/// Hand-written SVG: one labelled bar per row (inference blue, train orange, failed parity
-/// red), skipped and failed rows named in grey.
+/// Hand-written SVG: one labelled bar per row (inference blue, train orange, stream green,
+/// failed parity red; stream rows also show µs per step), skipped and failed rows named in
+/// grey.
 fn svg(report: &Report) -> String {
-    const LABEL_W: f64 = 250.0;
+    const LABEL_W: f64 = 300.0;
     const BAR_W: f64 = 520.0;
     const ROW_H: f64 = 22.0;
     const TOP: f64 = 56.0;
-    let width = LABEL_W + BAR_W + 110.0;
+    let width = LABEL_W + BAR_W + 190.0;
     let height = TOP + ROW_H * report.rows.len() as f64 + 62.0;
     let best = report
         .rows
@@ -253,8 +287,13 @@ fn svg(report: &Report) -> String {
     for (k, r) in report.rows.iter().enumerate() {
         let y = TOP + ROW_H * k as f64;
         let label = format!(
-            "{} H={} B={} T={} {}",
-            r.cell, r.hidden, r.batch, r.steps, r.mode
+            "{} {} H={} B={} T={} {}",
+            r.cell,
+            crate::suite::topology(r.layers, r.bidirectional),
+            r.hidden,
+            r.batch,
+            r.steps,
+            r.mode
         );
         let _ = writeln!(
             s,
@@ -270,8 +309,14 @@ fn svg(report: &Report) -> String {
                     FAIL_FILL
                 } else if r.mode == "train" {
                     TRAIN_FILL
+                } else if r.mode == "stream" {
+                    STREAM_FILL
                 } else {
                     INFERENCE_FILL
+                };
+                let value = match r.us_per_step {
+                    Some(us) => format!("{g:.2} ({us:.0} us/step)"),
+                    None => format!("{g:.2}"),
                 };
                 let _ = writeln!(
                     s,
@@ -281,9 +326,10 @@ fn svg(report: &Report) -> String {
                 );
                 let _ = writeln!(
                     s,
-                    r#"<text x="{:.1}" y="{}">{g:.2}</text>"#,
+                    r#"<text x="{:.1}" y="{}">{}</text>"#,
                     LABEL_W + w + 5.0,
-                    y + 14.0
+                    y + 14.0,
+                    xml(&value)
                 );
             }
             _ => {
@@ -306,12 +352,12 @@ fn svg(report: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#555"><tspan fill="{INFERENCE_FILL}">&#9632;</tspan> inference: forward   <tspan fill="{TRAIN_FILL}">&#9632;</tspan> train: forward + backward, 3x forward FLOPs   <tspan fill="{FAIL_FILL}">&#9632;</tspan> above tolerance</text>"##,
+        r##"<text x="10" y="{}" fill="#555"><tspan fill="{INFERENCE_FILL}">&#9632;</tspan> inference: forward   <tspan fill="{TRAIN_FILL}">&#9632;</tspan> train: forward + backward, 3x forward FLOPs   <tspan fill="{STREAM_FILL}">&#9632;</tspan> stream: session steps, B as given   <tspan fill="{FAIL_FILL}">&#9632;</tspan> above tolerance</text>"##,
         height - 42.0,
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#555">forward FLOPs 2*G*B*H*(I+H)*T: lstm 8*B*H*(I+H)*T, gru 6*B*H*(I+H)*T, rnn 2*B*H*(I+H)*T</text>"##,
+        r##"<text x="10" y="{}" fill="#555">forward FLOPs sum over layers and directions of 2*G*B*H*(I_l+H)*T (one layer: lstm 8*B*H*(I+H)*T, gru 6*..., rnn 2*...); L=2 bi: 2 layers, bidirectional</text>"##,
         height - 26.0,
     );
     let _ = writeln!(
@@ -367,6 +413,89 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    fn row(mode: &'static str, us_per_step: Option<f64>) -> RowResult {
+        RowResult {
+            cell: "lstm",
+            layers: 2,
+            bidirectional: mode != "stream",
+            hidden: 64,
+            batch: 1,
+            steps: 25,
+            input_size: 64,
+            mode,
+            status: Status::Ok,
+            note: None,
+            flops: 1e6,
+            ms: Some(2.5),
+            samples_ms: vec![2.5],
+            us_per_step,
+            gflops: Some(0.4),
+            percent_peak: None,
+            submissions: Some(1),
+            check_rows: Some(1),
+            cpu_ms: Some(1.0),
+            vs_cpu: Some(0.4),
+            max_err: Some(1e-7),
+            err_kind: Some("abs"),
+            max_err_tensor: Some("y".into()),
+            tol: 1e-4,
+            within_tol: Some(true),
+        }
+    }
+
+    #[test]
+    fn table_columns_line_up() {
+        let header = table_header();
+        let head = header.lines().next().unwrap();
+        let stream = table_line(&row("stream", Some(100.0)));
+        let inference = table_line(&row("inference", None));
+        assert_eq!(stream.len(), head.len());
+        assert_eq!(inference.len(), head.len());
+        // us/step is filled for stream rows only; the topology reads `2 bi` / `2 fwd`.
+        let col = head.find("us/step").unwrap();
+        assert_eq!(stream[col..col + 7].trim(), "100.0");
+        assert_eq!(inference[col..col + 7].trim(), "");
+        assert!(inference.starts_with("lstm   2 bi "));
+        assert!(stream.starts_with("lstm   2 fwd"));
+    }
+
+    #[test]
+    fn svg_shows_topology_and_step_latency() {
+        let report = Report {
+            tool: "t".into(),
+            suite: "quick".into(),
+            suite_about: None,
+            date: "2024-01-01".into(),
+            adapter: AdapterJson {
+                name: "a".into(),
+                backend: "b".into(),
+                device_type: "c".into(),
+                driver: String::new(),
+                driver_info: String::new(),
+            },
+            reps: 1,
+            warmup: 0,
+            tol: 1e-4,
+            train_tol: 1e-3,
+            mode: "all",
+            cell: "all",
+            layers: None,
+            bidirectional: false,
+            peak_gflops: None,
+            note: I_EQUALS_H_NOTE,
+            flops_note: FLOPS_NOTE,
+            max_err_note: MAX_ERR_NOTE,
+            left_out: None,
+            complete: true,
+            rows: vec![row("inference", None), row("stream", Some(100.0))],
+        };
+        let s = svg(&report);
+        assert!(s.contains("lstm L=2 bi H=64 B=1 T=25 inference"));
+        assert!(s.contains("0.40 (100 us/step)"));
+        assert!(s.contains(STREAM_FILL));
+        assert!(s.trim_end().ends_with("</svg>"));
     }
 
     #[test]

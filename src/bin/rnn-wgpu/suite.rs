@@ -1,25 +1,34 @@
-//! Benchmark rows: the DeepBench list, the `lite` and `quick` subsets, custom `--rows`, and
-//! the `--cell` and `--mode` filters.
+//! Benchmark rows: the DeepBench list, the `lite` and `quick` subsets, custom `--rows`, the
+//! `--cell` and `--mode` filters, and the `--layers` / `--bidirectional` topology.
 
 /// DeepBench's RNN problem sizes; columns `suite,cell,hidden,batch,timesteps`.
 const DEEPBENCH_CSV: &str = include_str!("../../../benches/deepbench_rnn.csv");
 
-/// The smoke suite, `(cell, mode, H, B, T)`: small enough for a software adapter (llvmpipe
-/// runs each in well under a second, the whole suite in about half a minute on 2 cores),
-/// covering B = 1, a long T and a wide B for the LSTM, and one inference and one training row
-/// for the GRU and the plain RNN. Training rows (forward + backward, about 3x the work of a
-/// forward) are the smallest problems.
-const QUICK_ROWS: &[(Cell, Mode, usize, usize, usize)] = &[
-    (Cell::Lstm, Mode::Inference, 64, 16, 25),
-    (Cell::Lstm, Mode::Inference, 128, 4, 50),
-    (Cell::Lstm, Mode::Inference, 256, 1, 150),
-    (Cell::Lstm, Mode::Inference, 256, 16, 25),
-    (Cell::Lstm, Mode::Train, 64, 16, 25),
-    (Cell::Lstm, Mode::Train, 128, 4, 50),
-    (Cell::Gru, Mode::Inference, 64, 16, 25),
-    (Cell::Gru, Mode::Train, 64, 16, 25),
-    (Cell::Rnn, Mode::Inference, 128, 16, 25),
-    (Cell::Rnn, Mode::Train, 128, 16, 25),
+/// The smoke suite: small enough for a software adapter (llvmpipe runs each row in well under
+/// a second or two, the whole suite in under a minute on 2 cores). One-layer rows cover B = 1,
+/// a long T and a wide B for the LSTM, and one inference and one training row for the GRU and
+/// the plain RNN; 2-layer bidirectional LSTM and GRU rows (inference and train) cover stacked
+/// topologies; `stream` rows time a [`rnn_wgpu::Session`] one step at a time at B = 1.
+/// Training rows (forward + backward, about 3x the work of a forward) are the smallest
+/// problems. Keep in step with QUICK_ROWS in `scripts/bench_torch.py`.
+const QUICK_ROWS: &[Row] = &[
+    Row::plain(Cell::Lstm, Mode::Inference, 64, 16, 25),
+    Row::plain(Cell::Lstm, Mode::Inference, 128, 4, 50),
+    Row::plain(Cell::Lstm, Mode::Inference, 256, 1, 150),
+    Row::plain(Cell::Lstm, Mode::Inference, 256, 16, 25),
+    Row::plain(Cell::Lstm, Mode::Inference, 64, 16, 25).stacked(2, true),
+    Row::plain(Cell::Lstm, Mode::Train, 64, 16, 25),
+    Row::plain(Cell::Lstm, Mode::Train, 128, 4, 50),
+    Row::plain(Cell::Lstm, Mode::Train, 64, 16, 25).stacked(2, true),
+    Row::plain(Cell::Gru, Mode::Inference, 64, 16, 25),
+    Row::plain(Cell::Gru, Mode::Inference, 64, 16, 25).stacked(2, true),
+    Row::plain(Cell::Gru, Mode::Train, 64, 16, 25),
+    Row::plain(Cell::Gru, Mode::Train, 64, 16, 25).stacked(2, true),
+    Row::plain(Cell::Rnn, Mode::Inference, 128, 16, 25),
+    Row::plain(Cell::Rnn, Mode::Train, 128, 16, 25),
+    Row::plain(Cell::Lstm, Mode::Stream, 128, 1, 25).stacked(2, false),
+    Row::plain(Cell::Lstm, Mode::Stream, 256, 1, 25),
+    Row::plain(Cell::Gru, Mode::Stream, 128, 1, 25).stacked(2, false),
 ];
 
 /// `lite`'s cap on a GRU or vanilla row: FLOPs of one pass (forward, 3x for train). It is
@@ -118,7 +127,8 @@ impl CellFilter {
 /// Which suite to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SuiteName {
-    /// A few small LSTM, GRU and RNN rows sized for a software adapter.
+    /// A few small LSTM, GRU and RNN rows sized for a software adapter: one-layer rows,
+    /// 2-layer bidirectional rows and B = 1 streaming rows.
     Quick,
     /// DeepBench's LSTM inference rows, GRU/vanilla inference rows with H <= 1024, and
     /// training rows with H <= 1024 and T <= 150.
@@ -137,11 +147,13 @@ impl SuiteName {
     }
 }
 
-/// What a row times: a forward pass, or forward plus backward (ordered as in the table).
+/// What a row times: a forward pass, forward plus backward, or a streaming session stepped
+/// one timestep at a time (ordered as in the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
     Inference,
     Train,
+    Stream,
 }
 
 impl Mode {
@@ -149,6 +161,18 @@ impl Mode {
         match self {
             Mode::Inference => "inference",
             Mode::Train => "train",
+            Mode::Stream => "stream",
+        }
+    }
+
+    /// Forward passes' worth of FLOPs in one pass of this mode: a training step (forward +
+    /// backward) counts as 3 forwards, since backward does the two products of each forward
+    /// GEMM, for the data and for the weight gradients. A stream pass is `T` steps of one
+    /// forward timestep each.
+    pub fn forward_passes(self) -> f64 {
+        match self {
+            Mode::Inference | Mode::Stream => 1.0,
+            Mode::Train => 3.0,
         }
     }
 }
@@ -160,8 +184,12 @@ pub enum ModeFilter {
     Inference,
     /// Forward + backward only.
     Train,
-    /// Both.
+    /// Streaming sessions (one `step` per timestep, B as given; the quick suite's are B = 1).
+    Stream,
+    /// Inference and train.
     Both,
+    /// Inference, train and stream.
+    All,
 }
 
 impl ModeFilter {
@@ -169,16 +197,20 @@ impl ModeFilter {
         match self {
             ModeFilter::Inference => "inference",
             ModeFilter::Train => "train",
+            ModeFilter::Stream => "stream",
             ModeFilter::Both => "both",
+            ModeFilter::All => "all",
         }
     }
 
-    /// The modes this filter keeps, inference first.
+    /// The modes this filter keeps, in table order.
     pub fn modes(self) -> &'static [Mode] {
         match self {
             ModeFilter::Inference => &[Mode::Inference],
             ModeFilter::Train => &[Mode::Train],
+            ModeFilter::Stream => &[Mode::Stream],
             ModeFilter::Both => &[Mode::Inference, Mode::Train],
+            ModeFilter::All => &[Mode::Inference, Mode::Train, Mode::Stream],
         }
     }
 
@@ -187,10 +219,16 @@ impl ModeFilter {
     }
 }
 
-/// One benchmark problem. The input size is always `I = H`, as in DeepBench.
+/// One benchmark problem. The input size is always `I = H`, as in DeepBench; a stacked
+/// model's layer `l > 0` reads the `D*H` outputs of the layer below (`D` = 2 when
+/// bidirectional).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub cell: Cell,
+    /// Stacked layers (PyTorch `num_layers`).
+    pub layers: usize,
+    /// Both directions in every layer (PyTorch `bidirectional=True`).
+    pub bidirectional: bool,
     pub hidden: usize,
     pub batch: usize,
     pub steps: usize,
@@ -198,8 +236,35 @@ pub struct Row {
 }
 
 impl Row {
-    /// FLOPs of one pass with `I = H`: forward `2*G*B*H*(I+H)*T` (as
-    /// `RnnConfig::forward_flops`), 3x that for a training step.
+    /// One layer, forward direction.
+    pub const fn plain(cell: Cell, mode: Mode, hidden: usize, batch: usize, steps: usize) -> Row {
+        Row {
+            cell,
+            layers: 1,
+            bidirectional: false,
+            hidden,
+            batch,
+            steps,
+            mode,
+        }
+    }
+
+    /// The same problem with `layers` layers, bidirectional or not.
+    pub const fn stacked(mut self, layers: usize, bidirectional: bool) -> Row {
+        self.layers = layers;
+        self.bidirectional = bidirectional;
+        self
+    }
+
+    /// Directions per layer, `D`.
+    pub fn directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// FLOPs of one pass with `I = H`, as `RnnConfig::forward_flops` of the row's model:
+    /// forward `sum_l D*2*G*B*H*(I_l+H)*T` with `I_0 = H` and `I_l = D*H` above it (one layer:
+    /// `2*G*B*H*(I+H)*T`), 3x that for a training step; a stream row's `T` steps count as
+    /// one forward over `T`.
     pub fn pass_flops(&self) -> f64 {
         let (g, h, b, t) = (
             self.cell.gate_count() as f64,
@@ -207,11 +272,28 @@ impl Row {
             self.batch as f64,
             self.steps as f64,
         );
-        let passes = match self.mode {
-            Mode::Inference => 1.0,
-            Mode::Train => 3.0,
-        };
-        passes * 2.0 * g * b * h * (h + h) * t
+        let d = self.directions() as f64;
+        let forward: f64 = (0..self.layers)
+            .map(|l| {
+                let input = if l == 0 { h } else { d * h };
+                d * 2.0 * g * b * h * (input + h) * t
+            })
+            .sum();
+        self.mode.forward_passes() * forward
+    }
+
+    /// Short topology label for progress lines and the chart: `L=1`, `L=2 bi`, ...
+    pub fn topology(&self) -> String {
+        topology(self.layers, self.bidirectional)
+    }
+}
+
+/// `L=<layers>`, plus ` bi` when bidirectional.
+pub fn topology(layers: usize, bidirectional: bool) -> String {
+    if bidirectional {
+        format!("L={layers} bi")
+    } else {
+        format!("L={layers}")
     }
 }
 
@@ -252,18 +334,13 @@ fn parse_deepbench() -> Vec<Row> {
             };
             let cell = Cell::from_deepbench(f[1])
                 .unwrap_or_else(|| panic!("deepbench_rnn.csv: unknown cell in {line:?}"));
-            Row {
-                cell,
-                hidden: num(f[2]),
-                batch: num(f[3]),
-                steps: num(f[4]),
-                // DeepBench's `device` rows are inference problems sized for phones.
-                mode: if f[0] == "train" {
-                    Mode::Train
-                } else {
-                    Mode::Inference
-                },
-            }
+            // DeepBench's `device` rows are inference problems sized for phones.
+            let mode = if f[0] == "train" {
+                Mode::Train
+            } else {
+                Mode::Inference
+            };
+            Row::plain(cell, mode, num(f[2]), num(f[3]), num(f[4]))
         })
         .collect()
 }
@@ -286,16 +363,7 @@ pub fn suite(name: SuiteName) -> Suite {
         left_out: None,
     };
     if name == SuiteName::Quick {
-        suite.rows = QUICK_ROWS
-            .iter()
-            .map(|&(cell, mode, hidden, batch, steps)| Row {
-                cell,
-                hidden,
-                batch,
-                steps,
-                mode,
-            })
-            .collect();
+        suite.rows = QUICK_ROWS.to_vec();
         return suite;
     }
     let mut beyond_lite = 0;
@@ -351,6 +419,44 @@ pub fn filter_cells(mut suite: Suite, filter: CellFilter) -> Suite {
     suite
 }
 
+/// `--layers` / `--bidirectional`: give every row `layers` layers (when given) and both
+/// directions (when `bidirectional`); rows that then repeat an earlier row are timed once.
+/// A stream row made bidirectional stays in the suite and is reported as skipped (a session
+/// runs the forward direction only).
+pub fn apply_topology(mut suite: Suite, layers: Option<usize>, bidirectional: bool) -> Suite {
+    if layers.is_none() && !bidirectional {
+        return suite;
+    }
+    let mut rows: Vec<Row> = Vec::with_capacity(suite.rows.len());
+    let mut duplicates = 0;
+    for mut r in std::mem::take(&mut suite.rows) {
+        if let Some(l) = layers {
+            r.layers = l;
+        }
+        r.bidirectional |= bidirectional;
+        if rows.contains(&r) {
+            duplicates += 1;
+        } else {
+            rows.push(r);
+        }
+    }
+    suite.rows = rows;
+    if duplicates > 0 {
+        let mut flags = Vec::new();
+        if let Some(l) = layers {
+            flags.push(format!("--layers {l}"));
+        }
+        if bidirectional {
+            flags.push("--bidirectional".to_string());
+        }
+        suite.note(format!(
+            "{duplicates} row(s) identical under {} timed once",
+            flags.join(" ")
+        ));
+    }
+    suite
+}
+
 /// Parse `--rows H,B,T[;H,B,T...]`: for each problem, one row per cell in `cells` and per
 /// mode in `modes` (cell-major, inference first).
 pub fn parse_rows(spec: &str, cells: &[Cell], modes: &[Mode]) -> Result<Suite, String> {
@@ -375,13 +481,11 @@ pub fn parse_rows(spec: &str, cells: &[Cell], modes: &[Mode]) -> Result<Suite, S
     let mut rows = Vec::new();
     for &cell in cells {
         for &(hidden, batch, steps) in &problems {
-            rows.extend(modes.iter().map(|&mode| Row {
-                cell,
-                hidden,
-                batch,
-                steps,
-                mode,
-            }));
+            rows.extend(
+                modes
+                    .iter()
+                    .map(|&mode| Row::plain(cell, mode, hidden, batch, steps)),
+            );
         }
     }
     Ok(Suite {
@@ -469,19 +573,26 @@ mod tests {
     #[test]
     fn pass_flops_match_the_library() {
         for cell in Cell::ALL {
-            for mode in [Mode::Inference, Mode::Train] {
-                let row = Row {
-                    cell,
-                    hidden: 48,
-                    batch: 3,
-                    steps: 7,
-                    mode,
-                };
-                let cfg = crate::measure::config(&row).unwrap();
-                let passes = if mode == Mode::Train { 3.0 } else { 1.0 };
-                assert_eq!(row.pass_flops(), passes * cfg.forward_flops(3, 7));
+            for mode in [Mode::Inference, Mode::Train, Mode::Stream] {
+                for layers in 1..=3 {
+                    for bidirectional in [false, true] {
+                        let row = Row::plain(cell, mode, 48, 3, 7).stacked(layers, bidirectional);
+                        let cfg = crate::measure::config(&row).unwrap();
+                        assert_eq!(cfg.num_layers(), layers);
+                        assert_eq!(cfg.num_directions(), row.directions());
+                        let passes = if mode == Mode::Train { 3.0 } else { 1.0 };
+                        assert_eq!(
+                            row.pass_flops(),
+                            passes * cfg.forward_flops(3, 7),
+                            "{row:?}"
+                        );
+                    }
+                }
             }
         }
+        // One layer: the DeepBench count 2*G*B*H*(I+H)*T.
+        let one = Row::plain(Cell::Lstm, Mode::Inference, 48, 3, 7);
+        assert_eq!(one.pass_flops(), 8.0 * 3.0 * 48.0 * 96.0 * 7.0);
     }
 
     #[test]
@@ -521,15 +632,40 @@ mod tests {
                 .filter(|r| r.mode == Mode::Train)
                 .all(|r| r.hidden <= 128)
         );
+        // 2-layer bidirectional LSTM and GRU rows, H=64 B=16 T=25, inference and train.
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for mode in [Mode::Inference, Mode::Train] {
+                let want = Row::plain(cell, mode, 64, 16, 25).stacked(2, true);
+                assert!(s.rows.contains(&want), "{want:?}");
+            }
+        }
+        // Streaming rows: B = 1, forward direction (a session cannot run a reverse one), at
+        // least one stacked LSTM and GRU.
+        let stream: Vec<&Row> = s.rows.iter().filter(|r| r.mode == Mode::Stream).collect();
+        assert!(stream.iter().all(|r| r.batch == 1 && !r.bidirectional));
+        for cell in [Cell::Lstm, Cell::Gru] {
+            assert!(stream.iter().any(|r| r.cell == cell && r.layers == 2));
+        }
+        // No row appears twice.
+        for (k, r) in s.rows.iter().enumerate() {
+            assert!(!s.rows[..k].contains(r), "{r:?}");
+        }
     }
 
     #[test]
     fn mode_filter_keeps_one_mode() {
         let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Train);
         assert!(s.rows.iter().all(|r| r.mode == Mode::Train));
-        assert_eq!(s.rows.len(), 4);
+        assert_eq!(s.rows.len(), 6);
         assert!(s.left_out.unwrap().contains("--mode train"));
+        let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Stream);
+        assert!(s.rows.iter().all(|r| r.mode == Mode::Stream));
+        assert_eq!(s.rows.len(), 3);
         let s = filter_modes(suite(SuiteName::Quick), ModeFilter::Both);
+        assert_eq!(s.rows.len(), QUICK_ROWS.len() - 3);
+        assert!(s.rows.iter().all(|r| r.mode != Mode::Stream));
+        assert!(s.left_out.unwrap().contains("--mode both"));
+        let s = filter_modes(suite(SuiteName::Quick), ModeFilter::All);
         assert_eq!(s.rows.len(), QUICK_ROWS.len());
         assert!(s.left_out.is_none());
     }
@@ -538,7 +674,7 @@ mod tests {
     fn cell_filter_keeps_one_cell() {
         let s = filter_cells(suite(SuiteName::Quick), CellFilter::Gru);
         assert!(s.rows.iter().all(|r| r.cell == Cell::Gru));
-        assert_eq!(s.rows.len(), 2);
+        assert_eq!(s.rows.len(), 5);
         assert!(s.left_out.unwrap().contains("--cell gru"));
         let s = filter_cells(suite(SuiteName::Quick), CellFilter::All);
         assert_eq!(s.rows.len(), QUICK_ROWS.len());
@@ -550,6 +686,41 @@ mod tests {
         assert_eq!(s.rows.len(), 1);
         let note = s.left_out.unwrap();
         assert!(note.contains("--cell rnn") && note.contains("--mode inference"));
+    }
+
+    #[test]
+    fn topology_applies_to_every_row() {
+        // Nothing given: rows keep their own topology.
+        let s = apply_topology(suite(SuiteName::Quick), None, false);
+        assert_eq!(s.rows, QUICK_ROWS);
+        assert!(s.left_out.is_none());
+
+        let s = apply_topology(suite(SuiteName::Quick), Some(2), true);
+        assert!(s.rows.iter().all(|r| r.layers == 2 && r.bidirectional));
+        // The one-layer LSTM and GRU rows at H=64 B=16 T=25 become the 2-layer
+        // bidirectional rows already in the suite.
+        assert_eq!(s.rows.len(), QUICK_ROWS.len() - 4);
+        assert!(s.left_out.unwrap().contains("--layers 2 --bidirectional"));
+
+        let s = apply_topology(suite(SuiteName::Lite), Some(3), false);
+        assert!(s.rows.iter().all(|r| r.layers == 3 && !r.bidirectional));
+        assert_eq!(s.rows.len(), suite(SuiteName::Lite).rows.len());
+
+        let custom = parse_rows("32,2,5", CellFilter::Gru.cells(), ModeFilter::All.modes());
+        let s = apply_topology(custom.unwrap(), None, true);
+        let got: Vec<(Mode, usize, bool)> = s
+            .rows
+            .iter()
+            .map(|r| (r.mode, r.layers, r.bidirectional))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Mode::Inference, 1, true),
+                (Mode::Train, 1, true),
+                (Mode::Stream, 1, true)
+            ]
+        );
     }
 
     #[test]
@@ -569,6 +740,10 @@ mod tests {
         let both = parse_rows("64,2,3", lstm, ModeFilter::Both.modes()).unwrap();
         let modes: Vec<Mode> = both.rows.iter().map(|r| r.mode).collect();
         assert_eq!(modes, [Mode::Inference, Mode::Train]);
+        let all = parse_rows("64,2,3", lstm, ModeFilter::All.modes()).unwrap();
+        let modes: Vec<Mode> = all.rows.iter().map(|r| r.mode).collect();
+        assert_eq!(modes, [Mode::Inference, Mode::Train, Mode::Stream]);
+        assert!(all.rows.iter().all(|r| r.layers == 1 && !r.bidirectional));
         let all = parse_rows("64,2,3", CellFilter::All.cells(), &[Mode::Train]).unwrap();
         let cells: Vec<Cell> = all.rows.iter().map(|r| r.cell).collect();
         assert_eq!(cells, Cell::ALL);

@@ -89,6 +89,10 @@ fn main(
     let row0 = wg.y * BM;
     let col0 = wg.x * BN;
     var acc: array<array<f32, 4>, 4>;
+    // Threads whose 4x4 block lies wholly past M or N still stage tiles, but skip the
+    // products: a projection of one timestep at B = 1 (M = 1) would otherwise do 64 rows of
+    // work for one.
+    let live = row0 + lid.y * 4u < p.m && col0 + lid.x < p.n;
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var i = 0u; i < 4u; i++) {
@@ -114,7 +118,7 @@ fn main(
             }
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
+        for (var kk = 0u; kk < BK && live; kk++) {
             var av: array<f32, 4>;
             var bv: array<f32, 4>;
             for (var i = 0u; i < 4u; i++) {

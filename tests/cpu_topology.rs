@@ -18,8 +18,8 @@
 
 mod common;
 
-use common::assert_close;
 use common::fixtures::{self, TopologyFixture};
+use common::{assert_close, assert_zero_past_lengths};
 use rnn_wgpu::cpu::{
     StackGrads, StackTrace, stack_backward, stack_forward, stack_forward_train,
     stack_forward_with_masks, to_f64,
@@ -150,32 +150,6 @@ fn check_fixture(fx: &TopologyFixture) {
     if let Some(lengths) = lengths {
         assert_zero_past_lengths(case, cfg, &trace.y, lengths, t, b, dirs * s, "y");
         assert_zero_past_lengths(case, cfg, &grads.dx, lengths, t, b, cfg.input_size(), "dx");
-    }
-}
-
-/// `v` (in `cfg.layout()`, `f` features) is exactly zero at every step past its row's length.
-#[allow(clippy::too_many_arguments)]
-fn assert_zero_past_lengths(
-    case: &str,
-    cfg: &RnnConfig,
-    v: &[f64],
-    lengths: &[usize],
-    t: usize,
-    b: usize,
-    f: usize,
-    what: &str,
-) {
-    for (row, &len) in lengths.iter().enumerate() {
-        for step in len..t {
-            let at = match cfg.layout() {
-                Layout::BatchFirst => (row * t + step) * f,
-                _ => (step * b + row) * f,
-            };
-            assert!(
-                v[at..at + f].iter().all(|&e| e == 0.0),
-                "{case}: {what} at row {row}, step {step} (length {len}) is not exactly zero"
-            );
-        }
     }
 }
 

@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::assert_close;
 use common::fixtures::{self, TopologyFixture};
 use common::gpu::ctx;
+use common::{assert_close, assert_zero_past_lengths};
 use rnn_wgpu::cpu::{stack_backward, stack_forward, to_f64};
 use rnn_wgpu::{
     CellKind, Context, Direction, Error, GpuTensor, GruReset, Layout, Nonlinearity, Rnn, RnnConfig,
@@ -190,39 +190,14 @@ fn check_fixture(ctx: &Context, fx: &TopologyFixture) {
         }
     }
     if let Some(lengths) = &fx.lengths {
-        zero_past_lengths(case, cfg, &run.y, lengths, t, b, dirs * s, "y");
-        zero_past_lengths(case, cfg, &g.dx, lengths, t, b, cfg.input_size(), "dx");
+        assert_zero_past_lengths(case, cfg, &run.y, lengths, t, b, dirs * s, "y");
+        assert_zero_past_lengths(case, cfg, &g.dx, lengths, t, b, cfg.input_size(), "dx");
     }
     eprintln!(
         "{case}: max |gpu - torch| y {:.1e}, dx {:.1e}",
         common::max_abs_diff(&run.y, &y),
         common::max_abs_diff(&g.dx, &fx.f64_shaped("grad.x", &seq(cfg.input_size())))
     );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn zero_past_lengths(
-    case: &str,
-    cfg: &RnnConfig,
-    v: &[f32],
-    lengths: &[usize],
-    t: usize,
-    b: usize,
-    f: usize,
-    what: &str,
-) {
-    for (row, &len) in lengths.iter().enumerate() {
-        for step in len..t {
-            let at = match cfg.layout() {
-                Layout::BatchFirst => (row * t + step) * f,
-                _ => (step * b + row) * f,
-            };
-            assert!(
-                v[at..at + f].iter().all(|&e| e == 0.0),
-                "{case}: {what} at row {row}, step {step} (length {len}) is not exactly zero"
-            );
-        }
-    }
 }
 
 #[test]
@@ -333,8 +308,8 @@ fn check_against_cpu(
         }
     }
     if let Some(lengths) = lengths {
-        zero_past_lengths(name, cfg, &run.y, lengths, t, b, cfg.output_size(), "y");
-        zero_past_lengths(name, cfg, &g.dx, lengths, t, b, i, "dx");
+        assert_zero_past_lengths(name, cfg, &run.y, lengths, t, b, cfg.output_size(), "y");
+        assert_zero_past_lengths(name, cfg, &g.dx, lengths, t, b, i, "dx");
     }
     eprintln!(
         "{name}: max |gpu - cpu| y {:.1e}, dx {:.1e}",

@@ -25,6 +25,7 @@ mod lstm;
 pub mod optim;
 mod rnn;
 mod stack;
+pub(crate) use stack::check_lengths;
 
 pub use activations::{activate, derivative};
 pub use cell::{CellGrads, RefWeights, StepGrads, Trace, backward, forward, input_projection};

@@ -424,6 +424,34 @@ impl CellGrads {
     }
 }
 
+/// Lengths, when given, must have one entry per batch row, each in `1..=T`. The GPU path
+/// (`gpu::Rnn::plan`) validates with this same function.
+pub(crate) fn check_lengths(lengths: Option<&[usize]>, steps: usize, batch: usize) -> Result<()> {
+    let Some(lengths) = lengths else {
+        return Ok(());
+    };
+    if lengths.len() != batch {
+        return Err(Error::ShapeMismatch {
+            name: "lengths".into(),
+            expected: vec![batch],
+            got: vec![lengths.len()],
+        });
+    }
+    for (b, &len) in lengths.iter().enumerate() {
+        if len == 0 {
+            return Err(Error::ZeroSize("lengths[b] (a sequence length)"));
+        }
+        if len > steps {
+            return Err(Error::ShapeMismatch {
+                name: format!("lengths[{b}] (at most T)"),
+                expected: vec![steps],
+                got: vec![len],
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The validated batch geometry shared by forward and backward.
 struct StackShape<'a> {
     steps: usize,
@@ -451,27 +479,7 @@ impl<'a> StackShape<'a> {
             )));
         }
         w.validate()?;
-        if let Some(lengths) = lengths {
-            if lengths.len() != batch {
-                return Err(Error::ShapeMismatch {
-                    name: "lengths".into(),
-                    expected: vec![batch],
-                    got: vec![lengths.len()],
-                });
-            }
-            for (b, &len) in lengths.iter().enumerate() {
-                if len == 0 {
-                    return Err(Error::ZeroSize("lengths[b] (a sequence length)"));
-                }
-                if len > steps {
-                    return Err(Error::ShapeMismatch {
-                        name: format!("lengths[{b}] (at most T)"),
-                        expected: vec![steps],
-                        got: vec![len],
-                    });
-                }
-            }
-        }
+        check_lengths(lengths, steps, batch)?;
         Ok(StackShape {
             steps,
             batch,

@@ -99,13 +99,62 @@ pub(crate) struct PackedLayer {
 }
 
 impl PackedLayer {
-    /// The tensors in the order of [`Rnn::parameters`].
-    pub(crate) fn tensors(&self) -> Vec<&GpuTensor> {
-        let mut v = vec![&self.w_ih, &self.w_hh];
-        v.extend(self.bias.as_ref());
-        v.extend(self.w_hr.as_ref());
-        v.extend(self.peephole.as_ref());
+    pub(crate) fn view(&self) -> LayerView<'_> {
+        LayerView {
+            w_ih: &self.w_ih,
+            w_hh: &self.w_hh,
+            bias: self.bias.as_ref(),
+            w_hr: self.w_hr.as_ref(),
+            peephole: self.peephole.as_ref(),
+        }
+    }
+}
+
+/// One layer-direction's packed tensors, borrowed: the parameters ([`PackedLayer`]) and their
+/// gradients ([`crate::gpu::LayerGrads`]) share this layout, order and unpacking.
+pub(crate) struct LayerView<'a> {
+    pub w_ih: &'a GpuTensor,
+    pub w_hh: &'a GpuTensor,
+    pub bias: Option<&'a GpuTensor>,
+    pub w_hr: Option<&'a GpuTensor>,
+    pub peephole: Option<&'a GpuTensor>,
+}
+
+impl<'a> LayerView<'a> {
+    /// The tensors in the order of [`Rnn::parameters`]: `W_ih`, `W_hh`, then the biases,
+    /// `W_hr` and peepholes the layer has.
+    pub(crate) fn tensors(&self) -> Vec<&'a GpuTensor> {
+        let mut v = vec![self.w_ih, self.w_hh];
+        v.extend(self.bias);
+        v.extend(self.w_hr);
+        v.extend(self.peephole);
         v
+    }
+
+    /// Download and unpack to PyTorch layout, for the layer `cfg` describes.
+    pub(crate) fn to_host(&self, ctx: &Context, cfg: &RnnConfig) -> Result<LayerWeights> {
+        let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
+        let (bias_ih, bias_hh) = match self.bias {
+            Some(b) => {
+                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
+                (Some(bi), Some(bh))
+            }
+            None => (None, None),
+        };
+        Ok(LayerWeights {
+            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i),
+            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size()),
+            bias_ih,
+            bias_hh,
+            weight_hr: match self.w_hr {
+                Some(w) => Some(transpose(&w.download(ctx)?, h, w.shape()[1])),
+                None => None,
+            },
+            peephole: match self.peephole {
+                Some(p) => Some(p.download(ctx)?),
+                None => None,
+            },
+        })
     }
 }
 
@@ -188,7 +237,10 @@ struct Prepared<'a> {
     steps: Vec<RnnStep>,
 }
 
-fn pass<'e>(enc: &'e mut wgpu::CommandEncoder, label: &str) -> wgpu::ComputePass<'e> {
+pub(crate) fn compute_pass<'e>(
+    enc: &'e mut wgpu::CommandEncoder,
+    label: &str,
+) -> wgpu::ComputePass<'e> {
     enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
         timestamp_writes: None,
@@ -255,7 +307,10 @@ impl Rnn {
     /// peepholes `(3H)`, the last three only when the model has them. Same order as
     /// [`crate::gpu::ParamGrads::tensors`], so an optimiser can pair them up.
     pub fn parameters(&self) -> Vec<&GpuTensor> {
-        self.layers.iter().flat_map(PackedLayer::tensors).collect()
+        self.layers
+            .iter()
+            .flat_map(|l| l.view().tensors())
+            .collect()
     }
 
     /// Download the current parameters in PyTorch layout (e.g. after training).
@@ -264,7 +319,10 @@ impl Rnn {
             .layers
             .iter()
             .enumerate()
-            .map(|(j, l)| unpack_layer(&self.ctx, &self.layer_cfgs[j / self.dirs()], l))
+            .map(|(j, l)| {
+                l.view()
+                    .to_host(&self.ctx, &self.layer_cfgs[j / self.dirs()])
+            })
             .collect::<Result<Vec<_>>>()?;
         Weights::from_layers(&self.cfg, layers)
     }
@@ -573,7 +631,7 @@ impl Rnn {
             check_shape("h0", &s.h, &[ld, b, st])?;
             self.check_cell_state("c0", s.c.as_ref(), b)?;
         }
-        check_lengths(lengths, t, b)?;
+        crate::cpu::check_lengths(lengths, t, b)?;
         // Lengths and step indices travel as f32 whole numbers.
         if t > 1 << 24 {
             return Err(Error::LimitExceeded {
@@ -694,7 +752,7 @@ impl Rnn {
             // A frame may be the layer's own input or output when no move is needed. The
             // output of a layer with dropout is dropped in place, so its frame stays apart.
             let direct_out = dirs == 1 && !self.reversed(0) && (!last || seq_major) && !dropout;
-            let mut pass_in = pass(enc, "rnn layer input");
+            let mut pass_in = compute_pass(enc, "rnn layer input");
             let mut c_states = Vec::with_capacity(dirs);
             for d in 0..dirs {
                 let direct_in = !self.reversed(d) && (l > 0 || seq_major);
@@ -745,7 +803,7 @@ impl Rnn {
                 .collect();
             self.record_layer(enc, &jobs, plan)?;
             drop(jobs);
-            let mut pass_out = pass(enc, "rnn layer output");
+            let mut pass_out = compute_pass(enc, "rnn layer output");
             for d in 0..dirs {
                 let j = l * dirs + d;
                 let fy = frames[j].y.buffer();
@@ -823,7 +881,7 @@ impl Rnn {
                     enc.copy_buffer_to_buffer(y, last, p.h_carry.buffer(), 0, bh_bytes);
                 }
             }
-            let mut pass = pass(enc, "rnn chunk");
+            let mut pass = compute_pass(enc, "rnn chunk");
             for p in &prepared {
                 let (cfg, layer) = (p.job.cfg, p.job.layer);
                 let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
@@ -1020,33 +1078,6 @@ impl Rnn {
     }
 }
 
-/// Lengths, when given, must have one entry per batch row, each in `1..=T`.
-pub(crate) fn check_lengths(lengths: Option<&[usize]>, steps: usize, batch: usize) -> Result<()> {
-    let Some(lengths) = lengths else {
-        return Ok(());
-    };
-    if lengths.len() != batch {
-        return Err(Error::ShapeMismatch {
-            name: "lengths".into(),
-            expected: vec![batch],
-            got: vec![lengths.len()],
-        });
-    }
-    for (b, &len) in lengths.iter().enumerate() {
-        if len == 0 {
-            return Err(Error::ZeroSize("lengths[b] (a sequence length)"));
-        }
-        if len > steps {
-            return Err(Error::ShapeMismatch {
-                name: format!("lengths[{b}] (at most T)"),
-                expected: vec![steps],
-                got: vec![len],
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Pack and upload one layer-direction's PyTorch-layout weights.
 fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<PackedLayer> {
     let (g, h, i, st) = (
@@ -1081,32 +1112,6 @@ fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<Packed
         },
         peephole: match &w.peephole {
             Some(p) => Some(GpuTensor::upload(ctx, p, &[3 * h])?),
-            None => None,
-        },
-    })
-}
-
-/// Download one layer-direction's parameters back to PyTorch layout.
-fn unpack_layer(ctx: &Context, cfg: &RnnConfig, l: &PackedLayer) -> Result<LayerWeights> {
-    let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
-    let (bias_ih, bias_hh) = match &l.bias {
-        Some(b) => {
-            let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
-            (Some(bi), Some(bh))
-        }
-        None => (None, None),
-    };
-    Ok(LayerWeights {
-        weight_ih: unpack_gate_interleaved(&l.w_ih.download(ctx)?, g, h, i),
-        weight_hh: unpack_gate_interleaved(&l.w_hh.download(ctx)?, g, h, cfg.state_size()),
-        bias_ih,
-        bias_hh,
-        weight_hr: match &l.w_hr {
-            Some(w) => Some(transpose(&w.download(ctx)?, h, w.shape()[1])),
-            None => None,
-        },
-        peephole: match &l.peephole {
-            Some(p) => Some(p.download(ctx)?),
             None => None,
         },
     })

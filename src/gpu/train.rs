@@ -20,11 +20,10 @@ use crate::config::{CellKind, GruReset, Layout};
 use crate::error::{Error, Result};
 use crate::gpu::column_sum::column_sum;
 use crate::gpu::gemm::{GEMM_TILE, Gemm, gemm};
-use crate::gpu::pack::unpack_gate_interleaved;
 use crate::gpu::rearrange::{View, rearrange, record_dropout};
 use crate::gpu::rnn::{
-    Frame, Output, PackedLayer, Rnn, RunOptions, State, TapeBuffers, binding_limit, check_shape,
-    transpose, unpack_biases,
+    Frame, LayerView, Output, PackedLayer, Rnn, RunOptions, State, TapeBuffers, binding_limit,
+    check_shape, compute_pass,
 };
 use crate::gpu::rnn_step::tape_slots;
 use crate::gpu::rnn_step_backward::{RnnStepBackward, StepBackParams, StepBackwardBuffers};
@@ -116,36 +115,17 @@ impl LayerGrads {
     /// The gradient tensors of one layer-direction: `W_ih`, `W_hh`, then the biases, `W_hr`
     /// and peepholes the model has (its slice of [`Rnn::parameters`]).
     pub fn tensors(&self) -> Vec<&GpuTensor> {
-        let mut v = vec![&self.w_ih, &self.w_hh];
-        v.extend(self.bias.as_ref());
-        v.extend(self.w_hr.as_ref());
-        v.extend(self.peephole.as_ref());
-        v
+        self.view().tensors()
     }
 
-    fn to_host(&self, ctx: &crate::Context, cfg: &RnnConfig) -> Result<LayerWeights> {
-        let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
-        let (bias_ih, bias_hh) = match &self.bias {
-            Some(b) => {
-                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
-                (Some(bi), Some(bh))
-            }
-            None => (None, None),
-        };
-        Ok(LayerWeights {
-            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i),
-            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size()),
-            bias_ih,
-            bias_hh,
-            weight_hr: match &self.w_hr {
-                Some(w) => Some(transpose(&w.download(ctx)?, h, w.shape()[1])),
-                None => None,
-            },
-            peephole: match &self.peephole {
-                Some(p) => Some(p.download(ctx)?),
-                None => None,
-            },
-        })
+    fn view(&self) -> LayerView<'_> {
+        LayerView {
+            w_ih: &self.w_ih,
+            w_hh: &self.w_hh,
+            bias: self.bias.as_ref(),
+            w_hr: self.w_hr.as_ref(),
+            peephole: self.peephole.as_ref(),
+        }
     }
 }
 
@@ -180,7 +160,7 @@ impl ParamGrads {
         self.layers
             .iter()
             .enumerate()
-            .map(|(j, g)| g.to_host(&rnn.ctx, &rnn.layer_cfgs[j / dirs]))
+            .map(|(j, g)| g.view().to_host(&rnn.ctx, &rnn.layer_cfgs[j / dirs]))
             .collect()
     }
 }
@@ -239,9 +219,8 @@ struct BackJob<'a> {
     tape: &'a LayerTape,
     /// `[T, B, S]` upstream gradient of the frame output, or none.
     dy: Option<&'a GpuTensor>,
-    /// Byte offsets of this job's `[B, S]` / `[B, H]` slots in `dh_n`, `dc_n`, `dh0`, `dc0`.
-    slot_s: u64,
-    slot_h: u64,
+    /// This job's state index `l*D + d`: its `[B, ·]` slot in `dh_n`, `dc_n`, `dh0`, `dc0`.
+    slot: usize,
     /// `[T, B, I_l]` the frame input's gradient out.
     dx: &'a GpuTensor,
     grads: &'a LayerGrads,
@@ -468,7 +447,7 @@ impl Rnn {
                     true => self.io_view(buf, &plan, dirs * st),
                     false => View::seq(buf, b, dirs * st),
                 };
-                let mut p = begin(&mut enc, "rnn backward dy");
+                let mut p = compute_pass(&mut enc, "rnn backward dy");
                 let mut dys = Vec::with_capacity(dirs);
                 for d in 0..dirs {
                     dys.push(match &upper {
@@ -520,8 +499,7 @@ impl Rnn {
                             layer: &self.layers[j],
                             tape: &tape.layers[j],
                             dy: dys[d].as_ref(),
-                            slot_s: (j * b * st) as u64 * 4,
-                            slot_h: (j * b * h) as u64 * 4,
+                            slot: j,
                             dx: &dxs[d],
                             grads: &grads.params.layers[j],
                         }
@@ -538,7 +516,7 @@ impl Rnn {
                     accumulate,
                 )?;
                 drop(jobs);
-                let mut p = begin(&mut enc, "rnn backward dx");
+                let mut p = compute_pass(&mut enc, "rnn backward dx");
                 for (d, dx) in dxs.iter().enumerate() {
                     if !direct(d) {
                         rearrange(
@@ -589,22 +567,31 @@ impl Rnn {
         for (job, p) in jobs.iter().zip(&prepared) {
             let (h, st) = (job.cfg.hidden_size(), job.cfg.state_size());
             let (bh_bytes, bs_bytes) = ((b * h) as u64 * 4, (b * st) as u64 * 4);
+            let slot = job.slot as u64;
             if let Some(dc) = &p.dc {
                 match dc_n {
-                    Some(d) => {
-                        enc.copy_buffer_to_buffer(d.buffer(), job.slot_h, dc.buffer(), 0, bh_bytes)
-                    }
+                    Some(d) => enc.copy_buffer_to_buffer(
+                        d.buffer(),
+                        slot * bh_bytes,
+                        dc.buffer(),
+                        0,
+                        bh_bytes,
+                    ),
                     None => enc.clear_buffer(dc.buffer(), 0, Some(bh_bytes)),
                 }
             }
             match dh_n {
-                Some(d) => {
-                    enc.copy_buffer_to_buffer(d.buffer(), job.slot_s, p.carry.buffer(), 0, bs_bytes)
-                }
+                Some(d) => enc.copy_buffer_to_buffer(
+                    d.buffer(),
+                    slot * bs_bytes,
+                    p.carry.buffer(),
+                    0,
+                    bs_bytes,
+                ),
                 None => enc.clear_buffer(p.carry.buffer(), 0, Some(bs_bytes)),
             }
         }
-        let mut pass = begin(enc, "rnn backward steps");
+        let mut pass = compute_pass(enc, "rnn backward steps");
         for s in (0..t).rev() {
             for (job, p) in jobs.iter().zip(&prepared) {
                 p.record_step(ctx, &mut pass, job, s, b)?;
@@ -615,14 +602,14 @@ impl Rnn {
             let st = job.cfg.state_size();
             let h = job.cfg.hidden_size();
             // dh0 = carry + dG_0 · W_hh (the carry is the GRU's z * dh; zero for the others).
-            let bs_bytes = (b * st) as u64 * 4;
-            enc.copy_buffer_to_buffer(p.carry.buffer(), 0, dh0.buffer(), job.slot_s, bs_bytes);
+            let (bh_bytes, bs_bytes) = ((b * h) as u64 * 4, (b * st) as u64 * 4);
+            let slot = job.slot as u64;
+            enc.copy_buffer_to_buffer(p.carry.buffer(), 0, dh0.buffer(), slot * bs_bytes, bs_bytes);
             if let (Some(dc), Some(dc0)) = (&p.dc, dc0) {
-                let bh_bytes = (b * h) as u64 * 4;
-                enc.copy_buffer_to_buffer(dc.buffer(), 0, dc0.buffer(), job.slot_h, bh_bytes);
+                enc.copy_buffer_to_buffer(dc.buffer(), 0, dc0.buffer(), slot * bh_bytes, bh_bytes);
             }
         }
-        let mut pass = begin(enc, "rnn backward gemms");
+        let mut pass = compute_pass(enc, "rnn backward gemms");
         for (job, p) in jobs.iter().zip(&prepared) {
             p.record_gemms(ctx, &mut pass, job, dh0, t, b, accumulate)?;
         }
@@ -685,13 +672,6 @@ impl Rnn {
         }
         Ok(())
     }
-}
-
-fn begin<'e>(enc: &'e mut wgpu::CommandEncoder, label: &str) -> wgpu::ComputePass<'e> {
-    enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    })
 }
 
 /// A [`BackJob`]'s scratch buffers and bound kernels.
@@ -879,7 +859,6 @@ impl BackPrepared {
         let dgx = self.d_gates_x.as_ref().map_or(dg, GpuTensor::buffer);
         let w_hh = job.layer.w_hh.buffer();
         let w_ih = job.layer.w_ih.buffer();
-        let slot_rows = (job.slot_s / 4) as usize / st;
         // W_hh^T is stored (S, H*G), i.e. transposed for this product.
         gemm(
             ctx,
@@ -887,7 +866,7 @@ impl BackPrepared {
             &Gemm {
                 trans_b: true,
                 accumulate: true,
-                c_row_offset: slot_rows as u32,
+                c_row_offset: (job.slot * b) as u32,
                 ..Gemm::new(dg, w_hh, dh0.buffer(), (b, st, hg))
             },
         )?;

@@ -141,3 +141,29 @@ pub fn max_abs_diff<G: Copy + Into<f64>>(got: &[G], want: &[f64]) -> f64 {
         .map(|(&g, &w)| (g.into() - w).abs())
         .fold(0.0, f64::max)
 }
+
+/// `v` (in `cfg.layout()`, `f` features) is exactly zero at every step past its row's length.
+#[allow(clippy::too_many_arguments)]
+pub fn assert_zero_past_lengths<G: Copy + Into<f64>>(
+    case: &str,
+    cfg: &rnn_wgpu::RnnConfig,
+    v: &[G],
+    lengths: &[usize],
+    t: usize,
+    b: usize,
+    f: usize,
+    what: &str,
+) {
+    for (row, &len) in lengths.iter().enumerate() {
+        for step in len..t {
+            let at = match cfg.layout() {
+                rnn_wgpu::Layout::BatchFirst => (row * t + step) * f,
+                _ => (step * b + row) * f,
+            };
+            assert!(
+                v[at..at + f].iter().all(|&e| e.into() == 0.0),
+                "{case}: {what} at row {row}, step {step} (length {len}) is not exactly zero"
+            );
+        }
+    }
+}

@@ -69,7 +69,7 @@ fn bench_gemm(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context) {
                                 label: Some("bench gemm"),
                             });
                     record_gemm(ctx, &mut enc, &a, &b, &bias, &c).expect("record gemm");
-                    ctx.submit(enc.finish());
+                    ctx.submit(enc.finish()).unwrap();
                 }
                 ctx.wait().expect("gemm ran");
                 start.elapsed()

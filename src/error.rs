@@ -89,9 +89,59 @@ pub enum Error {
     #[error("tape mismatch: {0}")]
     TapeMismatch(String),
 
-    /// wgpu reported an error (validation, out of memory, lost device) while running our work.
-    #[error("GPU error: {0}")]
-    Gpu(String),
+    /// A tape handed to `backward` was recorded before the model's parameters last changed (an
+    /// optimiser step or a weight upload): its activations belong to other weights.
+    #[error(
+        "stale tape: recorded at parameter version {tape_version}, the model is at version \
+         {model_version} (run forward_train again after each parameter update)"
+    )]
+    StaleTape {
+        /// The parameter version the tape was recorded at.
+        tape_version: u64,
+        /// The model's parameter version now.
+        model_version: u64,
+    },
+
+    /// The device ran out of memory while creating `what` (`bytes` requested, when known).
+    #[error("out of GPU memory creating {what} ({bytes} bytes)")]
+    OutOfMemory {
+        /// The buffer or call that failed.
+        what: String,
+        /// The bytes requested (0 when wgpu did not say).
+        bytes: u64,
+    },
+
+    /// wgpu's validation rejected work this crate recorded: a bug of this crate, or a caller's
+    /// buffer it could not check (a destroyed buffer, a buffer of another device).
+    #[error("GPU validation error in {kernel}: {message}")]
+    Validation {
+        /// The call or kernel whose work failed.
+        kernel: String,
+        /// wgpu's message.
+        message: String,
+    },
+
+    /// The device was lost (driver reset, `Device::destroy`, removal): every later call on this
+    /// context fails with this error; make a new [`crate::Context`].
+    #[error("GPU device lost: {reason}")]
+    DeviceLost {
+        /// What wgpu reported.
+        reason: String,
+    },
+
+    /// Waiting for the GPU took longer than the context's timeout
+    /// ([`crate::ContextOptions::timeout`]).
+    #[error("timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long the wait lasted.
+        waited_ms: u64,
+    },
+
+    /// An invariant of this crate broke (a bug; please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// `Result` with [`enum@Error`].

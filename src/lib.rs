@@ -89,7 +89,8 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gpu::{
-    Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput, LayerGrads, Output,
-    ParamGrads, Rnn, RunOptions, Session, State, Tape,
+    AllocationCounts, Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput,
+    LayerGrads, Output, ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape,
+    Workspace,
 };
 pub use weights::{LayerWeights, Weights};

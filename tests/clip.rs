@@ -232,7 +232,7 @@ fn recorded_clipping_chains_in_one_encoder() {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     clip::record_clip_grad_value(ctx, &mut enc, &refs(&gpu), -0.9, 0.9).unwrap();
     clip::record_clip_grad_norm(ctx, &mut enc, &refs(&gpu), max_norm, &norm).unwrap();
-    ctx.submit(enc.finish());
+    ctx.submit(enc.finish()).unwrap();
     let got_norm = norm.download(ctx).unwrap()[0];
     assert!(rel_err(got_norm, want_norm) <= NORM_RTOL);
     for (i, (t, w)) in gpu.iter().zip(&want).enumerate() {
@@ -250,7 +250,7 @@ fn recorded_clipping_chains_in_one_encoder() {
         .device()
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     clip::record_grad_norm(ctx, &mut enc, &refs(&gpu), &norm).unwrap();
-    ctx.submit(enc.finish());
+    ctx.submit(enc.finish()).unwrap();
     let after = norm.download(ctx).unwrap()[0];
     assert!(rel_err(after, cpu::grad_norm(&want)) <= 2.0 * NORM_RTOL);
 }

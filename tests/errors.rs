@@ -249,6 +249,7 @@ fn external_buffers_are_checked() {
 fn unknown_adapter_name_is_no_adapter() {
     let opts = ContextOptions {
         adapter: Some("no such adapter, surely".into()),
+        ..Default::default()
     };
     assert!(matches!(
         Context::with_options(&opts),

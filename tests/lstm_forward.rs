@@ -198,10 +198,27 @@ fn framework_device_and_buffers() {
     let rnn = Rnn::new(&ctx, &cfg, &w).unwrap();
     let (t, b) = (5, 2);
     let xs = seeded(6, t * b * 4, 1.0);
+    // The schedule copies its inputs into its workspace (so its bind groups never depend on
+    // the caller's buffers): an input needs COPY_SRC, and one without is a typed error.
+    let storage_only = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("framework x, storage only"),
+        size: (xs.len() * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bad = GpuTensor::from_buffer(storage_only, &[t, b, 4]).unwrap();
+    let unused = rnn.alloc_output(t, b).unwrap();
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    assert!(matches!(
+        rnn.record_forward(&mut enc, &bad, None, &unused),
+        Err(rnn_wgpu::Error::BadBuffer { name, .. }) if name == "x"
+    ));
     let buf = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("framework x"),
         size: (xs.len() * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
     queue.write_buffer(&buf, 0, bytemuck::cast_slice(&xs));

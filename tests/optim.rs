@@ -334,7 +334,7 @@ fn a_whole_update_records_into_one_encoder() {
         clip::record_clip_grad_norm(ctx, &mut enc, &refs(&g), 10.0, &norm).unwrap();
         opt.record_step(ctx, &mut enc, &refs(&params), &refs(&g))
             .unwrap();
-        ctx.submit(enc.finish());
+        ctx.submit(enc.finish()).unwrap();
 
         let mut wg = widen(grads);
         cpu::clip_grad_norm(&mut wg, 10.0).unwrap();

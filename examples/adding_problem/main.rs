@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_wgpu::gpu::clip::record_clip_grad_norm;
 use rnn_wgpu::gpu::optim::{Adam, AdamOptimizer};
-use rnn_wgpu::{Context, GpuTensor, Rnn, RnnConfig, Weights};
+use rnn_wgpu::{Context, GpuTensor, GradMode, Rnn, RnnConfig, RunOptions, Weights};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train an LSTM on the adding problem on the GPU")]
@@ -127,9 +127,18 @@ impl Readout {
         }
     }
 
-    /// Loss, `dw` and `dh` (the LSTM's `dh_n`) for `h_n` against `target`: one submission.
-    fn run(&self, ctx: &Context, h_n: &GpuTensor, target: &GpuTensor) {
-        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+    /// Record the loss, `dw` and `dh` (the LSTM's `dh_n`) for `h_n` against `target` into
+    /// `enc`. The bind group is made once by the caller ([`Readout::bind`]).
+    fn record(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup) {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, bind, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+
+    /// The bind group of [`Readout::record`] over fixed `h_n` and `target` buffers.
+    fn bind(&self, ctx: &Context, h_n: &GpuTensor, target: &GpuTensor) -> wgpu::BindGroup {
+        ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("readout"),
             layout: &self.pipeline.get_bind_group_layout(0),
             entries: &[
@@ -146,15 +155,7 @@ impl Readout {
                 binding,
                 resource: b.as_entire_binding(),
             }),
-        });
-        let mut enc = ctx.device().create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
-        ctx.submit(enc.finish());
+        })
     }
 }
 
@@ -210,19 +211,45 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let mut curve = Vec::new();
     let mut last_eval = f64::NAN;
     let mut done_iters = 0;
+    // Everything one training step touches lives in buffers made once: the batch is written
+    // into them, and the step records into one encoder (one submission).
+    let x = GpuTensor::zeros(&ctx, &[t, b, 2])?;
+    let target = GpuTensor::zeros(&ctx, &[b])?;
+    let out = rnn.alloc_output(t, b)?;
+    let grads = rnn.alloc_grads(t, b)?;
+    let readout_bind = readout.bind(&ctx, &out.h_n, &target);
+    let mut g = grads.params.tensors();
+    g.push(&readout.dw);
+    let allocations = ctx.allocation_counts();
+    let mut submissions_per_step = 0;
     for it in 0..args.iters {
-        let (x, target) = batch(&mut rng, t, b);
-        let x = GpuTensor::upload(&ctx, &x, &[t, b, 2])?;
-        let target = GpuTensor::upload(&ctx, &target, &[b])?;
-        let (out, tape) = rnn.forward_train(&x, None)?;
-        readout.run(&ctx, &out.h_n, &target);
-        let grads = rnn.backward(&tape, None, Some(&readout.dh), None)?;
-        let mut g = grads.params.tensors();
-        g.push(&readout.dw);
+        let (xs, ts) = batch(&mut rng, t, b);
+        ctx.queue()
+            .write_buffer(x.buffer(), 0, bytemuck::cast_slice(&xs));
+        ctx.queue()
+            .write_buffer(target.buffer(), 0, bytemuck::cast_slice(&ts));
         let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let tape = rnn.record_forward_train(&mut enc, &x, None, &RunOptions::default(), &out)?;
+        readout.record(&mut enc, &readout_bind);
+        rnn.record_backward(
+            &mut enc,
+            &tape,
+            None,
+            Some(&readout.dh),
+            None,
+            &grads,
+            GradMode::Overwrite,
+        )?;
         record_clip_grad_norm(&ctx, &mut enc, &g, args.clip, &norm)?;
         adam.record_step(&ctx, &mut enc, &params, &g)?;
-        ctx.submit(enc.finish());
+        let before = ctx.submission_count();
+        ctx.submit(enc.finish())?;
+        submissions_per_step = ctx.submission_count() - before;
+        drop(tape);
+        if it == 0 {
+            // After the first step every buffer and bind group exists.
+            println!("submissions per training step: {submissions_per_step}");
+        }
         done_iters = it + 1;
 
         if it % 25 == 0 || it + 1 == args.iters {
@@ -249,6 +276,12 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     }
     bar.finish();
     ctx.wait()?;
+    let created = ctx.allocation_counts() - allocations;
+    println!(
+        "submissions per training step: {submissions_per_step}; GPU objects created by the \
+         crate after set-up: {} buffers, {} bind groups (evaluation and downloads included)",
+        created.buffers, created.bind_groups
+    );
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{done_iters} iterations in {secs:.1} s: {:.0} samples/s (incl. periodic evaluation)",

@@ -12,14 +12,15 @@
 //! `wgpu::CommandEncoder` so a whole training step can be one submission.
 //! CPU twins: [`crate::cpu::optim`].
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context};
-use crate::gpu::gemm::entry;
+use crate::gpu::dispatch::compute_pass;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::tensor::{GpuTensor, read_back, record_readback};
-use crate::gpu::uniforms::UniformSlots;
+use crate::gpu::uniforms::{Bound, BoundKey, UniformSlots};
 
 /// Threads per workgroup of the clip and optimiser kernels (their `WG`).
 pub(crate) const WORKGROUP_SIZE: u64 = 256;
@@ -58,10 +59,10 @@ struct ClipParams {
 /// twice; [`Error::LimitExceeded`] for a tensor beyond the device's binding or dispatch limits;
 /// [`Error::Gpu`] if wgpu reports an error.
 pub fn clip_grad_value(ctx: &Context, grads: &[&GpuTensor], min: f32, max: f32) -> Result<()> {
-    ctx.scoped(|| {
-        let mut encoder = command_encoder(ctx, "clip_grad_value");
+    ctx.scoped("clip_grad_value", || {
+        let mut encoder = ctx.encoder("clip_grad_value");
         record_clip_grad_value(ctx, &mut encoder, grads, min, max)?;
-        ctx.submit(encoder.finish());
+        ctx.submit(encoder.finish())?;
         Ok(())
     })
 }
@@ -99,15 +100,27 @@ pub fn record_clip_grad_value(
     if work.is_empty() {
         return Ok(());
     }
-    let uniforms = UniformSlots::new(ctx, "clip_grad_value params", &slots);
-    // The clamp never touches `partials` or `norm`; the layout still wants writable buffers.
-    let placeholder = placeholder_buffer(ctx, "clip unused");
-    let pipeline = pipeline(ctx, Mode::Clamp);
+    let pipeline = pipeline(ctx, Mode::Clamp)?;
+    let key = bound_key("clip_grad_value", &lens, work.iter().map(|w| w.0));
+    let bound = ctx.bound(key, || {
+        let uniforms = UniformSlots::new::<ClipParams>(ctx, "clip_grad_value params", slots.len())?;
+        // The clamp never touches `partials` or `norm`; the layout still wants writable buffers.
+        let placeholder = placeholder_buffer(ctx, "clip unused")?;
+        let groups = work
+            .iter()
+            .map(|w| clip_bind_group(ctx, &pipeline, &uniforms, w.0, &placeholder, &placeholder))
+            .collect();
+        Ok(Bound {
+            uniforms,
+            _scratch: vec![placeholder],
+            groups,
+        })
+    })?;
+    bound.uniforms.write(ctx, &slots);
     let mut pass = compute_pass(encoder, "clip_grad_value");
     pass.set_pipeline(&pipeline.pipeline);
-    for (grad, grid, slot) in work {
-        let bind = clip_bind_group(ctx, &pipeline, &uniforms, grad, &placeholder, &placeholder);
-        pass.set_bind_group(0, &bind, &[uniforms.offset(slot)]);
+    for (k, (_, grid, slot)) in work.into_iter().enumerate() {
+        pass.set_bind_group(0, &bound.groups[k], &[bound.uniforms.offset(slot)]);
         pass.dispatch_workgroups(grid.0, grid.1, 1);
     }
     Ok(())
@@ -122,9 +135,9 @@ pub fn record_clip_grad_value(
 ///
 /// Errors: as [`clip_grad_value`], less the bounds.
 pub fn grad_norm(ctx: &Context, grads: &[&GpuTensor]) -> Result<f32> {
-    ctx.scoped(|| {
+    ctx.scoped("grad_norm", || {
         let norm = GpuTensor::zeros(ctx, &[1])?;
-        let mut encoder = command_encoder(ctx, "grad_norm");
+        let mut encoder = ctx.encoder("grad_norm");
         record_grad_norm(ctx, &mut encoder, grads, &norm)?;
         read_norm(ctx, encoder, &norm)
     })
@@ -154,9 +167,9 @@ pub fn record_grad_norm(
 /// Errors: [`Error::InvalidConfig`] if `max_norm` is negative or NaN, and those of
 /// [`grad_norm`].
 pub fn clip_grad_norm(ctx: &Context, grads: &[&GpuTensor], max_norm: f32) -> Result<f32> {
-    ctx.scoped(|| {
+    ctx.scoped("clip_grad_norm", || {
         let norm = GpuTensor::zeros(ctx, &[1])?;
-        let mut encoder = command_encoder(ctx, "clip_grad_norm");
+        let mut encoder = ctx.encoder("clip_grad_norm");
         record_clip_grad_norm(ctx, &mut encoder, grads, max_norm, &norm)?;
         read_norm(ctx, encoder, &norm)
     })
@@ -281,62 +294,96 @@ impl NormPlan {
         grads: &[&GpuTensor],
         norm: &GpuTensor,
     ) -> Result<()> {
-        let uniforms = UniformSlots::new(ctx, "grad_norm params", &self.slots);
-        let partials = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("grad_norm partial sums"),
-            size: self.partial_count as u64 * 4,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let sum_squares = pipeline(ctx, Mode::SumSquares);
-        let reduce = pipeline(ctx, Mode::ReduceNorm);
-        let scale = pipeline(ctx, Mode::Scale);
+        let sum_squares = pipeline(ctx, Mode::SumSquares)?;
+        let reduce = pipeline(ctx, Mode::ReduceNorm)?;
+        let scale = pipeline(ctx, Mode::Scale)?;
+        let lens: Vec<u32> = grads.iter().map(|g| g.numel() as u32).collect();
+        let mut key = bound_key("grad_norm", &lens, grads.iter().copied());
+        key.buffers.push(norm.buffer().clone());
+        key.variant ^= self.clip as u64;
+        // Bind groups in dispatch order: sums of squares, the reduction, the scalings.
+        let bound = ctx.bound(key, || {
+            let uniforms =
+                UniformSlots::new::<ClipParams>(ctx, "grad_norm params", self.slots.len())?;
+            let partials = ctx.create_buffer(
+                "grad_norm partial sums",
+                self.partial_count as u64 * 4,
+                wgpu::BufferUsages::STORAGE,
+            )?;
+            let mut groups = Vec::new();
+            for (grad, plan) in grads.iter().zip(&self.tensors) {
+                if plan.is_some() {
+                    groups.push(clip_bind_group(
+                        ctx,
+                        &sum_squares,
+                        &uniforms,
+                        grad,
+                        &partials,
+                        norm.buffer(),
+                    ));
+                }
+            }
+            // The reduction's grad binding is unused; `partials` stands in for it.
+            groups.push(ctx.create_bind_group(
+                "grad_norm reduce",
+                &reduce.layout,
+                &[
+                    uniforms.entry(0),
+                    partials.as_entire_binding_entry(1),
+                    partials.as_entire_binding_entry(2),
+                    norm.buffer().as_entire_binding_entry(3),
+                ],
+            ));
+            if self.clip {
+                for (grad, plan) in grads.iter().zip(&self.tensors) {
+                    if plan.is_some() {
+                        groups.push(clip_bind_group(
+                            ctx,
+                            &scale,
+                            &uniforms,
+                            grad,
+                            &partials,
+                            norm.buffer(),
+                        ));
+                    }
+                }
+            }
+            Ok(Bound {
+                uniforms,
+                _scratch: vec![partials],
+                groups,
+            })
+        })?;
+        let uniforms = &bound.uniforms;
+        uniforms.write(ctx, &self.slots);
+        let mut groups = bound.groups.iter();
+        let mut next = || {
+            groups
+                .next()
+                .ok_or_else(|| Error::Internal("clip bind groups".into()))
+        };
         // Dispatches in one pass run in order, each seeing the storage writes of the last.
         let mut pass = compute_pass(encoder, "grad_norm");
 
         // Pass 1: partials[offset_i + w] = sum of squares of chunk w of tensor i.
         pass.set_pipeline(&sum_squares.pipeline);
-        for (grad, plan) in grads.iter().zip(&self.tensors) {
-            if let Some(TensorDispatches {
-                sum_squares: (grid, slot),
-                ..
-            }) = plan
-            {
-                let bind =
-                    clip_bind_group(ctx, &sum_squares, &uniforms, grad, &partials, norm.buffer());
-                pass.set_bind_group(0, &bind, &[uniforms.offset(*slot)]);
-                pass.dispatch_workgroups(grid.0, grid.1, 1);
-            }
+        for plan in self.tensors.iter().flatten() {
+            let (grid, slot) = plan.sum_squares;
+            pass.set_bind_group(0, next()?, &[uniforms.offset(slot)]);
+            pass.dispatch_workgroups(grid.0, grid.1, 1);
         }
 
-        // Pass 2: one workgroup, norm = sqrt(sum of all partials in a fixed order). The grad
-        // binding is unused here; `partials` stands in for it.
+        // Pass 2: one workgroup, norm = sqrt(sum of all partials in a fixed order).
         pass.set_pipeline(&reduce.pipeline);
-        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("grad_norm reduce"),
-            layout: &reduce.layout,
-            entries: &[
-                uniforms.entry(0),
-                entry(1, &partials),
-                entry(2, &partials),
-                entry(3, norm.buffer()),
-            ],
-        });
-        pass.set_bind_group(0, &bind, &[uniforms.offset(self.reduce_slot)]);
+        pass.set_bind_group(0, next()?, &[uniforms.offset(self.reduce_slot)]);
         pass.dispatch_workgroups(1, 1, 1);
 
         // Clip: every tensor scaled by the coefficient each thread derives from `norm`.
         if self.clip {
             pass.set_pipeline(&scale.pipeline);
-            for (grad, plan) in grads.iter().zip(&self.tensors) {
-                if let Some(TensorDispatches {
-                    scale: Some((grid, slot)),
-                    ..
-                }) = plan
-                {
-                    let bind =
-                        clip_bind_group(ctx, &scale, &uniforms, grad, &partials, norm.buffer());
-                    pass.set_bind_group(0, &bind, &[uniforms.offset(*slot)]);
+            for plan in self.tensors.iter().flatten() {
+                if let Some((grid, slot)) = plan.scale {
+                    pass.set_bind_group(0, next()?, &[uniforms.offset(slot)]);
                     pass.dispatch_workgroups(grid.0, grid.1, 1);
                 }
             }
@@ -345,7 +392,36 @@ impl NormPlan {
     }
 }
 
-fn pipeline(ctx: &Context, mode: Mode) -> Arc<CachedPipeline> {
+/// The cache key of a call over `tensors` of `lens` elements.
+pub(crate) fn bound_key<'a>(
+    label: &'static str,
+    lens: &[u32],
+    tensors: impl Iterator<Item = &'a GpuTensor>,
+) -> BoundKey {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    lens.hash(&mut h);
+    BoundKey {
+        label,
+        variant: h.finish(),
+        buffers: tensors.map(|t| t.buffer().clone()).collect(),
+    }
+}
+
+/// A whole-buffer binding.
+pub(crate) trait EntireBinding {
+    fn as_entire_binding_entry(&self, binding: u32) -> wgpu::BindGroupEntry<'_>;
+}
+
+impl EntireBinding for wgpu::Buffer {
+    fn as_entire_binding_entry(&self, binding: u32) -> wgpu::BindGroupEntry<'_> {
+        wgpu::BindGroupEntry {
+            binding,
+            resource: self.as_entire_binding(),
+        }
+    }
+}
+
+fn pipeline(ctx: &Context, mode: Mode) -> Result<Arc<CachedPipeline>> {
     ctx.pipeline(Kernel::GradClip, &[("MODE", mode as u64 as f64)])
 }
 
@@ -357,16 +433,16 @@ fn clip_bind_group(
     partials: &wgpu::Buffer,
     norm: &wgpu::Buffer,
 ) -> wgpu::BindGroup {
-    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("clip"),
-        layout: &pipeline.layout,
-        entries: &[
+    ctx.create_bind_group(
+        "clip",
+        &pipeline.layout,
+        &[
             uniforms.entry(0),
             tensor_entry(1, grad),
-            entry(2, partials),
-            entry(3, norm),
+            partials.as_entire_binding_entry(2),
+            norm.as_entire_binding_entry(3),
         ],
-    })
+    )
 }
 
 /// Element counts of `grads`, after checking that no tensor appears twice (it would be
@@ -460,34 +536,14 @@ pub(crate) fn tensor_entry(binding: u32, t: &GpuTensor) -> wgpu::BindGroupEntry<
 }
 
 /// A small writable buffer for bindings a kernel variant never touches.
-pub(crate) fn placeholder_buffer(ctx: &Context, label: &str) -> wgpu::Buffer {
-    ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    })
-}
-
-pub(crate) fn command_encoder(ctx: &Context, label: &str) -> wgpu::CommandEncoder {
-    ctx.device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
-}
-
-pub(crate) fn compute_pass<'e>(
-    encoder: &'e mut wgpu::CommandEncoder,
-    label: &str,
-) -> wgpu::ComputePass<'e> {
-    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    })
+pub(crate) fn placeholder_buffer(ctx: &Context, label: &str) -> Result<wgpu::Buffer> {
+    ctx.create_buffer(label, 16, wgpu::BufferUsages::STORAGE)
 }
 
 /// Copy the one-element `norm` into a mappable buffer within `encoder`'s submission, submit,
 /// and read it back.
 fn read_norm(ctx: &Context, mut encoder: wgpu::CommandEncoder, norm: &GpuTensor) -> Result<f32> {
-    let readback = record_readback(ctx, &mut encoder, norm.buffer(), 4, "norm readback");
-    ctx.submit(encoder.finish());
+    let readback = record_readback(ctx, &mut encoder, norm.buffer(), 4, "norm readback")?;
+    ctx.submit(encoder.finish())?;
     Ok(read_back(ctx, &readback, "the norm readback")?[0])
 }

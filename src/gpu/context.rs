@@ -3,32 +3,63 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::{Binding, Kernel};
+use crate::gpu::uniforms::{BOUND_CACHE_CAPACITY, Bound, BoundKey};
 
 /// Environment variable naming (a case-insensitive substring of) the adapter to use.
 pub const ADAPTER_ENV: &str = "RNN_WGPU_ADAPTER";
 
+/// Compiled pipelines kept per context (least recently used evicted first). Every kernel
+/// variant of one model is a handful of pipelines; 256 covers dozens of models and cell
+/// variants, and bounds what a long-lived process keeps.
+pub const PIPELINE_CACHE_CAPACITY: usize = 256;
+
+/// How long [`Context::wait`] waits for the GPU by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A wgpu device and queue plus everything the crate caches for it.
 ///
-/// Cheap to clone (all state is shared). Build with [`Context::new`], which picks the best
-/// adapter, or hand in a framework's own device with [`Context::from_device`].
+/// Cheap to clone (all state is shared), `Send + Sync`. Build with [`Context::new`], which
+/// picks the best adapter, or hand in a framework's own device with [`Context::from_device`].
+///
+/// GPU failures come back typed: every allocation and every recorded call runs inside wgpu
+/// error scopes (thread-local in wgpu, so an error is attributed to the call that caused it,
+/// whichever thread made it) and becomes [`Error::OutOfMemory`], [`Error::Validation`] or
+/// [`Error::DeviceLost`]; waits are bounded ([`Error::Timeout`]).
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Unique per context, so tensors made here can be told from another context's.
+    id: u64,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<CachedPipeline>>>,
+    pipelines: Mutex<PipelineCache>,
+    /// The clip and optimiser calls' bound resources, least recently used last.
+    bound: Mutex<Vec<(BoundKey, Arc<Bound>)>>,
     submissions: AtomicU64,
+    buffers: AtomicU64,
+    uniform_buffers: AtomicU64,
+    bind_groups: AtomicU64,
+    timeout_ms: AtomicU64,
+    /// Fault injection: the buffer creation with this 1-based count fails as out of memory
+    /// (0: none). See [`Context::fail_allocation`].
+    fail_at: AtomicU64,
     /// Errors wgpu reported outside any error scope, on devices this crate created.
-    uncaptured: Arc<Mutex<Vec<String>>>,
+    uncaptured: Arc<Mutex<Vec<wgpu::Error>>>,
+    /// Set by the device-lost callback (our own device), or when an error says the device is
+    /// gone.
+    lost: Arc<Mutex<Option<String>>>,
 }
+
+static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A compiled pipeline and its bind group layout.
 pub(crate) struct CachedPipeline {
@@ -36,12 +67,43 @@ pub(crate) struct CachedPipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// Pipelines are keyed by kernel and the values of its `override` constants (as `f64` bit
-/// patterns: wgpu takes every override value as an `f64`).
+/// Pipelines are keyed by kernel and the values of its `override` constants. wgpu takes every
+/// override as an `f64`; the key holds their bit patterns with `-0.0` folded into `0.0`, so
+/// equal values share one pipeline.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     kernel: Kernel,
     constants: Vec<(&'static str, u64)>,
+}
+
+#[derive(Default)]
+struct PipelineCache {
+    entries: HashMap<PipelineKey, (Arc<CachedPipeline>, u64)>,
+    clock: u64,
+}
+
+/// How many GPU objects this crate has created on a context (see
+/// [`Context::allocation_counts`]). Every buffer and bind group the crate makes goes through
+/// one helper that counts it, so a test can show that steady-state calls create none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocationCounts {
+    /// Buffers of every kind (storage, uniform, staging).
+    pub buffers: u64,
+    /// Of those, uniform buffers.
+    pub uniform_buffers: u64,
+    /// Bind groups.
+    pub bind_groups: u64,
+}
+
+impl std::ops::Sub for AllocationCounts {
+    type Output = AllocationCounts;
+    fn sub(self, o: AllocationCounts) -> AllocationCounts {
+        AllocationCounts {
+            buffers: self.buffers - o.buffers,
+            uniform_buffers: self.uniform_buffers - o.uniform_buffers,
+            bind_groups: self.bind_groups - o.bind_groups,
+        }
+    }
 }
 
 /// How [`Context::with_options`] chooses an adapter.
@@ -50,6 +112,9 @@ pub struct ContextOptions {
     /// Case-insensitive substring of the adapter name (`RNN_WGPU_ADAPTER`); `None` takes the
     /// best-ranked adapter.
     pub adapter: Option<String>,
+    /// How long [`Context::wait`] (and every blocking call) waits for the GPU before
+    /// [`Error::Timeout`]; `None`: [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
 
 impl ContextOptions {
@@ -57,6 +122,7 @@ impl ContextOptions {
     pub fn from_env() -> ContextOptions {
         ContextOptions {
             adapter: std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty()),
+            timeout: None,
         }
     }
 }
@@ -129,7 +195,11 @@ impl Context {
                     .to_string(),
             }));
         };
-        Self::from_adapter(&adapter)
+        let ctx = Self::from_adapter(&adapter)?;
+        if let Some(t) = opts.timeout {
+            ctx.set_timeout(t);
+        }
+        Ok(ctx)
     }
 
     /// Open a device on `adapter` with the adapter's full limits, so large models can use
@@ -144,41 +214,78 @@ impl Context {
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             }))?;
-        // Our own device: collect stray errors instead of wgpu's default handler, which panics.
+        // Our own device: collect stray errors instead of wgpu's default handler, which panics,
+        // and learn of a lost device from wgpu's callback.
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().expect("error sink").push(e.to_string());
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e);
         }));
-        Ok(Self::build(device, queue, adapter.get_info(), uncaptured))
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        Ok(Self::build(
+            device,
+            queue,
+            adapter.get_info(),
+            uncaptured,
+            lost,
+        ))
     }
 
     /// Use a device and queue created by the caller (a framework sharing its device).
-    /// The caller's uncaptured-error handler is left alone; this crate wraps its own work in
-    /// error scopes.
+    ///
+    /// The framework's own uncaptured-error handler and device-lost callback are left alone:
+    /// wgpu keeps one of each per device, and they are the framework's. This crate wraps all
+    /// of its own work in error scopes instead, so errors caused by its calls still come back
+    /// from those calls, typed; a lost device shows up as [`Error::DeviceLost`] on the next
+    /// call that touches the GPU (wgpu reports work on a lost device as such), while the
+    /// framework's callback hears of the loss as usual.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Context {
         let info = device.adapter_info();
-        Self::build(device, queue, info, Arc::new(Mutex::new(Vec::new())))
+        Self::build(
+            device,
+            queue,
+            info,
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(None)),
+        )
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        uncaptured: Arc<Mutex<Vec<String>>>,
+        uncaptured: Arc<Mutex<Vec<wgpu::Error>>>,
+        lost: Arc<Mutex<Option<String>>>,
     ) -> Context {
         let limits = device.limits();
         Context {
             inner: Arc::new(Inner {
+                id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
                 device,
                 queue,
                 info,
                 limits,
-                pipelines: Mutex::new(HashMap::new()),
+                pipelines: Mutex::new(PipelineCache::default()),
+                bound: Mutex::new(Vec::new()),
                 submissions: AtomicU64::new(0),
+                buffers: AtomicU64::new(0),
+                uniform_buffers: AtomicU64::new(0),
+                bind_groups: AtomicU64::new(0),
+                timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
+                fail_at: AtomicU64::new(0),
                 uncaptured,
+                lost,
             }),
         }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The wgpu device.
@@ -209,66 +316,271 @@ impl Context {
         self.inner.submissions.load(Ordering::Relaxed)
     }
 
-    /// Submit one command buffer and count it (see [`Context::submission_count`]).
-    pub fn submit(&self, cmd: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
-        self.inner.submissions.fetch_add(1, Ordering::Relaxed);
-        self.inner.queue.submit(Some(cmd))
-    }
-
-    /// Block until all submitted work has finished.
-    pub fn wait(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(e.to_string()))?;
-        self.take_uncaptured()
-    }
-
-    /// Turn errors wgpu reported outside our scopes into an `Error`.
-    pub(crate) fn take_uncaptured(&self) -> Result<()> {
-        let mut errs = self.inner.uncaptured.lock().expect("error sink");
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            let msg = errs.join("; ");
-            errs.clear();
-            Err(Error::Gpu(msg))
+    /// Every buffer and bind group this crate has created on this context so far.
+    pub fn allocation_counts(&self) -> AllocationCounts {
+        AllocationCounts {
+            buffers: self.inner.buffers.load(Ordering::Relaxed),
+            uniform_buffers: self.inner.uniform_buffers.load(Ordering::Relaxed),
+            bind_groups: self.inner.bind_groups.load(Ordering::Relaxed),
         }
     }
 
-    /// Run `f` inside a validation + out-of-memory error scope; any error wgpu reports for the
-    /// recorded work becomes `Error::Gpu` instead of a panic.
-    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Fault injection for tests: the `n`-th buffer this context creates from now on fails
+    /// with [`Error::OutOfMemory`], as if the device were full (software adapters grant
+    /// address space lazily, so a real out-of-memory error cannot be provoked on them).
+    #[doc(hidden)]
+    pub fn fail_allocation(&self, n: u64) {
+        let now = self.inner.buffers.load(Ordering::Relaxed);
+        self.inner.fail_at.store(now + n, Ordering::Relaxed);
+    }
+
+    /// Compiled pipelines in the cache (at most [`PIPELINE_CACHE_CAPACITY`]).
+    pub fn cached_pipelines(&self) -> usize {
+        lock(&self.inner.pipelines).entries.len()
+    }
+
+    /// The bound on every wait for the GPU.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Change the bound on every wait for the GPU (shared by every clone of this context).
+    pub fn set_timeout(&self, timeout: Duration) {
+        let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.inner.timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Submit one command buffer and count it (see [`Context::submission_count`]).
+    ///
+    /// Errors: [`Error::DeviceLost`] when the device is known to be lost (nothing is
+    /// submitted then).
+    pub fn submit(&self, cmd: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
+        self.check_alive()?;
+        self.inner.submissions.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.queue.submit(Some(cmd)))
+    }
+
+    /// Block until all submitted work has finished, at most [`Context::timeout`].
+    ///
+    /// Errors: [`Error::Timeout`], [`Error::DeviceLost`], and any error wgpu reported outside
+    /// a scope on this crate's own device.
+    pub fn wait(&self) -> Result<()> {
+        self.check_alive()?;
+        let timeout = self.timeout();
+        let start = Instant::now();
+        let polled = self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(timeout),
+        });
+        self.check_alive()?;
+        match polled {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => {
+                return Err(Error::Timeout {
+                    what: "the GPU to finish submitted work".into(),
+                    waited_ms: start.elapsed().as_millis() as u64,
+                });
+            }
+            Err(e) => return Err(Error::Internal(format!("polling the device: {e}"))),
+        }
+        self.take_uncaptured("work outside any call")
+    }
+
+    /// [`Error::DeviceLost`] once the device is known to be gone.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match lock(&self.inner.lost).as_ref() {
+            Some(reason) => Err(Error::DeviceLost {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Turn errors wgpu reported outside our scopes into an `Error`.
+    pub(crate) fn take_uncaptured(&self, what: &str) -> Result<()> {
+        let first = lock(&self.inner.uncaptured).drain(..).next();
+        match first {
+            None => Ok(()),
+            Some(e) => Err(self.classify(what, 0, e)),
+        }
+    }
+
+    /// The typed error for a wgpu error raised by `what`.
+    fn classify(&self, what: &str, bytes: u64, e: wgpu::Error) -> Error {
+        match e {
+            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+                what: what.to_string(),
+                bytes,
+            },
+            wgpu::Error::Validation { description, .. }
+            | wgpu::Error::Internal { description, .. } => {
+                // wgpu reports work on a destroyed or lost device as a validation error.
+                if description.to_lowercase().contains("lost")
+                    || description.to_lowercase().contains("destroyed device")
+                    || self.check_alive().is_err()
+                {
+                    let reason = lock(&self.inner.lost)
+                        .get_or_insert_with(|| description.clone())
+                        .clone();
+                    Error::DeviceLost { reason }
+                } else {
+                    Error::Validation {
+                        kernel: what.to_string(),
+                        message: description,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `f` inside out-of-memory, validation and internal error scopes; any error wgpu
+    /// reports for the work `f` records comes back typed, attributed to `what`.
+    pub(crate) fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
         let dev = &self.inner.device;
+        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
-        if let Some(e) = v.or(o) {
-            return Err(Error::Gpu(e.to_string()));
+        let i = pollster::block_on(internal.pop());
+        if let Some(e) = v.or(o).or(i) {
+            return Err(self.classify(what, 0, e));
         }
-        self.take_uncaptured()?;
+        self.take_uncaptured(what)?;
         out
     }
 
+    /// A command encoder (no GPU allocation is counted: encoders are transient).
+    pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Create (and count) a buffer of `size` bytes, checked against `max_buffer_size` first;
+    /// an out-of-memory failure comes back as [`Error::OutOfMemory`] naming `label`.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let max = self.inner.limits.max_buffer_size;
+        if size > max {
+            return Err(Error::LimitExceeded {
+                limit: "max_buffer_size",
+                what: format!("buffer `{label}`"),
+                needed: size,
+                allowed: max,
+            });
+        }
+        self.check_alive()?;
+        let n = self.inner.buffers.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.inner.fail_at.load(Ordering::Relaxed) == n {
+            return Err(Error::OutOfMemory {
+                what: format!("{label} (injected)"),
+                bytes: size,
+            });
+        }
+        if usage.contains(wgpu::BufferUsages::UNIFORM) {
+            self.inner.uniform_buffers.fetch_add(1, Ordering::Relaxed);
+        }
+        let dev = &self.inner.device;
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4),
+            usage,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(self.classify(label, size, e));
+        }
+        Ok(buffer)
+    }
+
+    /// Create (and count) a bind group.
+    pub(crate) fn create_bind_group(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        entries: &[wgpu::BindGroupEntry<'_>],
+    ) -> wgpu::BindGroup {
+        self.inner.bind_groups.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout,
+                entries,
+            })
+    }
+
+    pub(crate) fn bound_cache_get(&self, key: &BoundKey) -> Option<Arc<Bound>> {
+        let mut cache = lock(&self.inner.bound);
+        let i = cache.iter().position(|(k, _)| k == key)?;
+        let hit = cache.remove(i);
+        let b = hit.1.clone();
+        cache.insert(0, hit);
+        Some(b)
+    }
+
+    pub(crate) fn bound_cache_put(&self, key: BoundKey, b: Arc<Bound>) {
+        let mut cache = lock(&self.inner.bound);
+        cache.insert(0, (key, b));
+        cache.truncate(BOUND_CACHE_CAPACITY);
+    }
+
     /// The pipeline for `kernel` specialised with `constants`, compiled on first use.
+    ///
+    /// The cache lock is not held while a shader compiles (two threads may then compile the
+    /// same variant once each; the first to finish is kept). A compile that fails is returned
+    /// as [`Error::Validation`] and never cached.
     pub(crate) fn pipeline(
         &self,
         kernel: Kernel,
         constants: &[(&'static str, f64)],
-    ) -> Arc<CachedPipeline> {
+    ) -> Result<Arc<CachedPipeline>> {
         let key = PipelineKey {
             kernel,
-            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+            constants: constants
+                .iter()
+                .map(|&(n, v)| (n, if v == 0.0 { 0 } else { v.to_bits() }))
+                .collect(),
         };
-        let mut cache = self.inner.pipelines.lock().expect("pipeline cache");
-        if let Some(p) = cache.get(&key) {
-            return p.clone();
+        {
+            let mut cache = lock(&self.inner.pipelines);
+            cache.clock += 1;
+            let now = cache.clock;
+            if let Some((p, used)) = cache.entries.get_mut(&key) {
+                *used = now;
+                return Ok(p.clone());
+            }
         }
-        let p = Arc::new(self.compile(kernel, constants));
-        cache.insert(key, p.clone());
-        p
+        let compiled =
+            Arc::new(self.scoped(kernel.name(), || Ok(self.compile(kernel, constants)))?);
+        let mut cache = lock(&self.inner.pipelines);
+        cache.clock += 1;
+        let now = cache.clock;
+        let p = cache
+            .entries
+            .entry(key)
+            .or_insert((compiled, now))
+            .0
+            .clone();
+        if cache.entries.len() > PIPELINE_CACHE_CAPACITY {
+            let oldest = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                cache.entries.remove(&k);
+            }
+        }
+        Ok(p)
     }
 
     fn compile(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> CachedPipeline {
@@ -286,9 +598,7 @@ impl Context {
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: match b {
-                        Binding::Uniform | Binding::DynamicUniform => {
-                            wgpu::BufferBindingType::Uniform
-                        }
+                        Binding::DynamicUniform => wgpu::BufferBindingType::Uniform,
                         Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
                         Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                     },
@@ -321,6 +631,12 @@ impl Context {
         });
         CachedPipeline { pipeline, layout }
     }
+}
+
+/// Lock a mutex, recovering it if a panicking thread poisoned it: every value behind this
+/// crate's locks stays consistent between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for Context {

@@ -1,24 +1,41 @@
-//! The GPU path: context, tensors, one host module per shader, and the schedule.
+//! The GPU path. Data flows one way:
+//!
+//! ```text
+//! Context ─▶ Rnn (model.rs: pack + upload once) ─▶ Plan (plan.rs, forward.rs, backward.rs:
+//! pure CPU) ─▶ Workspace (workspace.rs: buffers, uniforms, bind groups, once per shape)
+//! ─▶ record_* (run.rs, session.rs: replay into an encoder) ─▶ submit
+//! ```
+//!
+//! `kernels/` holds one host module per shader, `dispatch.rs` the vocabulary they share.
 
+mod backward;
 pub mod clip;
-mod column_sum;
 pub mod context;
-pub mod gemm;
+mod dispatch;
+mod forward;
+mod grads;
+mod kernels;
+mod model;
 pub mod optim;
 pub mod pack;
-mod rearrange;
-mod rnn;
-mod rnn_step;
-mod rnn_step_backward;
+mod plan;
+mod run;
 mod session;
 mod shaders;
 pub mod tensor;
-mod train;
 mod uniforms;
+mod workspace;
 
-pub use context::{ADAPTER_ENV, Context, ContextOptions, list_adapters};
-pub use rearrange::apply_dropout;
-pub use rnn::{HostOutput, Output, Rnn, RunOptions, State};
+pub use context::{
+    ADAPTER_ENV, AllocationCounts, Context, ContextOptions, DEFAULT_TIMEOUT,
+    PIPELINE_CACHE_CAPACITY, list_adapters,
+};
+pub use grads::{GradMode, Grads, HostGrads, LayerGrads, ParamGrads, Tape};
+pub use kernels::dropout::apply_dropout;
+pub use kernels::gemm;
+pub use model::{Rnn, WORKSPACE_CACHE_SHAPES};
+pub use plan::{Plan, PlanMode};
+pub use run::{HostOutput, Output, RunOptions, State};
 pub use session::Session;
 pub use tensor::GpuTensor;
-pub use train::{GradMode, Grads, HostGrads, LayerGrads, ParamGrads, Tape};
+pub use workspace::Workspace;

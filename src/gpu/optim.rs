@@ -17,13 +17,14 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::clip::{
-    WORKGROUP_SIZE, check_distinct, command_encoder, compute_pass, element_count, grid_2d,
+    EntireBinding, WORKGROUP_SIZE, bound_key, check_distinct, element_count, grid_2d,
     placeholder_buffer, tensor_entry,
 };
 use crate::gpu::context::Context;
+use crate::gpu::dispatch::compute_pass;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::tensor::GpuTensor;
-use crate::gpu::uniforms::UniformSlots;
+use crate::gpu::uniforms::{Bound, UniformSlots};
 
 /// `torch.optim.SGD` hyper-parameters (`maximize = False`).
 ///
@@ -220,7 +221,7 @@ impl SgdOptimizer {
             shapes,
             momentum_buffers,
             steps: 0,
-            placeholder: placeholder_buffer(ctx, "sgd unused state"),
+            placeholder: placeholder_buffer(ctx, "sgd unused state")?,
         })
     }
 
@@ -336,7 +337,7 @@ impl AdamOptimizer {
             exp_avg_sq: zeros_like(ctx, &shapes)?,
             shapes,
             steps: 0,
-            placeholder: placeholder_buffer(ctx, "adam unused state"),
+            placeholder: placeholder_buffer(ctx, "adam unused state")?,
         })
     }
 
@@ -430,7 +431,7 @@ impl AdamOptimizer {
 
 /// Everything one optimiser step needs besides the tensors.
 struct Update<'a> {
-    label: &'a str,
+    label: &'static str,
     constants: &'a [(&'static str, f64)],
     /// The uniforms every parameter shares; `len` and `groups` are filled per parameter.
     uniforms: OptimParams,
@@ -447,10 +448,10 @@ fn submit_step(
     label: &str,
     record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<()> {
-    ctx.scoped(|| {
-        let mut encoder = command_encoder(ctx, label);
+    ctx.scoped(label, || {
+        let mut encoder = ctx.encoder(label);
         record(&mut encoder)?;
-        ctx.submit(encoder.finish());
+        ctx.submit(encoder.finish())?;
         Ok(())
     })
 }
@@ -483,24 +484,53 @@ fn record_update(
     if work.is_empty() {
         return Ok(());
     }
-    let uniforms = UniformSlots::new(ctx, u.label, &slots);
-    let pipeline = ctx.pipeline(Kernel::OptimizerStep, u.constants);
+    let pipeline = ctx.pipeline(Kernel::OptimizerStep, u.constants)?;
+    let mut key = bound_key(u.label, &lens, grads.iter().chain(params).copied());
+    for &(i, ..) in &work {
+        for s in [u.state, u.state2] {
+            key.buffers
+                .push(s.map_or(u.placeholder, |s| s[i].buffer()).clone());
+        }
+    }
+    let bound = ctx.bound(key, || {
+        let uniforms = UniformSlots::new::<OptimParams>(ctx, u.label, slots.len())?;
+        let groups = work
+            .iter()
+            .map(|&(i, ..)| {
+                ctx.create_bind_group(
+                    u.label,
+                    &pipeline.layout,
+                    &[
+                        uniforms.entry(0),
+                        tensor_entry(1, grads[i]),
+                        tensor_entry(2, params[i]),
+                        state_entry(3, u.state, i, u.placeholder),
+                        state_entry(4, u.state2, i, u.placeholder),
+                    ],
+                )
+            })
+            .collect();
+        Ok(Bound {
+            uniforms,
+            _scratch: Vec::new(),
+            groups,
+        })
+    })?;
+    bound.uniforms.write(ctx, &slots);
     let mut pass = compute_pass(encoder, u.label);
     pass.set_pipeline(&pipeline.pipeline);
-    for (i, grid, slot) in work {
-        let bind = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(u.label),
-            layout: &pipeline.layout,
-            entries: &[
-                uniforms.entry(0),
-                tensor_entry(1, grads[i]),
-                tensor_entry(2, params[i]),
-                state_entry(3, u.state, i, u.placeholder),
-                state_entry(4, u.state2, i, u.placeholder),
-            ],
-        });
-        pass.set_bind_group(0, &bind, &[uniforms.offset(slot)]);
+    for (k, (_, grid, slot)) in work.into_iter().enumerate() {
+        pass.set_bind_group(0, &bound.groups[k], &[bound.uniforms.offset(slot)]);
         pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+    // Each model whose parameters this step updates moves to a new version (once per step):
+    // tapes recorded before it go stale.
+    let mut bumped: Vec<&std::sync::Arc<std::sync::atomic::AtomicU64>> = Vec::new();
+    for v in params.iter().filter_map(|p| p.version_counter()) {
+        if !bumped.iter().any(|b| std::sync::Arc::ptr_eq(b, v)) {
+            v.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bumped.push(v);
+        }
     }
     Ok(())
 }
@@ -514,7 +544,7 @@ fn state_entry<'a>(
 ) -> wgpu::BindGroupEntry<'a> {
     match state {
         Some(s) => tensor_entry(binding, &s[i]),
-        None => crate::gpu::gemm::entry(binding, placeholder),
+        None => placeholder.as_entire_binding_entry(binding),
     }
 }
 

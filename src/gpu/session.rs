@@ -1,10 +1,18 @@
-//! Streaming: [`Session`] keeps every layer's recurrent state on the GPU between calls and
-//! advances all layers by one timestep per [`Session::step`], in one submission.
+//! Streaming: a [`Session`] keeps every layer's recurrent state on the GPU between calls and
+//! advances all layers by one timestep per [`Session::step`], in one submission, replaying a
+//! workspace of its own: a step creates no GPU object.
 
-use crate::config::{CellKind, Direction, Layout};
+use std::sync::Arc;
+
+use crate::config::{CellKind, Direction};
 use crate::error::{Error, Result};
-use crate::gpu::rnn::{Output, Rnn, State, check_shape};
+use crate::gpu::State;
+use crate::gpu::dispatch::Io;
+use crate::gpu::model::{Pool, Rnn};
+use crate::gpu::plan::PlanMode;
+use crate::gpu::run::{check_shape, check_usage};
 use crate::gpu::tensor::GpuTensor;
+use crate::gpu::workspace::{Env, Pass, Workspace};
 
 /// A stream of timesteps through an [`Rnn`] (see [`Rnn::session`]): per-row state of every
 /// layer lives on the GPU, so a server can multiplex independent streams as the rows of one
@@ -12,53 +20,64 @@ use crate::gpu::tensor::GpuTensor;
 ///
 /// Feeding `x_0 .. x_{T-1}` one step at a time gives the same outputs, bit for bit, as one
 /// [`Rnn::forward`] over the whole sequence: each step runs the same kernels on the same
-/// values (tested in `tests/session.rs`).
+/// values (tested in `tests/session.rs`). A session owns a handle to its model (no lifetime),
+/// and is `Send`.
 #[derive(Debug)]
-pub struct Session<'r> {
-    rnn: &'r Rnn,
+pub struct Session {
+    rnn: Rnn,
     batch: usize,
     state: State,
-    lengths: GpuTensor,
+    /// `[B, I]`: the step input written by [`Session::step_host`].
+    x: GpuTensor,
+    workspace: Workspace,
+    /// `y_t` tensors; one is reused while the caller holds none of them.
+    outputs: Pool<GpuTensor>,
 }
 
 impl Rnn {
-    /// Start a streaming session of `batch` rows with zero state.
+    /// Start a streaming session of `batch` rows with zero state. The session keeps a clone
+    /// of this model handle.
     ///
     /// Errors: [`Error::ZeroSize`] for `batch = 0`; [`Error::Unsupported`] for a model with a
     /// reverse direction (it needs the whole sequence before its first output).
-    pub fn session(&self, batch: usize) -> Result<Session<'_>> {
+    pub fn session(&self, batch: usize) -> Result<Session> {
         if batch == 0 {
             return Err(Error::ZeroSize("B (batch)"));
         }
-        if self.cfg.direction() != Direction::Forward {
+        let cfg = self.cfg();
+        if cfg.direction() != Direction::Forward {
             return Err(Error::Unsupported(format!(
                 "a streaming session of a {:?} model: a reverse direction reads the sequence \
                  from its end, so it cannot advance one step at a time",
-                self.cfg.direction()
+                cfg.direction()
             )));
         }
-        let ctx = &self.ctx;
-        let (l, h, st) = (
-            self.cfg.num_layers(),
-            self.cfg.hidden_size(),
-            self.cfg.state_size(),
+        let ctx = self.ctx();
+        let (l, h, st, i) = (
+            cfg.num_layers(),
+            cfg.hidden_size(),
+            cfg.state_size(),
+            cfg.input_size(),
         );
+        let plan = self.plan(1, batch, PlanMode::Inference)?;
         Ok(Session {
-            rnn: self,
+            rnn: self.clone(),
             batch,
             state: State {
                 h: GpuTensor::zeros(ctx, &[l, batch, st])?,
-                c: match self.cfg.cell() {
+                c: match cfg.cell() {
                     CellKind::Lstm => Some(GpuTensor::zeros(ctx, &[l, batch, h])?),
                     _ => None,
                 },
             },
-            lengths: GpuTensor::upload(ctx, &vec![1.0; batch], &[batch])?,
+            x: GpuTensor::zeros(ctx, &self.io_shape(1, batch, i))?,
+            workspace: self.workspace(&plan)?,
+            outputs: Pool::default(),
         })
     }
 }
 
-impl Session<'_> {
+impl Session {
     /// Rows of the batch.
     pub fn batch(&self) -> usize {
         self.batch
@@ -69,47 +88,78 @@ impl Session<'_> {
         &self.state
     }
 
+    /// The model this session runs.
+    pub fn model(&self) -> &Rnn {
+        &self.rnn
+    }
+
     /// Advance every row by one timestep through all layers: `x_t [B, I]` in, the last
-    /// layer's `y_t [B, S]` out. One command encoder, one submission; returns without waiting.
+    /// layer's `y_t [B, S]` out, on the GPU (download it only if you need it on the host). One
+    /// command encoder, one submission; returns without waiting.
     ///
-    /// Errors: [`Error::ShapeMismatch`] for `x_t` not `[B, I]`.
+    /// Errors: [`Error::ShapeMismatch`] for `x_t` not `[B, I]`, [`Error::BadBuffer`] for one
+    /// that cannot be copied from.
     pub fn step(&mut self, x_t: &GpuTensor) -> Result<GpuTensor> {
-        let rnn = self.rnn;
-        let (b, i, st) = (self.batch, rnn.cfg.input_size(), rnn.cfg.state_size());
+        let (b, i) = (self.batch, self.rnn.cfg().input_size());
         check_shape("x_t", x_t, &[b, i])?;
-        let shape = match rnn.cfg.layout() {
-            Layout::SeqMajor => [1, b, i],
-            Layout::BatchFirst => [b, 1, i],
+        check_usage(self.rnn.ctx(), "x_t", x_t, wgpu::BufferUsages::COPY_SRC)?;
+        let x = x_t.buffer().clone();
+        self.run(&x)
+    }
+
+    /// [`Session::step`] from host memory: `x_t` (`B * I` values) is written into a buffer the
+    /// session keeps (`queue.write_buffer`, no allocation).
+    pub fn step_host(&mut self, x_t: &[f32]) -> Result<GpuTensor> {
+        let (b, i) = (self.batch, self.rnn.cfg().input_size());
+        if x_t.len() != b * i {
+            return Err(Error::ShapeMismatch {
+                name: "x_t".into(),
+                expected: vec![b, i],
+                got: vec![x_t.len()],
+            });
+        }
+        let ctx = self.rnn.ctx();
+        ctx.queue()
+            .write_buffer(self.x.buffer(), 0, bytemuck::cast_slice(x_t));
+        let x = self.x.buffer().clone();
+        self.run(&x)
+    }
+
+    fn run(&mut self, x: &wgpu::Buffer) -> Result<GpuTensor> {
+        let rnn = &self.rnn;
+        let ctx = rnn.ctx();
+        let (b, st) = (self.batch, rnn.cfg().state_size());
+        let shape = [b, st];
+        let y = self
+            .outputs
+            .take(|| GpuTensor::uninit(ctx, "session y_t", &shape))?;
+        let ws = &self.workspace;
+        let lengths = ws.scratch(ws.plan.full_lengths);
+        // The state tensors are both the initial and the final state: each layer's slot is
+        // copied in at the start and written back at the end of the same submission.
+        let mut io = vec![
+            (Io::X, x),
+            (Io::Lengths, lengths),
+            (Io::Y, y.buffer()),
+            (Io::H0, self.state.h.buffer()),
+            (Io::HN, self.state.h.buffer()),
+        ];
+        if let Some(c) = &self.state.c {
+            io.extend([(Io::C0, c.buffer()), (Io::CN, c.buffer())]);
+        }
+        let env = Env {
+            params: &rnn.inner.layers,
+            grads: None,
+            io,
         };
-        let x = GpuTensor::from_buffer(x_t.buffer().clone(), &shape)?;
-        let plan = rnn.plan(&x, Some(&self.state), None)?;
-        // The state tensors are both the initial and the final state: each layer reads its
-        // slot before it writes it back.
-        let out = Output {
-            y: GpuTensor::uninit(&rnn.ctx, "session y", &rnn.io_shape(1, b, st))?,
-            h_n: self.state.h.clone(),
-            c_n: self.state.c.clone(),
-        };
-        rnn.ctx.scoped(|| {
-            let mut enc =
-                rnn.ctx
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("rnn session step"),
-                    });
-            rnn.record_stack(
-                &mut enc,
-                &x,
-                Some(&self.state),
-                &out,
-                &self.lengths,
-                &plan,
-                None,
-            )?;
-            rnn.ctx.submit(enc.finish());
+        ctx.scoped("session step", || {
+            let mut enc = ctx.encoder("rnn session step");
+            ws.record(ctx, &mut enc, Pass::Forward, &env)?;
+            ctx.submit(enc.finish())?;
             Ok(())
         })?;
-        GpuTensor::from_buffer(out.y.buffer().clone(), &[b, st])
+        let lease: Arc<dyn std::any::Any + Send + Sync> = y.clone();
+        Ok(GpuTensor::clone(&y).with_lease(lease))
     }
 
     /// Zero the state of every row whose `rows` entry is true (a new stream starts there); the
@@ -124,30 +174,22 @@ impl Session<'_> {
                 got: vec![rows.len()],
             });
         }
-        let rnn = self.rnn;
-        let (layers, h, st) = (
-            rnn.cfg.num_layers(),
-            rnn.cfg.hidden_size(),
-            rnn.cfg.state_size(),
-        );
-        let mut enc = rnn
-            .ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("rnn session reset"),
-            });
-        for l in 0..layers {
-            for (b, _) in rows.iter().enumerate().filter(|r| *r.1) {
-                let row = l * self.batch + b;
-                let hb = self.state.h.buffer();
-                enc.clear_buffer(hb, (row * st) as u64 * 4, Some(st as u64 * 4));
-                if let Some(c) = &self.state.c {
-                    enc.clear_buffer(c.buffer(), (row * h) as u64 * 4, Some(h as u64 * 4));
+        let cfg = self.rnn.cfg();
+        let (layers, h, st) = (cfg.num_layers(), cfg.hidden_size(), cfg.state_size());
+        let ctx = self.rnn.ctx();
+        ctx.scoped("session reset", || {
+            let mut enc = ctx.encoder("rnn session reset");
+            for l in 0..layers {
+                for (b, _) in rows.iter().enumerate().filter(|r| *r.1) {
+                    let row = l * self.batch + b;
+                    let hb = self.state.h.buffer();
+                    enc.clear_buffer(hb, (row * st) as u64 * 4, Some(st as u64 * 4));
+                    if let Some(c) = &self.state.c {
+                        enc.clear_buffer(c.buffer(), (row * h) as u64 * 4, Some(h as u64 * 4));
+                    }
                 }
             }
-        }
-        rnn.ctx.scoped(|| {
-            rnn.ctx.submit(enc.finish());
+            ctx.submit(enc.finish())?;
             Ok(())
         })
     }

@@ -5,7 +5,7 @@
 /// (uniforms, then read-only inputs, then outputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Binding {
-    Uniform,
+    /// The kernel's uniform struct, one slot of a buffer of many, picked by a dynamic offset.
     DynamicUniform,
     Read,
     ReadWrite,
@@ -81,10 +81,10 @@ impl Kernel {
         match self {
             Kernel::GradClip => &[DynamicUniform, ReadWrite, ReadWrite, ReadWrite],
             Kernel::OptimizerStep => &[DynamicUniform, Read, ReadWrite, ReadWrite, ReadWrite],
-            Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
-            Kernel::ColumnSum => &[Uniform, Read, ReadWrite],
-            Kernel::Rearrange => &[Uniform, Read, Read, ReadWrite],
-            Kernel::Dropout => &[Uniform, ReadWrite],
+            Kernel::Gemm => &[DynamicUniform, Read, Read, Read, ReadWrite],
+            Kernel::ColumnSum => &[DynamicUniform, Read, ReadWrite],
+            Kernel::Rearrange => &[DynamicUniform, Read, Read, ReadWrite],
+            Kernel::Dropout => &[DynamicUniform, ReadWrite],
             // Both step kernels: 4 read-only inputs, then 4 outputs (8 storage bindings, the
             // WebGPU default of max_storage_buffers_per_shader_stage).
             Kernel::RnnStep | Kernel::RnnStepBackward => &[

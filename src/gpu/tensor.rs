@@ -1,5 +1,9 @@
 //! `GpuTensor`: a storage buffer plus its shape.
 
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
 
@@ -12,10 +16,32 @@ pub const TENSOR_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// A dense row-major `f32` tensor in a wgpu storage buffer.
 ///
 /// Cloning is cheap and aliases the same buffer.
-#[derive(Debug, Clone)]
+///
+/// Tensors that a model returns from its pools (the outputs of [`crate::Rnn::forward`], the
+/// gradients of [`crate::Rnn::backward`], a session's `y_t`) keep their pool slot busy while any
+/// clone of them is alive; once every clone is dropped, the next call of the same shape reuses
+/// the buffer instead of allocating. A raw `wgpu::Buffer` taken with [`GpuTensor::buffer`] does
+/// not count: keep the `GpuTensor` while you use its contents.
+#[derive(Clone)]
 pub struct GpuTensor {
     buffer: wgpu::Buffer,
     shape: Vec<usize>,
+    /// Keeps a pool slot busy while this tensor (or a clone) lives.
+    lease: Option<Arc<dyn Any + Send + Sync>>,
+    /// A model's parameter version, bumped by every update of this tensor (optimiser steps),
+    /// so a tape recorded before the update is refused.
+    version: Option<Arc<AtomicU64>>,
+    /// The context that made the buffer (`None`: a caller's buffer, origin unknown).
+    origin: Option<u64>,
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuTensor")
+            .field("shape", &self.shape)
+            .field("bytes", &self.buffer.size())
+            .finish()
+    }
 }
 
 /// Elements of `shape`, saturating: an absurd shape then fails the size checks with a typed
@@ -65,23 +91,57 @@ impl GpuTensor {
 
     pub(crate) fn uninit(ctx: &Context, name: &str, shape: &[usize]) -> Result<GpuTensor> {
         let size = byte_len(ctx, name, shape)?;
-        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some(name),
-            size,
-            usage: TENSOR_USAGES,
-            mapped_at_creation: false,
-        });
-        Ok(GpuTensor {
+        let buffer = ctx.create_buffer(name, size, TENSOR_USAGES)?;
+        let mut t = GpuTensor::wrap(buffer, shape);
+        t.origin = Some(ctx.id());
+        Ok(t)
+    }
+
+    /// A tensor over a buffer this crate made.
+    pub(crate) fn wrap(buffer: wgpu::Buffer, shape: &[usize]) -> GpuTensor {
+        GpuTensor {
             buffer,
             shape: shape.to_vec(),
-        })
+            lease: None,
+            version: None,
+            origin: None,
+        }
+    }
+
+    /// `Err` naming the tensor when it was made on another context (another device: wgpu
+    /// cannot use it here).
+    pub(crate) fn check_context(&self, ctx: &Context, name: &str) -> Result<()> {
+        match self.origin {
+            Some(id) if id != ctx.id() => Err(Error::BadBuffer {
+                name: name.into(),
+                why: "it was created on another Context (another device)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The parameter version this tensor belongs to, if it is a model parameter.
+    pub(crate) fn version_counter(&self) -> Option<&Arc<AtomicU64>> {
+        self.version.as_ref()
+    }
+
+    /// This tensor, keeping `lease` alive as long as it or a clone lives.
+    pub(crate) fn with_lease(mut self, lease: Arc<dyn Any + Send + Sync>) -> GpuTensor {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// This tensor, tied to a model's parameter version.
+    pub(crate) fn with_version(mut self, version: Arc<AtomicU64>) -> GpuTensor {
+        self.version = Some(version);
+        self
     }
 
     /// Wrap a caller's buffer (a framework's activation, say) without copying. The buffer must
     /// have `STORAGE` usage (plus `COPY_SRC` to be downloaded, `COPY_DST` to be written by
     /// copies) and hold at least `4 * numel(shape)` bytes; only that prefix is used.
     pub fn from_buffer(buffer: wgpu::Buffer, shape: &[usize]) -> Result<GpuTensor> {
-        let name = buffer_name(&buffer);
+        let name = buffer_name(&buffer, shape);
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::BadBuffer {
                 name,
@@ -95,10 +155,7 @@ impl GpuTensor {
                 why: format!("{} bytes, shape {shape:?} needs {need}", buffer.size()),
             });
         }
-        Ok(GpuTensor {
-            buffer,
-            shape: shape.to_vec(),
-        })
+        Ok(GpuTensor::wrap(buffer, shape))
     }
 
     /// The underlying buffer.
@@ -122,7 +179,7 @@ impl GpuTensor {
     pub fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
             return Err(Error::BadBuffer {
-                name: buffer_name(&self.buffer),
+                name: buffer_name(&self.buffer, &self.shape),
                 why: "usage lacks COPY_SRC, cannot download".into(),
             });
         }
@@ -130,16 +187,13 @@ impl GpuTensor {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        ctx.scoped(|| {
-            let mut enc = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("download"),
-                });
-            let staging = record_readback(ctx, &mut enc, &self.buffer, bytes, "download");
-            ctx.submit(enc.finish());
-            read_back(ctx, &staging, "download buffer")
-        })
+        let staging = ctx.scoped("download", || {
+            let mut enc = ctx.encoder("download");
+            let staging = record_readback(ctx, &mut enc, &self.buffer, bytes, "download")?;
+            ctx.submit(enc.finish())?;
+            Ok(staging)
+        })?;
+        read_back(ctx, &staging, "download buffer")
     }
 }
 
@@ -156,15 +210,11 @@ pub(crate) fn record_readback(
     src: &wgpu::Buffer,
     bytes: u64,
     label: &str,
-) -> wgpu::Buffer {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+) -> Result<wgpu::Buffer> {
+    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    let staging = ctx.create_buffer(label, bytes, usage)?;
     encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-    staging
+    Ok(staging)
 }
 
 /// Wait for the queue, then map a buffer from [`record_readback`] and read it as `f32`s.
@@ -174,20 +224,35 @@ pub(crate) fn read_back(ctx: &Context, staging: &wgpu::Buffer, what: &str) -> Re
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
     });
+    let start = std::time::Instant::now();
     ctx.wait()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
-        .map_err(|e| Error::Gpu(format!("mapping {what}: {e}")))?;
+    // Another thread's poll may be the one running our callback: wait for it, boundedly.
+    let left = ctx.timeout().saturating_sub(start.elapsed());
+    let mapped = rx.recv_timeout(left).map_err(|_| Error::Timeout {
+        what: format!("mapping {what}"),
+        waited_ms: start.elapsed().as_millis() as u64,
+    })?;
+    if let Err(e) = mapped {
+        ctx.check_alive()?;
+        return Err(Error::Validation {
+            kernel: format!("mapping {what}"),
+            message: e.to_string(),
+        });
+    }
     let data = {
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("reading {what}: {e}")))?;
+            .map_err(|e| Error::Validation {
+                kernel: format!("reading {what}"),
+                message: e.to_string(),
+            })?;
         bytemuck::cast_slice::<u8, f32>(&view).to_vec()
     };
     staging.unmap();
     Ok(data)
 }
 
-fn buffer_name(_b: &wgpu::Buffer) -> String {
-    "external buffer".to_string()
+/// How errors name a caller's buffer (wgpu does not expose labels).
+fn buffer_name(b: &wgpu::Buffer, shape: &[usize]) -> String {
+    format!("external buffer of {} bytes for shape {shape:?}", b.size())
 }

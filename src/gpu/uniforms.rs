@@ -1,14 +1,15 @@
-//! Per-dispatch uniforms packed into one buffer and selected with dynamic offsets: the
-//! per-timestep parameters of the step kernels, and the per-tensor parameters of the clip and
-//! optimiser kernels.
+//! Per-dispatch uniforms of the clip and optimiser kernels packed into one buffer and selected
+//! with dynamic offsets, and the context's cache of their bound resources, so a steady training
+//! loop creates no buffer or bind group in these steps either.
 
-use wgpu::util::DeviceExt;
+use std::sync::Arc;
 
+use crate::error::Result;
 use crate::gpu::context::Context;
 
 /// One uniform struct per dispatch, packed in one buffer at the device's dynamic-offset
 /// alignment (`min_uniform_buffer_offset_alignment`) and bound with a dynamic offset, so a
-/// schedule makes one buffer and one bind group, not one per dispatch.
+/// step makes one buffer and one bind group per tensor, not one buffer per dispatch.
 pub(crate) struct UniformSlots {
     buffer: wgpu::Buffer,
     /// Bytes from one slot to the next: `size_of::<T>()` rounded up to the alignment.
@@ -18,28 +19,30 @@ pub(crate) struct UniformSlots {
 }
 
 impl UniformSlots {
-    /// Upload `slots` as one uniform buffer, each slot zero-padded to the stride. An empty list
-    /// still makes one (zeroed) slot, as wgpu buffers may not be empty when bound.
-    pub(crate) fn new<T: bytemuck::Pod>(ctx: &Context, label: &str, slots: &[T]) -> UniformSlots {
+    /// Room for `count` slots of `T` (at least one: wgpu buffers may not be empty when bound).
+    pub(crate) fn new<T: bytemuck::Pod>(ctx: &Context, label: &str, count: usize) -> Result<Self> {
         let size = std::mem::size_of::<T>() as u64;
         let align = ctx.limits().min_uniform_buffer_offset_alignment as u64;
         let stride = size.next_multiple_of(align);
-        let mut bytes = vec![0u8; (stride * slots.len().max(1) as u64) as usize];
-        for (i, slot) in slots.iter().enumerate() {
-            let at = i * stride as usize;
-            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(slot));
-        }
-        let buffer = ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        UniformSlots {
+        let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let buffer = ctx.create_buffer(label, stride * count.max(1) as u64, usage)?;
+        Ok(UniformSlots {
             buffer,
             stride,
             size,
+        })
+    }
+
+    /// Write `slots` (this call's values) into the buffer; they reach the GPU before the next
+    /// submission.
+    pub(crate) fn write<T: bytemuck::Pod>(&self, ctx: &Context, slots: &[T]) {
+        let mut bytes = vec![0u8; (self.stride * slots.len() as u64) as usize];
+        for (i, slot) in slots.iter().enumerate() {
+            let at = i * self.stride as usize;
+            bytes[at..at + self.size as usize].copy_from_slice(bytemuck::bytes_of(slot));
+        }
+        if !bytes.is_empty() {
+            ctx.queue().write_buffer(&self.buffer, 0, &bytes);
         }
     }
 
@@ -58,5 +61,42 @@ impl UniformSlots {
     /// The dynamic offset of slot `i`.
     pub(crate) fn offset(&self, i: usize) -> u32 {
         (i as u64 * self.stride) as u32
+    }
+}
+
+/// The resources one clip or optimiser call binds: its uniform slots, any scratch buffers and
+/// its bind groups (in dispatch order).
+pub(crate) struct Bound {
+    pub uniforms: UniformSlots,
+    /// Buffers only the bind groups use (the norm's partial sums), owned with them.
+    pub _scratch: Vec<wgpu::Buffer>,
+    pub groups: Vec<wgpu::BindGroup>,
+}
+
+/// What a [`Bound`] was made for: the call, its variant, and every buffer it binds.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct BoundKey {
+    pub label: &'static str,
+    pub variant: u64,
+    pub buffers: Vec<wgpu::Buffer>,
+}
+
+/// Calls whose bound resources a context keeps (least recently used out): a training loop
+/// clips and steps the same tensors every iteration.
+pub(crate) const BOUND_CACHE_CAPACITY: usize = 32;
+
+impl Context {
+    /// The resources of `key`, made by `make` on first use.
+    pub(crate) fn bound(
+        &self,
+        key: BoundKey,
+        make: impl FnOnce() -> Result<Bound>,
+    ) -> Result<Arc<Bound>> {
+        if let Some(b) = self.bound_cache_get(&key) {
+            return Ok(b);
+        }
+        let b = Arc::new(make()?);
+        self.bound_cache_put(key, b.clone());
+        Ok(b)
     }
 }

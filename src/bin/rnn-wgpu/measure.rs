@@ -396,7 +396,7 @@ fn check_outputs(
 /// reverse: a library bug, reported as a row error.
 fn presence_mismatch(cfg: &RnnConfig, name: &str, gpu_has_it: bool) -> Error {
     let cell = cfg.cell().name();
-    Error::Gpu(if gpu_has_it {
+    Error::Internal(if gpu_has_it {
         format!("{cell}: the GPU returned {name}, the CPU reference has none")
     } else {
         format!("{cell}: the GPU returned no {name}, the CPU reference has one")
@@ -459,7 +459,7 @@ fn check_train(
         (got, _) => return Err(presence_mismatch(cfg, "dc0", got.is_some())),
     }
     if gpu.params.len() != reference.layers.len() {
-        return Err(Error::Gpu(format!(
+        return Err(Error::Internal(format!(
             "backward returned parameter gradients of {} layer-direction(s), the model has {}",
             gpu.params.len(),
             reference.layers.len()
@@ -483,7 +483,7 @@ fn check_train(
             match got {
                 Some(g) => max.add(&format!("{name}_{suffix}"), scaled_diff(g, want)),
                 None => {
-                    return Err(Error::Gpu(format!(
+                    return Err(Error::Internal(format!(
                         "{} backward returned no {name}_{suffix}",
                         cfg.cell().name()
                     )));

@@ -1,0 +1,202 @@
+//! Host side of `shaders/rnn_step.wgsl`: the fused recurrent step of every cell kind, and the
+//! cell description both step kernels share.
+
+use crate::config::{Activation, CellKind, GruReset, RnnConfig};
+use crate::gpu::dispatch::{Buf, Dispatch, Op, bytes};
+use crate::gpu::shaders::Kernel;
+
+/// Hidden units per workgroup (the kernels' `TJ` / `TK`).
+pub(crate) const UNITS_PER_GROUP: usize = 16;
+
+/// Per-step uniforms; one slot per timestep, bound with dynamic offsets.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct StepParams {
+    pub batch: u32,
+    pub hidden: u32,
+    pub t_local: u32,
+    pub t_global: u32,
+    /// Width of the recurrent state: `P` with a projection, else `H`.
+    pub state: u32,
+    /// `T`.
+    pub steps: u32,
+    /// Element offset of the row lengths (`[B]`, f32) in the `h_carry` binding.
+    pub len_at: u32,
+    pub _pad: u32,
+}
+
+/// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the
+/// reduction: `16 / ksplit` lanes of batch rows, each lane `rows` rows deep, and `ksplit` lanes
+/// sharing each row's reduction (small batches would otherwise leave most threads idle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StepTiling {
+    pub ksplit: u32,
+    pub rows: u32,
+}
+
+impl StepTiling {
+    /// The tiling for `batch` rows. Large batches give each thread several rows so every
+    /// loaded weight is reused.
+    pub(crate) fn for_batch(batch: usize) -> StepTiling {
+        let (ksplit, rows) = match batch {
+            1 => (16, 1),
+            2 => (8, 1),
+            3..=4 => (4, 1),
+            5..=8 => (2, 1),
+            9..=16 => (1, 1),
+            17..=32 => (1, 2),
+            _ => (1, 4),
+        };
+        StepTiling { ksplit, rows }
+    }
+
+    /// Batch rows one workgroup covers.
+    pub(crate) fn rows_per_group(self) -> usize {
+        (16 / self.ksplit * self.rows) as usize
+    }
+
+    /// The workgroup grid over `units` output units and `batch` rows.
+    pub(crate) fn grid(self, units: usize, batch: usize) -> [u32; 3] {
+        let gx = units.div_ceil(UNITS_PER_GROUP);
+        let gy = batch.div_ceil(self.rows_per_group());
+        [gx.min(u32::MAX as usize) as u32, gy as u32, 1]
+    }
+
+    /// The override constants of both step kernels.
+    pub(crate) fn constants(self) -> [(&'static str, f64); 2] {
+        [("ROWS", self.rows as f64), ("KSPLIT", self.ksplit as f64)]
+    }
+}
+
+/// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
+/// alpha and beta.
+pub(crate) fn activation_constants(act: Activation) -> (f64, f64, f64) {
+    let kind = match act {
+        Activation::Sigmoid => 0,
+        Activation::Tanh => 1,
+        Activation::Relu => 2,
+        Activation::HardSigmoid { .. } => 3,
+        Activation::LeakyRelu { .. } => 4,
+        Activation::ThresholdedRelu { .. } => 5,
+        Activation::ScaledTanh { .. } => 6,
+        Activation::Affine { .. } => 7,
+        Activation::Elu { .. } => 8,
+        Activation::Softsign => 9,
+        Activation::Softplus => 10,
+    };
+    let (alpha, beta) = act.params();
+    (kind as f64, alpha as f64, beta as f64)
+}
+
+/// The override constants that describe the cell to both step kernels: kind, gate count,
+/// activations, clips, peepholes, coupled gates.
+pub(crate) fn cell_constants(cfg: &RnnConfig) -> Vec<(&'static str, f64)> {
+    let cell = match cfg.cell() {
+        CellKind::Lstm => 0.0,
+        CellKind::Gru => 1.0,
+        CellKind::Rnn => 2.0,
+    };
+    let acts = cfg.activations();
+    let (f, fa, fb) = activation_constants(acts.gate);
+    let (g, ga, gb) = activation_constants(acts.cell);
+    let (h, ha, hb) = activation_constants(acts.hidden);
+    let (cell_min, cell_max) = cfg.cell_clip().unwrap_or((0.0, 0.0));
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    vec![
+        ("CELL", cell),
+        ("G", cfg.gate_count() as f64),
+        ("ACT_F", f),
+        ("ALPHA_F", fa),
+        ("BETA_F", fb),
+        ("ACT_G", g),
+        ("ALPHA_G", ga),
+        ("BETA_G", gb),
+        ("ACT_H", h),
+        ("ALPHA_H", ha),
+        ("BETA_H", hb),
+        ("GATE_CLIP", cfg.gate_clip().unwrap_or(0.0) as f64),
+        ("CELL_CLIP", flag(cfg.cell_clip().is_some())),
+        ("CELL_MIN", cell_min as f64),
+        ("CELL_MAX", cell_max as f64),
+        ("PEEPHOLE", flag(cfg.peepholes())),
+        ("INPUT_FORGET", flag(cfg.input_forget())),
+        ("PROJ", flag(cfg.proj_size().is_some())),
+        ("RESET_BEFORE", flag(cfg.gru_reset() == GruReset::Before)),
+    ]
+}
+
+/// Values saved per unit and step in the training tape: LSTM (i, f, g, o), GRU (r, z, n, gh_n),
+/// RNN h.
+pub(crate) fn tape_slots(cfg: &RnnConfig) -> usize {
+    match cfg.cell() {
+        CellKind::Rnn => 1,
+        _ => 4,
+    }
+}
+
+/// What one layer-direction's steps bind (see the shader's header for shapes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepBindings {
+    /// `(Tc, B, H, G)` this chunk's input projection, `b_ih` included.
+    pub gx: Buf,
+    /// `(S, H, G)` packed `W_hh^T`.
+    pub w_hh: Buf,
+    /// `(B, S)` `h` before the chunk, then peepholes and lengths.
+    pub h_carry: Buf,
+    /// `(2, H, G)` packed biases, `None` without bias.
+    pub bias: Option<Buf>,
+    /// `(T, B, H)` outputs (`h_raw` with a projection).
+    pub y: Buf,
+    /// LSTM `(B, H)` cell state; GRU reset-before `r * h_prev` `(T, B, H)`; else `None`.
+    pub c_state: Option<Buf>,
+    /// Training: `(T, B, H, S)` tape and `(T + 1, B, H)` history.
+    pub tape: Option<(Buf, Buf)>,
+}
+
+/// One timestep's dispatch (`phase`: the GRU reset-before half, else 0).
+/// CPU twins: [`crate::cpu::lstm_step`] and the GRU/RNN steps.
+pub(crate) fn rnn_step(
+    cfg: &RnnConfig,
+    batch: usize,
+    phase: u32,
+    bufs: &StepBindings,
+    params: StepParams,
+) -> Op {
+    let tiling = StepTiling::for_batch(batch);
+    let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
+    let mut constants = cell_constants(cfg);
+    let [rows, ksplit] = tiling.constants();
+    constants.extend([
+        ("HAS_BIAS", bufs.bias.is_some() as u8 as f64),
+        rows,
+        ksplit,
+        ("SAVE", bufs.tape.is_some() as u8 as f64),
+        ("FPHASE", phase as f64),
+    ]);
+    let (tape, c_all) = bufs.tape.unwrap_or((Buf::Unused(1), Buf::Unused(2)));
+    let saved = bufs.tape.map_or(0, |_| batch * h * (tape_slots(cfg) + 1));
+    Op::Dispatch(Dispatch {
+        kernel: Kernel::RnnStep,
+        constants,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        bindings: vec![
+            bufs.gx,
+            bufs.w_hh,
+            bufs.h_carry,
+            // Without bias the binding is never read; w_hh is a read-only stand-in.
+            bufs.bias.unwrap_or(bufs.w_hh),
+            bufs.y,
+            bufs.c_state.unwrap_or(Buf::Unused(0)),
+            tape,
+            c_all,
+        ],
+        grid: tiling.grid(h, batch),
+        what: format!(
+            "rnn_step t={} (H={h}, B={batch}, KSPLIT={}, ROWS={})",
+            params.t_global, tiling.ksplit, tiling.rows
+        ),
+        reads: bytes(st * g * h + batch * g * h + batch * st),
+        writes: bytes(batch * h + saved),
+        dropout: None,
+    })
+}

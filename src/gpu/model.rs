@@ -1,0 +1,529 @@
+//! `Rnn`: a model's packed parameters on the GPU, its parameter version, and its bounded cache
+//! of workspaces and result tensors.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::RnnConfig;
+use crate::error::{Error, Result};
+use crate::gpu::context::{Context, lock};
+use crate::gpu::dispatch::ParamKind;
+use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
+use crate::gpu::plan::{Plan, PlanKey, PlanLimits, PlanMode};
+use crate::gpu::tensor::GpuTensor;
+use crate::gpu::workspace::Workspace;
+use crate::weights::{LayerWeights, Weights};
+
+/// Shapes whose workspaces (and pooled results) a model keeps: the least recently used shape
+/// is dropped when a ninth arrives. A training loop uses one or two shapes, a server with
+/// bucketed lengths a handful; 8 bounds the memory of a model that sees many.
+pub const WORKSPACE_CACHE_SHAPES: usize = 8;
+
+/// One layer-direction's parameters in GPU layout (see [`crate::gpu::pack`]). Gradients use
+/// the same layout, so optimisers update parameters element-wise.
+#[derive(Debug)]
+pub(crate) struct PackedLayer {
+    /// `[I, H*G]`: `W_ih^T`, gate-interleaved.
+    pub w_ih: GpuTensor,
+    /// `[S, H*G]`: `W_hh^T`, gate-interleaved.
+    pub w_hh: GpuTensor,
+    /// `[2, H*G]`: `b_ih` and `b_hh`, gate-interleaved (`None` without bias).
+    pub bias: Option<GpuTensor>,
+    /// `[H, P]`: `W_hr^T`, the LSTM projection (`None` without `proj_size`).
+    pub w_hr: Option<GpuTensor>,
+    /// `[3H]`: LSTM peepholes `p_i | p_f | p_o`, PyTorch-like layout (`None` without).
+    pub peephole: Option<GpuTensor>,
+}
+
+impl PackedLayer {
+    pub(crate) fn view(&self) -> LayerView<'_> {
+        LayerView {
+            w_ih: &self.w_ih,
+            w_hh: &self.w_hh,
+            bias: self.bias.as_ref(),
+            w_hr: self.w_hr.as_ref(),
+            peephole: self.peephole.as_ref(),
+        }
+    }
+}
+
+/// One layer-direction's packed tensors, borrowed: the parameters ([`PackedLayer`]) and their
+/// gradients ([`crate::gpu::LayerGrads`]) share this layout, order and unpacking.
+pub(crate) struct LayerView<'a> {
+    pub w_ih: &'a GpuTensor,
+    pub w_hh: &'a GpuTensor,
+    pub bias: Option<&'a GpuTensor>,
+    pub w_hr: Option<&'a GpuTensor>,
+    pub peephole: Option<&'a GpuTensor>,
+}
+
+impl<'a> LayerView<'a> {
+    /// The tensors in the order of [`Rnn::parameters`]: `W_ih`, `W_hh`, then the biases,
+    /// `W_hr` and peepholes the layer has.
+    pub(crate) fn tensors(&self) -> Vec<&'a GpuTensor> {
+        let mut v = vec![self.w_ih, self.w_hh];
+        v.extend(self.bias);
+        v.extend(self.w_hr);
+        v.extend(self.peephole);
+        v
+    }
+
+    /// One tensor by kind.
+    pub(crate) fn get(&self, kind: ParamKind) -> Option<&'a GpuTensor> {
+        match kind {
+            ParamKind::WIh => Some(self.w_ih),
+            ParamKind::WHh => Some(self.w_hh),
+            ParamKind::Bias => self.bias,
+            ParamKind::WHr => self.w_hr,
+            ParamKind::Peephole => self.peephole,
+        }
+    }
+
+    /// Download and unpack to PyTorch layout, for the layer `cfg` describes.
+    pub(crate) fn to_host(&self, ctx: &Context, cfg: &RnnConfig) -> Result<LayerWeights> {
+        let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
+        let (bias_ih, bias_hh) = match self.bias {
+            Some(b) => {
+                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
+                (Some(bi), Some(bh))
+            }
+            None => (None, None),
+        };
+        Ok(LayerWeights {
+            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i),
+            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size()),
+            bias_ih,
+            bias_hh,
+            weight_hr: match self.w_hr {
+                Some(w) => Some(transpose(&w.download(ctx)?, h, w.shape()[1])),
+                None => None,
+            },
+            peephole: match self.peephole {
+                Some(p) => Some(p.download(ctx)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Unique id of each model, so a tape can be matched to the model that recorded it.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A recurrent network whose weights live on the GPU: any cell of [`RnnConfig`], any number of
+/// layers, forward, reverse or bidirectional, seq-major or batch-first.
+///
+/// Cheap to clone: clones share the parameters, their version and the workspace cache, so a
+/// server can keep a model and its [`crate::Session`]s in one struct, or hand clones to threads
+/// (`Rnn` is `Send + Sync`).
+#[derive(Clone)]
+pub struct Rnn {
+    pub(crate) inner: Arc<RnnInner>,
+    pub(crate) max_chunk_steps: Option<usize>,
+}
+
+pub(crate) struct RnnInner {
+    pub ctx: Context,
+    pub cfg: RnnConfig,
+    /// Per layer-direction, `l*D + d`.
+    pub layers: Vec<PackedLayer>,
+    /// Per layer: its one-layer, one-direction, seq-major configuration (input size `I_l`).
+    pub layer_cfgs: Vec<RnnConfig>,
+    pub id: u64,
+    /// Bumped by every parameter update (optimiser step, weight upload); tapes record it.
+    pub version: Arc<AtomicU64>,
+    pub dropout_draws: AtomicU64,
+    pub cache: Mutex<Cache>,
+}
+
+/// A pool of `T`s handed out while nobody else holds them.
+pub(crate) struct Pool<T>(Vec<Arc<T>>);
+
+impl<T> std::fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} items)", self.0.len())
+    }
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool(Vec::new())
+    }
+}
+
+impl<T> Pool<T> {
+    /// A pooled value nobody else holds (the clone returned holds it from now on).
+    pub(crate) fn free(&self) -> Option<Arc<T>> {
+        self.0.iter().find(|a| Arc::strong_count(a) == 1).cloned()
+    }
+
+    /// Keep `value` for later calls.
+    pub(crate) fn add(&mut self, value: Arc<T>) {
+        self.0.push(value);
+    }
+
+    /// A pooled value nobody holds, or a new one from `make` (kept for later calls).
+    pub(crate) fn take(&mut self, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(free) = self.free() {
+            return Ok(free);
+        }
+        let new = Arc::new(make()?);
+        self.add(new.clone());
+        Ok(new)
+    }
+}
+
+/// What a model keeps per shape.
+#[derive(Default)]
+pub(crate) struct ShapeEntry {
+    pub workspaces: Pool<Workspace>,
+    pub outputs: Pool<crate::gpu::run::OutputSlot>,
+    pub grads: Pool<crate::gpu::run::GradsSlot>,
+}
+
+/// The model's bounded cache, least recently used shape first out.
+#[derive(Default)]
+pub(crate) struct Cache {
+    entries: Vec<(PlanKey, ShapeEntry, u64)>,
+    clock: u64,
+}
+
+impl Cache {
+    /// The entry of `key`, created (and the oldest evicted) if absent.
+    pub(crate) fn entry(&mut self, key: PlanKey) -> &mut ShapeEntry {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(i) = self.entries.iter().position(|e| e.0 == key) {
+            self.entries[i].2 = now;
+            return &mut self.entries[i].1;
+        }
+        if self.entries.len() >= WORKSPACE_CACHE_SHAPES {
+            let oldest = (0..self.entries.len())
+                .min_by_key(|&i| self.entries[i].2)
+                .expect("non-empty");
+            self.entries.swap_remove(oldest);
+        }
+        self.entries.push((key, ShapeEntry::default(), now));
+        &mut self.entries.last_mut().expect("just pushed").1
+    }
+
+    /// Shapes cached.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl std::fmt::Debug for Rnn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rnn")
+            .field("cfg", &self.inner.cfg)
+            .field("ctx", &self.inner.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rnn {
+    /// Validate `weights` against `cfg` and the device limits, pack and upload them once.
+    ///
+    /// Errors: [`Error::ShapeMismatch`]/[`Error::MissingTensor`] for weights that do not fit
+    /// `cfg`; [`Error::LimitExceeded`] when a packed weight matrix exceeds
+    /// `max_storage_buffer_binding_size`.
+    pub fn new(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
+        if weights.config() != cfg {
+            return Err(Error::InvalidConfig(format!(
+                "weights were made for {:?}, model configured as {:?}",
+                weights.config(),
+                cfg
+            )));
+        }
+        weights.validate()?;
+        let lim = PlanLimits::of(ctx.limits());
+        let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
+        let dirs = cfg.num_directions();
+        let version = Arc::new(AtomicU64::new(0));
+        let mut layers = Vec::with_capacity(cfg.num_layers() * dirs);
+        let mut layer_cfgs = Vec::with_capacity(cfg.num_layers());
+        for l in 0..cfg.num_layers() {
+            let lcfg = cfg.layer_config(l);
+            let i = lcfg.input_size();
+            for (name, words) in [
+                (format!("weight_ih_l{l}"), g * h * i),
+                (format!("weight_hh_l{l}"), g * h * st),
+            ] {
+                lim.fits_binding(&format!("packed `{name}`"), words as u64 * 4)?;
+            }
+            for d in 0..dirs {
+                let w = weights.layer(l, d);
+                let packed = ctx.scoped("Rnn::new", || pack_layer(ctx, &lcfg, w))?;
+                layers.push(packed.versioned(&version));
+            }
+            layer_cfgs.push(lcfg);
+        }
+        Ok(Rnn {
+            inner: Arc::new(RnnInner {
+                ctx: ctx.clone(),
+                cfg: cfg.clone(),
+                layers,
+                layer_cfgs,
+                id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+                version,
+                dropout_draws: AtomicU64::new(0),
+                cache: Mutex::new(Cache::default()),
+            }),
+            max_chunk_steps: None,
+        })
+    }
+
+    /// Upload new parameter values (same configuration) into the model's buffers, in place:
+    /// workspaces stay valid, tapes recorded before become stale ([`Error::StaleTape`]).
+    ///
+    /// Errors: [`Error::InvalidConfig`] for weights of another configuration, and the shape
+    /// errors of [`Weights::validate`].
+    pub fn set_weights(&self, weights: &Weights) -> Result<()> {
+        let cfg = &self.inner.cfg;
+        if weights.config() != cfg {
+            return Err(Error::InvalidConfig(format!(
+                "weights were made for {:?}, model configured as {:?}",
+                weights.config(),
+                cfg
+            )));
+        }
+        weights.validate()?;
+        let ctx = &self.inner.ctx;
+        let dirs = cfg.num_directions();
+        for (j, packed) in self.inner.layers.iter().enumerate() {
+            let lcfg = &self.inner.layer_cfgs[j / dirs];
+            let host = host_packed(lcfg, weights.layer(j / dirs, j % dirs));
+            for (t, data) in packed.view().tensors().into_iter().zip(host) {
+                ctx.queue()
+                    .write_buffer(t.buffer(), 0, bytemuck::cast_slice(&data));
+            }
+        }
+        self.bump_version();
+        Ok(())
+    }
+
+    /// The parameters on the GPU, in the packed layout gradients share (see
+    /// [`crate::gpu::pack`]): for each layer-direction in PyTorch's order (`l0`, `l0_reverse`,
+    /// `l1`, ...): `W_ih^T (I_l, H*G)`, `W_hh^T (S, H*G)`, biases `(2, H*G)`, `W_hr^T (H, P)`,
+    /// peepholes `(3H)`, the last three only when the model has them. Same order as
+    /// [`crate::gpu::ParamGrads::tensors`], so an optimiser can pair them up. An optimiser step
+    /// on these tensors bumps the model's [`Rnn::parameter_version`].
+    pub fn parameters(&self) -> Vec<&GpuTensor> {
+        self.inner
+            .layers
+            .iter()
+            .flat_map(|l| l.view().tensors())
+            .collect()
+    }
+
+    /// Download the current parameters in PyTorch layout (e.g. after training).
+    pub fn weights(&self) -> Result<Weights> {
+        let dirs = self.dirs();
+        let layers = self
+            .inner
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(j, l)| {
+                l.view()
+                    .to_host(&self.inner.ctx, &self.inner.layer_cfgs[j / dirs])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Weights::from_layers(&self.inner.cfg, layers)
+    }
+
+    /// How many times the parameters have been updated (optimiser steps, weight uploads).
+    pub fn parameter_version(&self) -> u64 {
+        self.inner.version.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bump_version(&self) {
+        self.inner.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cap the number of timesteps per chunk of the input projection (default: as many as
+    /// fit the device). Lower it to trade scratch memory for one extra GEMM dispatch per chunk.
+    pub fn with_max_chunk_steps(mut self, steps: usize) -> Result<Rnn> {
+        if steps == 0 {
+            return Err(Error::ZeroSize("max_chunk_steps"));
+        }
+        self.max_chunk_steps = Some(steps);
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.inner.cfg
+    }
+    /// The context the weights live on.
+    pub fn context(&self) -> &Context {
+        &self.inner.ctx
+    }
+
+    pub(crate) fn ctx(&self) -> &Context {
+        &self.inner.ctx
+    }
+    pub(crate) fn cfg(&self) -> &RnnConfig {
+        &self.inner.cfg
+    }
+    pub(crate) fn dirs(&self) -> usize {
+        self.inner.cfg.num_directions()
+    }
+
+    /// The plan of a pass over `steps` x `batch` (validated against this device's limits, no
+    /// GPU work). Print it to see every dispatch.
+    ///
+    /// Errors: [`Error::ZeroSize`], [`Error::LimitExceeded`].
+    pub fn plan(&self, steps: usize, batch: usize, mode: PlanMode) -> Result<Plan> {
+        Plan::build(
+            &self.inner.cfg,
+            &self.inner.layer_cfgs,
+            self.plan_key(steps, batch, mode),
+            PlanLimits::of(self.inner.ctx.limits()),
+        )
+    }
+
+    pub(crate) fn plan_key(&self, steps: usize, batch: usize, mode: PlanMode) -> PlanKey {
+        PlanKey {
+            steps,
+            batch,
+            mode,
+            chunk_cap: self.max_chunk_steps,
+        }
+    }
+
+    /// A workspace of your own for passes of `plan`'s shape (see
+    /// [`Rnn::record_forward_in`]); the model's cache is not involved.
+    pub fn workspace(&self, plan: &Plan) -> Result<Workspace> {
+        if plan.key.chunk_cap != self.max_chunk_steps {
+            return Err(Error::InvalidConfig(
+                "the plan was made by a model with another time-chunk cap".into(),
+            ));
+        }
+        let fresh = Plan::build(
+            &self.inner.cfg,
+            &self.inner.layer_cfgs,
+            plan.key,
+            PlanLimits::of(self.inner.ctx.limits()),
+        )?;
+        Workspace::new(&self.inner.ctx, fresh)
+    }
+
+    /// A free cached workspace of `key`'s shape, made on first use (outside the cache lock:
+    /// planning and creating buffers may compile a kernel variant new to the context).
+    pub(crate) fn cached_workspace(&self, key: PlanKey) -> Result<Arc<Workspace>> {
+        if let Some(ws) = lock(&self.inner.cache).entry(key).workspaces.free() {
+            return Ok(ws);
+        }
+        let plan = Plan::build(
+            &self.inner.cfg,
+            &self.inner.layer_cfgs,
+            key,
+            PlanLimits::of(self.inner.ctx.limits()),
+        )?;
+        let ws = Arc::new(Workspace::new(&self.inner.ctx, plan)?);
+        lock(&self.inner.cache)
+            .entry(key)
+            .workspaces
+            .add(ws.clone());
+        Ok(ws)
+    }
+
+    /// Shapes in the model's workspace cache (at most [`WORKSPACE_CACHE_SHAPES`]).
+    pub fn cached_shapes(&self) -> usize {
+        lock(&self.inner.cache).len()
+    }
+}
+
+impl PackedLayer {
+    /// Tie every tensor to the model's parameter version.
+    fn versioned(self, v: &Arc<AtomicU64>) -> PackedLayer {
+        let tag = |t: GpuTensor| t.with_version(v.clone());
+        PackedLayer {
+            w_ih: tag(self.w_ih),
+            w_hh: tag(self.w_hh),
+            bias: self.bias.map(tag),
+            w_hr: self.w_hr.map(tag),
+            peephole: self.peephole.map(tag),
+        }
+    }
+}
+
+/// One layer-direction's PyTorch-layout weights packed for the GPU, in the order of
+/// [`LayerView::tensors`].
+fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Vec<Vec<f32>> {
+    let (g, h, i, st) = (
+        cfg.gate_count(),
+        cfg.hidden_size(),
+        cfg.input_size(),
+        cfg.state_size(),
+    );
+    let mut v = vec![
+        pack_gate_interleaved(&w.weight_ih, g, h, i),
+        pack_gate_interleaved(&w.weight_hh, g, h, st),
+    ];
+    if let (Some(bi), Some(bh)) = (&w.bias_ih, &w.bias_hh) {
+        v.push(pack_biases(bi, bh, g, h));
+    }
+    if let (Some(wr), Some(p)) = (&w.weight_hr, cfg.proj_size()) {
+        // PyTorch's [P, H] transposed to [H, P]: h = h_raw · W_hr^T is a plain GEMM.
+        v.push(transpose(wr, p, h));
+    }
+    if let Some(p) = &w.peephole {
+        v.push(p.clone());
+    }
+    v
+}
+
+/// Pack and upload one layer-direction's PyTorch-layout weights.
+fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<PackedLayer> {
+    let (g, h, i, st) = (
+        cfg.gate_count(),
+        cfg.hidden_size(),
+        cfg.input_size(),
+        cfg.state_size(),
+    );
+    let mut host = host_packed(cfg, w).into_iter();
+    let mut next = |shape: &[usize]| -> Result<GpuTensor> {
+        let data = host
+            .next()
+            .ok_or_else(|| Error::Internal("packing".into()))?;
+        GpuTensor::upload(ctx, &data, shape)
+    };
+    Ok(PackedLayer {
+        w_ih: next(&[i, g * h])?,
+        w_hh: next(&[st, g * h])?,
+        bias: match (&w.bias_ih, &w.bias_hh) {
+            (Some(_), Some(_)) => Some(next(&[2, g * h])?),
+            _ => None,
+        },
+        w_hr: match (&w.weight_hr, cfg.proj_size()) {
+            (Some(_), Some(p)) => Some(next(&[h, p])?),
+            _ => None,
+        },
+        peephole: match &w.peephole {
+            Some(_) => Some(next(&[3 * h])?),
+            None => None,
+        },
+    })
+}
+
+/// `m [rows, cols]` row-major, transposed to `[cols, rows]`.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = m[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Split a packed `[2, H*G]` bias buffer into PyTorch-layout `b_ih`, `b_hh`.
+pub(crate) fn unpack_biases(packed: &[f32], gates: usize, hidden: usize) -> (Vec<f32>, Vec<f32>) {
+    let (bi, bh) = packed.split_at(gates * hidden);
+    (
+        unpack_gate_interleaved(bi, gates, hidden, 1),
+        unpack_gate_interleaved(bh, gates, hidden, 1),
+    )
+}

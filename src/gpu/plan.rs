@@ -1,0 +1,543 @@
+//! `Plan`: what one pass of a model over a `(T, B)` batch will do, decided on the CPU.
+//!
+//! From the configuration, the shapes and the device limits a plan validates every shape,
+//! cuts time into chunks that fit, chooses each kernel's tiling and grid, and lists every op
+//! of the pass (dispatches, copies, clears) over symbolic buffers. It touches no GPU object,
+//! so it can be built, inspected and printed anywhere; a [`crate::gpu::Workspace`] turns it
+//! into buffers and bind groups once, and every later call of the same shape replays it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::RnnConfig;
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::{Buf, BufferSpec, Io, Op, bytes, kernel_geometry};
+use crate::gpu::kernels::gemm::GEMM_TILE;
+use crate::gpu::{backward, forward};
+
+/// Scratch budget for one chunk of the input projection. Large enough that every DeepBench
+/// row runs in a single chunk; small enough to leave room beside the model on 4 GB devices.
+const GX_BUDGET_BYTES: u64 = 256 << 20;
+
+/// What a pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PlanMode {
+    /// A forward pass (inference: no dropout, no tape).
+    Inference,
+    /// A forward pass that saves the tape, dropout between layers, and the backward pass.
+    Training,
+}
+
+/// The shape of a pass: what a plan (and the workspace built from it) is specific to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PlanKey {
+    pub steps: usize,
+    pub batch: usize,
+    pub mode: PlanMode,
+    /// The model's cap on time-chunk length ([`crate::Rnn::with_max_chunk_steps`]).
+    pub chunk_cap: Option<usize>,
+}
+
+/// The device limits a plan is made against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanLimits {
+    pub max_buffer: u64,
+    pub max_binding: u64,
+    pub binding_limit_name: &'static str,
+    pub max_groups: u32,
+    pub max_workgroup_bytes: u64,
+    pub max_invocations: u32,
+    pub uniform_align: u64,
+}
+
+impl PlanLimits {
+    pub(crate) fn of(l: &wgpu::Limits) -> PlanLimits {
+        let (binding_limit_name, max_binding) =
+            if l.max_storage_buffer_binding_size <= l.max_buffer_size {
+                (
+                    "max_storage_buffer_binding_size",
+                    l.max_storage_buffer_binding_size,
+                )
+            } else {
+                ("max_buffer_size", l.max_buffer_size)
+            };
+        PlanLimits {
+            max_buffer: l.max_buffer_size,
+            max_binding,
+            binding_limit_name,
+            max_groups: l.max_compute_workgroups_per_dimension,
+            max_workgroup_bytes: l.max_compute_workgroup_storage_size as u64,
+            max_invocations: l.max_compute_invocations_per_workgroup,
+            uniform_align: l.min_uniform_buffer_offset_alignment as u64,
+        }
+    }
+
+    /// `Err` when `bytes` of `what` do not fit one storage binding.
+    pub(crate) fn fits_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_binding {
+            return Err(Error::LimitExceeded {
+                limit: self.binding_limit_name,
+                what: what.into(),
+                needed: bytes,
+                allowed: self.max_binding,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a layer-direction's frame and tape live in a training plan (indices of scratch
+/// buffers), for the backward schedule.
+#[derive(Debug, Clone)]
+pub(crate) struct TapeLayout {
+    /// `[T, B, I_l]` frame input.
+    pub x: Buf,
+    /// `[T, B, S]` frame output.
+    pub y: Buf,
+    /// `[T, B, H, S]` pre-activations, then the peepholes, then the lengths.
+    pub pre: Buf,
+    /// Words of `pre` before the peepholes.
+    pub pre_words: usize,
+    /// `[T + 1, B, H]` LSTM c / GRU h history (a placeholder for the plain RNN).
+    pub history: Buf,
+    /// `[B, S]` the initial state.
+    pub h0: Buf,
+    /// With a projection: `h_raw [T, B, H]` and the projected states `[T + 1, B, P]`.
+    pub projection: Option<(Buf, Buf)>,
+    /// GRU reset-before: `r * h_prev`, `[T, B, H]`.
+    pub reset_products: Option<Buf>,
+}
+
+/// A validated, fully scheduled pass. Print it (`{}`) to see every dispatch of one step and
+/// the totals of the whole pass.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub(crate) key: PlanKey,
+    /// Timesteps per chunk of the input projection.
+    pub(crate) chunk: usize,
+    pub(crate) buffers: Vec<BufferSpec>,
+    /// The forward pass (saving the tape in training).
+    pub(crate) forward: Vec<Op>,
+    /// Training: the backward pass, overwriting and accumulating parameter gradients.
+    pub(crate) backward: Option<[Vec<Op>; 2]>,
+    /// `[B]` lengths a call uploads from the host.
+    pub(crate) lengths_upload: Buf,
+    /// `[B]` all `T`: the lengths when the caller gives none.
+    pub(crate) full_lengths: Buf,
+    /// Bytes of the uniform slots of every op list together.
+    pub(crate) uniform_bytes: u64,
+}
+
+/// Builds one plan's buffer list and op lists.
+pub(crate) struct Builder<'a> {
+    pub cfg: &'a RnnConfig,
+    pub layer_cfgs: &'a [RnnConfig],
+    pub steps: usize,
+    pub batch: usize,
+    pub chunk: usize,
+    pub limits: PlanLimits,
+    pub buffers: Vec<BufferSpec>,
+    pub ops: Vec<Op>,
+}
+
+impl Builder<'_> {
+    /// A new scratch buffer of `words` f32 values.
+    pub(crate) fn buffer(&mut self, name: &'static str, words: usize) -> Buf {
+        self.buffers.push(BufferSpec {
+            name,
+            words: (words as u64).max(1),
+        });
+        Buf::Scratch(self.buffers.len() as u32 - 1)
+    }
+
+    pub(crate) fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub(crate) fn push_opt(&mut self, op: Option<Op>) {
+        self.ops.extend(op);
+    }
+
+    /// `words` from word `at` of the caller's `io` into word `dst_at` of `dst` (zeros when the
+    /// caller gave no such tensor).
+    pub(crate) fn load(&mut self, io: Io, at: usize, dst: Buf, dst_at: usize, words: usize) {
+        self.push(Op::Copy {
+            src: Buf::Io(io),
+            src_at: bytes(at),
+            dst,
+            dst_at: bytes(dst_at),
+            bytes: bytes(words),
+        });
+    }
+
+    /// `words` of `src` into the caller's `io` (skipped when the caller wants none).
+    pub(crate) fn store(&mut self, src: Buf, words: usize, io: Io) {
+        self.push(Op::copy(src, Buf::Io(io), bytes(words)));
+    }
+
+    pub(crate) fn copy(&mut self, src: Buf, src_at: usize, dst: Buf, dst_at: usize, n: usize) {
+        self.push(Op::Copy {
+            src,
+            src_at: bytes(src_at),
+            dst,
+            dst_at: bytes(dst_at),
+            bytes: bytes(n),
+        });
+    }
+}
+
+/// `[T, B, F]` or `[B, T, F]` in `cfg`'s layout.
+pub(crate) fn io_shape(cfg: &RnnConfig, t: usize, b: usize, features: usize) -> [usize; 3] {
+    match cfg.layout() {
+        crate::config::Layout::SeqMajor => [t, b, features],
+        crate::config::Layout::BatchFirst => [b, t, features],
+    }
+}
+
+impl Plan {
+    /// The plan of a pass of a `cfg` model over `steps` x `batch` on a device with `limits`:
+    /// pure CPU work, no GPU needed (pass `wgpu::Limits::default()` to judge a design against
+    /// WebGPU's defaults, or another device's limits). [`crate::Rnn::plan`] does the same for
+    /// a model's own device.
+    ///
+    /// Errors: [`Error::ZeroSize`], [`Error::LimitExceeded`] naming the limit a shape exceeds.
+    pub fn new(
+        cfg: &RnnConfig,
+        steps: usize,
+        batch: usize,
+        mode: PlanMode,
+        limits: &wgpu::Limits,
+    ) -> Result<Plan> {
+        let layer_cfgs: Vec<RnnConfig> =
+            (0..cfg.num_layers()).map(|l| cfg.layer_config(l)).collect();
+        let key = PlanKey {
+            steps,
+            batch,
+            mode,
+            chunk_cap: None,
+        };
+        Plan::build(cfg, &layer_cfgs, key, PlanLimits::of(limits))
+    }
+
+    /// Validate a pass of `cfg` over `steps` x `batch` against `limits` and schedule it.
+    pub(crate) fn build(
+        cfg: &RnnConfig,
+        layer_cfgs: &[RnnConfig],
+        key: PlanKey,
+        limits: PlanLimits,
+    ) -> Result<Plan> {
+        let chunk = check_shapes(cfg, key, &limits)?;
+        let mut b = Builder {
+            cfg,
+            layer_cfgs,
+            steps: key.steps,
+            batch: key.batch,
+            chunk,
+            limits,
+            buffers: Vec::new(),
+            ops: Vec::new(),
+        };
+        let lengths_upload = b.buffer("lengths (uploaded)", key.batch);
+        let full_lengths = b.buffer("lengths (all T)", key.batch);
+        let train = key.mode == PlanMode::Training;
+        let tapes = forward::schedule(&mut b, train)?;
+        let forward = std::mem::take(&mut b.ops);
+        let backward = match train {
+            true => {
+                // Both schedules allocate the same scratch buffers in the same order: the
+                // accumulating one reuses the overwriting one's.
+                let before = b.buffers.len();
+                backward::schedule(&mut b, &tapes, false)?;
+                let overwrite = std::mem::take(&mut b.ops);
+                let after = b.buffers.len();
+                b.buffers.truncate(before);
+                backward::schedule(&mut b, &tapes, true)?;
+                debug_assert_eq!(b.buffers.len(), after);
+                Some([overwrite, std::mem::take(&mut b.ops)])
+            }
+            false => None,
+        };
+        let mut plan = Plan {
+            key,
+            chunk,
+            buffers: b.buffers,
+            forward,
+            backward,
+            lengths_upload,
+            full_lengths,
+            uniform_bytes: 0,
+        };
+        plan.check_ops(&limits)?;
+        Ok(plan)
+    }
+
+    /// Every op list of the plan.
+    pub(crate) fn op_lists(&self) -> impl Iterator<Item = &Vec<Op>> {
+        std::iter::once(&self.forward).chain(self.backward.iter().flatten())
+    }
+
+    /// The backstop: every dispatch fits the device (grid, workgroup size and memory, bound
+    /// buffer sizes) and the uniform slots fit one buffer. The schedules choose chunks and
+    /// tiles to fit; what cannot fit is refused here, before any GPU work.
+    fn check_ops(&mut self, limits: &PlanLimits) -> Result<()> {
+        for (i, spec) in self.buffers.iter().enumerate() {
+            if bytes(spec.words as usize) > limits.max_buffer {
+                return Err(Error::LimitExceeded {
+                    limit: "max_buffer_size",
+                    what: format!("scratch buffer {i} `{}`", spec.name),
+                    needed: spec.words * 4,
+                    allowed: limits.max_buffer,
+                });
+            }
+        }
+        let mut slots = 0u64;
+        for op in self.op_lists().flatten() {
+            let Op::Dispatch(d) = op else { continue };
+            slots += 1;
+            for (axis, &n) in d.grid.iter().enumerate() {
+                if n > limits.max_groups {
+                    return Err(Error::LimitExceeded {
+                        limit: "max_compute_workgroups_per_dimension",
+                        what: format!("{} (grid axis {axis})", d.what),
+                        needed: n as u64,
+                        allowed: limits.max_groups as u64,
+                    });
+                }
+            }
+            let (threads, shared) = kernel_geometry(d.kernel);
+            if threads > limits.max_invocations {
+                return Err(Error::LimitExceeded {
+                    limit: "max_compute_invocations_per_workgroup",
+                    what: d.what.clone(),
+                    needed: threads as u64,
+                    allowed: limits.max_invocations as u64,
+                });
+            }
+            if shared > limits.max_workgroup_bytes {
+                return Err(Error::LimitExceeded {
+                    limit: "max_compute_workgroup_storage_size",
+                    what: d.what.clone(),
+                    needed: shared,
+                    allowed: limits.max_workgroup_bytes,
+                });
+            }
+            for b in &d.bindings {
+                if let Buf::Scratch(i) = b {
+                    let spec = &self.buffers[*i as usize];
+                    limits.fits_binding(
+                        &format!("`{}` bound by {}", spec.name, d.what),
+                        spec.words * 4,
+                    )?;
+                }
+            }
+        }
+        // One slot per dispatch, each at the dynamic-offset alignment (every uniform struct is
+        // at most 64 bytes, well under any alignment).
+        let stride = 64u64.next_multiple_of(limits.uniform_align.max(1));
+        self.uniform_bytes = slots.max(1) * stride;
+        if self.uniform_bytes > limits.max_buffer {
+            return Err(Error::LimitExceeded {
+                limit: "max_buffer_size",
+                what: format!(
+                    "uniform slots of {slots} dispatches (T = {})",
+                    self.key.steps
+                ),
+                needed: self.uniform_bytes,
+                allowed: limits.max_buffer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Timesteps `T`.
+    pub fn steps(&self) -> usize {
+        self.key.steps
+    }
+    /// Batch rows `B`.
+    pub fn batch(&self) -> usize {
+        self.key.batch
+    }
+    /// Inference or training.
+    pub fn mode(&self) -> PlanMode {
+        self.key.mode
+    }
+    /// Timesteps per chunk of the input projection (`T` when one chunk fits).
+    pub fn chunk_steps(&self) -> usize {
+        self.chunk
+    }
+    /// Dispatches of the forward pass.
+    pub fn forward_dispatches(&self) -> usize {
+        count_dispatches(&self.forward)
+    }
+    /// Dispatches of the backward pass (0 for inference).
+    pub fn backward_dispatches(&self) -> usize {
+        self.backward
+            .as_ref()
+            .map_or(0, |b| count_dispatches(&b[0]))
+    }
+    /// Bytes of every scratch buffer of the workspace this plan needs, uniforms included.
+    pub fn workspace_bytes(&self) -> u64 {
+        self.buffers.iter().map(|b| b.words * 4).sum::<u64>() + self.uniform_bytes
+    }
+}
+
+fn count_dispatches(ops: &[Op]) -> usize {
+    ops.iter().filter(|o| matches!(o, Op::Dispatch(_))).count()
+}
+
+/// Validate the shapes of a pass and choose the time chunk.
+fn check_shapes(cfg: &RnnConfig, key: PlanKey, lim: &PlanLimits) -> Result<usize> {
+    let (t, b) = (key.steps, key.batch);
+    let (i, h, g, st) = (
+        cfg.input_size(),
+        cfg.hidden_size(),
+        cfg.gate_count(),
+        cfg.state_size(),
+    );
+    if t == 0 {
+        return Err(Error::ZeroSize("T (timesteps)"));
+    }
+    if b == 0 {
+        return Err(Error::ZeroSize("B (batch)"));
+    }
+    // Lengths and step indices travel as f32 whole numbers.
+    if t > 1 << 24 {
+        return Err(Error::LimitExceeded {
+            limit: "2^24 timesteps (lengths are exact f32 integers)",
+            what: "T (timesteps)".into(),
+            needed: t as u64,
+            allowed: 1 << 24,
+        });
+    }
+    let words =
+        |dims: &[usize]| -> u64 { dims.iter().fold(4u64, |n, &d| n.saturating_mul(d as u64)) };
+    let widest_in = (0..cfg.num_layers())
+        .map(|l| cfg.layer_input_size(l))
+        .max()
+        .unwrap_or(i);
+    let dirs = cfg.num_directions();
+    lim.fits_binding("x", words(&[t, b, i]))?;
+    lim.fits_binding("a layer's input", words(&[t, b, widest_in]))?;
+    lim.fits_binding("y", words(&[t, b, h.max(st), dirs]))?;
+    if cfg.proj_size().is_some() {
+        // The projected states [h0; y] beside the peepholes and lengths.
+        lim.fits_binding(
+            "projected states",
+            words(&[t + 1, b, st]).saturating_add(words(&[3 * h + b])),
+        )?;
+    }
+    let gx_step = words(&[b, g, h]);
+    lim.fits_binding("one timestep of the input projection (B x G*H)", gx_step)?;
+    if key.mode == PlanMode::Training {
+        lim.fits_binding("training tape (T x B x G*H)", words(&[t, b, g, h]))?;
+    }
+    let max_wg = lim.max_groups as u64;
+    let tile = GEMM_TILE as u64;
+    let rows_fit = max_wg * tile / b as u64;
+    if rows_fit == 0 {
+        return Err(Error::LimitExceeded {
+            limit: "max_compute_workgroups_per_dimension",
+            what: "input projection rows for one timestep (B / 64)".into(),
+            needed: (b as u64).div_ceil(tile),
+            allowed: max_wg,
+        });
+    }
+    let mem_fit = lim.max_binding.min(GX_BUDGET_BYTES).max(gx_step) / gx_step;
+    let chunk = (t as u64)
+        .min(mem_fit)
+        .min(rows_fit)
+        .min(key.chunk_cap.unwrap_or(usize::MAX) as u64) as usize;
+    Ok(chunk.max(1))
+}
+
+impl fmt::Display for Plan {
+    /// Every dispatch up to and including the first recurrent step, then per-kernel totals of
+    /// each whole pass.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = &self.key;
+        writeln!(
+            f,
+            "plan: {:?}, T = {}, B = {}, time chunk = {} steps, workspace {} buffers, {:.2} MiB",
+            k.mode,
+            k.steps,
+            k.batch,
+            self.chunk,
+            self.buffers.len(),
+            self.workspace_bytes() as f64 / (1 << 20) as f64
+        )?;
+        writeln!(f, "buffers:")?;
+        for (i, b) in self.buffers.iter().enumerate() {
+            writeln!(f, "  #{i:<3} {:<28} {:>12} bytes", b.name, b.words * 4)?;
+        }
+        let passes = [
+            ("forward", Some(&self.forward)),
+            ("backward", self.backward.as_ref().map(|b| &b[0])),
+        ];
+        for (name, ops) in passes {
+            let Some(ops) = ops else { continue };
+            writeln!(
+                f,
+                "{name}: first dispatches (through the first recurrent step):"
+            )?;
+            writeln!(
+                f,
+                "  {:<18} {:>16} {:>7} {:>8} {:>12} {:>12}  what",
+                "kernel", "grid", "threads", "wg bytes", "reads B", "writes B"
+            )?;
+            let mut seen_step = false;
+            for op in ops {
+                let Op::Dispatch(d) = op else { continue };
+                let step = matches!(
+                    d.kernel,
+                    crate::gpu::shaders::Kernel::RnnStep
+                        | crate::gpu::shaders::Kernel::RnnStepBackward
+                );
+                if seen_step && !step {
+                    break;
+                }
+                seen_step |= step;
+                let (threads, shared) = kernel_geometry(d.kernel);
+                writeln!(
+                    f,
+                    "  {:<18} {:>16} {:>7} {:>8} {:>12} {:>12}  {}",
+                    d.kernel.name(),
+                    format!("{}x{}x{}", d.grid[0], d.grid[1], d.grid[2]),
+                    threads,
+                    shared,
+                    d.reads,
+                    d.writes,
+                    d.what
+                )?;
+            }
+            let mut totals: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
+            let mut copies = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Dispatch(d) => {
+                        let e = totals.entry(d.kernel.name()).or_default();
+                        e.0 += 1;
+                        e.1 += d.grid.iter().map(|&n| n as u64).product::<u64>();
+                        e.2 += d.reads;
+                        e.3 += d.writes;
+                    }
+                    Op::Copy { bytes, .. } => {
+                        copies.0 += 1;
+                        copies.1 += bytes;
+                    }
+                }
+            }
+            writeln!(f, "{name}: whole pass")?;
+            writeln!(
+                f,
+                "  {:<18} {:>10} {:>12} {:>14} {:>14}",
+                "kernel", "dispatches", "workgroups", "reads B", "writes B"
+            )?;
+            for (kernel, (n, groups, r, w)) in totals {
+                writeln!(f, "  {kernel:<18} {n:>10} {groups:>12} {r:>14} {w:>14}")?;
+            }
+            writeln!(f, "  copies: {} ({} bytes)", copies.0, copies.1)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,792 @@
+//! The entry points of a model: `record_*` functions that only record into a caller's
+//! encoder, and thin wrappers (`forward`, `forward_train`, `backward`, host-slice
+//! conveniences) that take a cached workspace and pooled results, record, and submit once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::config::CellKind;
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::Io;
+use crate::gpu::grads::{GradMode, Grads, LayerGrads, ParamGrads, Tape};
+use crate::gpu::model::Rnn;
+use crate::gpu::plan::{PlanMode, io_shape};
+use crate::gpu::tensor::{GpuTensor, download_optional};
+use crate::gpu::workspace::{Env, Pass, Workspace};
+
+/// Recurrent state of every layer and direction, in PyTorch's order (`l0`, `l0_reverse`,
+/// `l1`, ...).
+///
+/// Shapes: `h` is `[layers*dirs, B, S]` (`S` = `proj_size` or `H`), `c` is
+/// `[layers*dirs, B, H]` (LSTM only).
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Hidden state.
+    pub h: GpuTensor,
+    /// Cell state (LSTM).
+    pub c: Option<GpuTensor>,
+}
+
+/// Results of a forward pass, all on the GPU.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `[T, B, dirs*S]` (or `[B, T, dirs*S]` batch-first): the last layer's `h_t` for every
+    /// step, both directions concatenated on the feature axis; exactly zero past a row's length.
+    pub y: GpuTensor,
+    /// `[layers*dirs, B, S]`: final hidden state (each row's last valid step).
+    pub h_n: GpuTensor,
+    /// `[layers*dirs, B, H]`: final cell state (LSTM).
+    pub c_n: Option<GpuTensor>,
+}
+
+/// Results of [`Rnn::forward_host`], on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostOutput {
+    /// `[T, B, dirs*S]` (or batch-first).
+    pub y: Vec<f32>,
+    /// `[layers*dirs, B, S]`.
+    pub h_n: Vec<f32>,
+    /// `[layers*dirs, B, H]` (LSTM).
+    pub c_n: Option<Vec<f32>>,
+}
+
+/// Options of a forward pass beyond its tensors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions<'a> {
+    /// Valid steps of each batch row, `[B]`, each in `1..=T`, in any order (PyTorch
+    /// `pack_padded_sequence(..., enforce_sorted=False)`). `None`: every row runs all `T`.
+    pub lengths: Option<&'a [usize]>,
+    /// Seed of the dropout masks between layers (training passes only, when the model has
+    /// dropout). `None`: the model draws the next seed of its own counter, so successive
+    /// training steps get fresh masks.
+    pub dropout_seed: Option<u64>,
+}
+
+/// A pooled [`Output`] (see [`GpuTensor`] on pooling).
+pub(crate) struct OutputSlot(Output);
+
+/// A pooled [`Grads`].
+pub(crate) struct GradsSlot(Grads);
+
+fn leased(t: &GpuTensor, lease: &Arc<dyn std::any::Any + Send + Sync>) -> GpuTensor {
+    t.clone().with_lease(lease.clone())
+}
+
+/// `Err` unless `t` has `usage` (the schedule copies into or out of it) and was not made on
+/// another context.
+pub(crate) fn check_usage(
+    ctx: &crate::gpu::Context,
+    name: &str,
+    t: &GpuTensor,
+    usage: wgpu::BufferUsages,
+) -> Result<()> {
+    t.check_context(ctx, name)?;
+    if !t.buffer().usage().contains(usage) {
+        return Err(Error::BadBuffer {
+            name: name.into(),
+            why: format!("usage {:?} lacks {usage:?}", t.buffer().usage()),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_shape(name: &str, t: &GpuTensor, expected: &[usize]) -> Result<()> {
+    if t.shape() != expected {
+        return Err(Error::ShapeMismatch {
+            name: name.into(),
+            expected: expected.to_vec(),
+            got: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Give an upload's shape error the name of the argument it came from.
+fn rename(e: Error, name: &str) -> Error {
+    match e {
+        Error::ShapeMismatch { expected, got, .. } => Error::ShapeMismatch {
+            name: name.into(),
+            expected,
+            got,
+        },
+        other => other,
+    }
+}
+
+const SRC: wgpu::BufferUsages = wgpu::BufferUsages::COPY_SRC;
+const DST: wgpu::BufferUsages = wgpu::BufferUsages::COPY_DST;
+
+impl Rnn {
+    /// `[T, B, F]` or `[B, T, F]` in the model's layout.
+    pub(crate) fn io_shape(&self, steps: usize, batch: usize, features: usize) -> [usize; 3] {
+        io_shape(self.cfg(), steps, batch, features)
+    }
+
+    /// Validate a pass's inputs; returns `(T, B)`.
+    fn check_inputs(&self, x: &GpuTensor, state: Option<&State>) -> Result<(usize, usize)> {
+        let cfg = self.cfg();
+        let i = cfg.input_size();
+        let shape = x.shape();
+        if shape.len() != 3 || shape[2] != i {
+            return Err(Error::ShapeMismatch {
+                name: "x".into(),
+                expected: vec![
+                    shape.first().copied().unwrap_or(0),
+                    shape.get(1).copied().unwrap_or(0),
+                    i,
+                ],
+                got: shape.to_vec(),
+            });
+        }
+        let (t, b) = match cfg.layout() {
+            crate::config::Layout::SeqMajor => (shape[0], shape[1]),
+            crate::config::Layout::BatchFirst => (shape[1], shape[0]),
+        };
+        if t == 0 {
+            return Err(Error::ZeroSize("T (timesteps)"));
+        }
+        if b == 0 {
+            return Err(Error::ZeroSize("B (batch)"));
+        }
+        check_usage(self.ctx(), "x", x, SRC)?;
+        let ld = cfg.num_layers() * self.dirs();
+        if let Some(s) = state {
+            check_shape("h0", &s.h, &[ld, b, cfg.state_size()])?;
+            check_usage(self.ctx(), "h0", &s.h, SRC)?;
+            self.check_cell_state("c0", s.c.as_ref(), b)?;
+            if let Some(c) = &s.c {
+                check_usage(self.ctx(), "c0", c, SRC)?;
+            }
+        }
+        Ok((t, b))
+    }
+
+    /// An LSTM needs a cell-state tensor `[L*D, B, H]`; other cells have none, and one given
+    /// is an error rather than silently ignored.
+    pub(crate) fn check_cell_state(
+        &self,
+        name: &str,
+        c: Option<&GpuTensor>,
+        b: usize,
+    ) -> Result<()> {
+        let cfg = self.cfg();
+        let ld = cfg.num_layers() * self.dirs();
+        let lstm = cfg.cell() == CellKind::Lstm;
+        match c {
+            Some(c) if lstm => check_shape(name, c, &[ld, b, cfg.hidden_size()]),
+            None if !lstm => Ok(()),
+            c => Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: if lstm {
+                    vec![ld, b, cfg.hidden_size()]
+                } else {
+                    vec![]
+                },
+                got: c.map(|c| c.shape().to_vec()).unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// `Err` unless `out` has the shapes of a pass over `(t, b)` and can be copied into.
+    fn check_output(&self, out: &Output, t: usize, b: usize) -> Result<()> {
+        let cfg = self.cfg();
+        let st = cfg.state_size();
+        let ld = cfg.num_layers() * self.dirs();
+        check_shape("y", &out.y, &self.io_shape(t, b, self.dirs() * st))?;
+        check_shape("h_n", &out.h_n, &[ld, b, st])?;
+        check_usage(self.ctx(), "y", &out.y, DST)?;
+        check_usage(self.ctx(), "h_n", &out.h_n, DST)?;
+        self.check_cell_state("c_n", out.c_n.as_ref(), b)?;
+        match &out.c_n {
+            Some(c) => check_usage(self.ctx(), "c_n", c, DST),
+            None => Ok(()),
+        }
+    }
+
+    /// Validate host lengths and write them into `ws`'s upload buffer; returns the buffer the
+    /// pass reads its lengths from.
+    fn lengths_buffer<'w>(
+        &self,
+        ws: &'w Workspace,
+        lengths: Option<&[usize]>,
+        t: usize,
+        b: usize,
+    ) -> Result<&'w wgpu::Buffer> {
+        crate::cpu::check_lengths(lengths, t, b)?;
+        Ok(match lengths {
+            Some(l) => {
+                let v: Vec<f32> = l.iter().map(|&n| n as f32).collect();
+                let buf = ws.scratch(ws.plan.lengths_upload);
+                self.ctx()
+                    .queue()
+                    .write_buffer(buf, 0, bytemuck::cast_slice(&v));
+                buf
+            }
+            None => ws.scratch(ws.plan.full_lengths),
+        })
+    }
+
+    /// The boundary buffers of a forward pass.
+    fn forward_env<'a>(
+        &'a self,
+        x: &'a GpuTensor,
+        state: Option<&'a State>,
+        lengths: &'a wgpu::Buffer,
+        out: &'a Output,
+    ) -> Env<'a> {
+        let mut io = vec![
+            (Io::X, x.buffer()),
+            (Io::Lengths, lengths),
+            (Io::Y, out.y.buffer()),
+            (Io::HN, out.h_n.buffer()),
+        ];
+        io.extend(out.c_n.as_ref().map(|c| (Io::CN, c.buffer())));
+        if let Some(s) = state {
+            io.push((Io::H0, s.h.buffer()));
+            io.extend(s.c.as_ref().map(|c| (Io::C0, c.buffer())));
+        }
+        Env {
+            params: &self.inner.layers,
+            grads: None,
+            io,
+        }
+    }
+
+    /// Outputs for a pass over `(t, b)`, pooled per shape.
+    fn pooled_output(&self, mode: PlanMode, t: usize, b: usize) -> Result<Output> {
+        let key = self.plan_key(t, b, mode);
+        let slot = crate::gpu::context::lock(&self.inner.cache)
+            .entry(key)
+            .outputs
+            .take(|| self.alloc_output(t, b).map(OutputSlot))?;
+        let lease: Arc<dyn std::any::Any + Send + Sync> = slot.clone();
+        let o = &slot.0;
+        Ok(Output {
+            y: leased(&o.y, &lease),
+            h_n: leased(&o.h_n, &lease),
+            c_n: o.c_n.as_ref().map(|c| leased(c, &lease)),
+        })
+    }
+
+    /// New output tensors for a pass over `t` steps of `b` rows, for the `record_*` functions
+    /// (allocate once, reuse every call).
+    pub fn alloc_output(&self, t: usize, b: usize) -> Result<Output> {
+        let cfg = self.cfg();
+        let (h, st, ld) = (
+            cfg.hidden_size(),
+            cfg.state_size(),
+            cfg.num_layers() * self.dirs(),
+        );
+        let ctx = self.ctx();
+        Ok(Output {
+            y: GpuTensor::uninit(ctx, "y", &self.io_shape(t, b, self.dirs() * st))?,
+            h_n: GpuTensor::uninit(ctx, "h_n", &[ld, b, st])?,
+            c_n: match cfg.cell() {
+                CellKind::Lstm => Some(GpuTensor::uninit(ctx, "c_n", &[ld, b, h])?),
+                _ => None,
+            },
+        })
+    }
+
+    /// Forward pass over a whole sequence (inference: no dropout), recorded into one command
+    /// encoder and submitted once. Returns without waiting; [`GpuTensor::download`] waits.
+    ///
+    /// Shapes (`L` layers, `D` directions, `S` state size): `x [T, B, I]` (`[B, T, I]`
+    /// batch-first); `state.h [L*D, B, S]`, `state.c [L*D, B, H]` (zeros when `state` or `c`
+    /// is `None`). Returns `y [T, B, D*S]` (or `[B, T, D*S]`), `h_n [L*D, B, S]`,
+    /// `c_n [L*D, B, H]`. After the first call of a shape, a call creates no GPU object: the
+    /// workspace and the output tensors come from the model's pools.
+    ///
+    /// Errors: [`Error::ZeroSize`] for `T = 0` or `B = 0`, [`Error::ShapeMismatch`],
+    /// [`Error::BadBuffer`] for a tensor that cannot be copied from, [`Error::LimitExceeded`]
+    /// when a sequence exceeds a device limit, [`Error::OutOfMemory`], [`Error::Validation`],
+    /// [`Error::DeviceLost`] if wgpu reports one.
+    pub fn forward(&self, x: &GpuTensor, state: Option<&State>) -> Result<Output> {
+        self.forward_with(x, state, &RunOptions::default())
+    }
+
+    /// [`Rnn::forward`] with per-row lengths (see [`RunOptions`]): outputs past a row's length
+    /// are exactly zero, `h_n`/`c_n` come from each row's last valid step, and the reverse
+    /// direction starts at each row's own last step.
+    ///
+    /// Errors as [`Rnn::forward`], plus [`Error::ShapeMismatch`] for `lengths` not of `B`
+    /// entries or an entry over `T`, and [`Error::ZeroSize`] for a zero entry.
+    pub fn forward_with(
+        &self,
+        x: &GpuTensor,
+        state: Option<&State>,
+        opts: &RunOptions<'_>,
+    ) -> Result<Output> {
+        let (t, b) = self.check_inputs(x, state)?;
+        let ws = self.cached_workspace(self.plan_key(t, b, PlanMode::Inference))?;
+        let out = self.pooled_output(PlanMode::Inference, t, b)?;
+        let ctx = self.ctx();
+        // The workspace stays ours until the submission: its uploaded lengths are this call's.
+        ctx.scoped("forward", || {
+            let lengths = self.lengths_buffer(&ws, opts.lengths, t, b)?;
+            let mut enc = ctx.encoder("rnn forward");
+            ws.record(
+                ctx,
+                &mut enc,
+                Pass::Forward,
+                &self.forward_env(x, state, lengths, &out),
+            )?;
+            ctx.submit(enc.finish())?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Record a forward pass into the caller's encoder (nothing is submitted), writing into
+    /// caller-provided outputs of the shapes [`Rnn::forward`] returns. The model's cached
+    /// workspace of this shape is used; nothing is allocated after the first call of a shape.
+    pub fn record_forward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        state: Option<&State>,
+        out: &Output,
+    ) -> Result<()> {
+        let (t, b) = self.check_inputs(x, state)?;
+        let ws = self.cached_workspace(self.plan_key(t, b, PlanMode::Inference))?;
+        self.record_forward_in(&ws, encoder, x, state, None, out)
+    }
+
+    /// [`Rnn::record_forward`] in a workspace the caller owns ([`Rnn::workspace`]), with row
+    /// lengths on the GPU (`[B]` f32 whole numbers, each in `1..=T`; `None`: all `T`).
+    ///
+    /// Errors as [`Rnn::forward`], plus [`Error::ShapeMismatch`] for a workspace planned for
+    /// another shape or mode.
+    pub fn record_forward_in(
+        &self,
+        ws: &Workspace,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        state: Option<&State>,
+        lengths: Option<&GpuTensor>,
+        out: &Output,
+    ) -> Result<()> {
+        let (t, b) = self.check_inputs(x, state)?;
+        self.check_output(out, t, b)?;
+        self.check_workspace(ws, t, b, None)?;
+        let lengths = match lengths {
+            Some(l) => {
+                check_shape("lengths", l, &[b])?;
+                check_usage(self.ctx(), "lengths", l, SRC)?;
+                l.buffer()
+            }
+            None => ws.scratch(ws.plan.full_lengths),
+        };
+        let ctx = self.ctx();
+        ctx.scoped("record_forward", || {
+            ws.record(
+                ctx,
+                encoder,
+                Pass::Forward,
+                &self.forward_env(x, state, lengths, out),
+            )
+        })
+    }
+
+    fn check_workspace(
+        &self,
+        ws: &Workspace,
+        t: usize,
+        b: usize,
+        mode: Option<PlanMode>,
+    ) -> Result<()> {
+        let k = ws.plan.key;
+        let mode_ok = mode.is_none_or(|m| m == k.mode);
+        if k.steps != t || k.batch != b || !mode_ok {
+            return Err(Error::ShapeMismatch {
+                name: "workspace (T, B)".into(),
+                expected: vec![t, b],
+                got: vec![k.steps, k.batch],
+            });
+        }
+        Ok(())
+    }
+
+    /// Blocking convenience on host slices: upload, forward, download.
+    ///
+    /// Shapes: `x [T, B, I]` (or `[B, T, I]`) flattened, `h0 [L*D, B, S]`, `c0 [L*D, B, H]`
+    /// flattened (zeros when `None`).
+    pub fn forward_host(
+        &self,
+        x: &[f32],
+        steps: usize,
+        batch: usize,
+        h0: Option<&[f32]>,
+        c0: Option<&[f32]>,
+    ) -> Result<HostOutput> {
+        let cfg = self.cfg();
+        let (i, h, st) = (cfg.input_size(), cfg.hidden_size(), cfg.state_size());
+        if steps == 0 {
+            return Err(Error::ZeroSize("T (timesteps)"));
+        }
+        if batch == 0 {
+            return Err(Error::ZeroSize("B (batch)"));
+        }
+        let ld = cfg.num_layers() * self.dirs();
+        let ctx = self.ctx();
+        let xt = GpuTensor::upload(ctx, x, &self.io_shape(steps, batch, i))
+            .map_err(|e| rename(e, "x"))?;
+        let h_state = h0
+            .map(|h0| GpuTensor::upload(ctx, h0, &[ld, batch, st]).map_err(|e| rename(e, "h0")))
+            .transpose()?;
+        let c_state = match (cfg.cell(), c0) {
+            (_, None) => None,
+            (CellKind::Lstm, Some(c0)) => {
+                Some(GpuTensor::upload(ctx, c0, &[ld, batch, h]).map_err(|e| rename(e, "c0"))?)
+            }
+            (_, Some(c0)) => {
+                return Err(Error::ShapeMismatch {
+                    name: "c0".into(),
+                    expected: vec![],
+                    got: vec![c0.len()],
+                });
+            }
+        };
+        // A missing h0 or c0 beside a given one is zeros.
+        let state = match (h_state, c_state) {
+            (None, None) => None,
+            (h_given, c) => Some(State {
+                h: match h_given {
+                    Some(h) => h,
+                    None => GpuTensor::zeros(ctx, &[ld, batch, st])?,
+                },
+                c: match (cfg.cell(), c) {
+                    (CellKind::Lstm, None) => Some(GpuTensor::zeros(ctx, &[ld, batch, h])?),
+                    (_, c) => c,
+                },
+            }),
+        };
+        let out = self.forward(&xt, state.as_ref())?;
+        Ok(HostOutput {
+            y: out.y.download(ctx)?,
+            h_n: out.h_n.download(ctx)?,
+            c_n: download_optional(ctx, out.c_n.as_ref())?,
+        })
+    }
+
+    /// The seed of the next training pass's dropout masks.
+    fn dropout_seed(&self, given: Option<u64>) -> Option<u64> {
+        let cfg = self.cfg();
+        if cfg.dropout() == 0.0 || cfg.num_layers() < 2 {
+            return None;
+        }
+        Some(given.unwrap_or_else(|| {
+            let n = self.inner.dropout_draws.fetch_add(1, Ordering::Relaxed);
+            crate::dropout::pcg(self.inner.id as u32) as u64 ^ (n << 32 | n)
+        }))
+    }
+
+    /// Forward pass that also records the [`Tape`] backward needs (gate activations and cell
+    /// states, on the GPU), with dropout between layers when the model has it. Same shapes,
+    /// errors and single submission as [`Rnn::forward`].
+    pub fn forward_train(&self, x: &GpuTensor, state: Option<&State>) -> Result<(Output, Tape)> {
+        self.forward_train_with(x, state, &RunOptions::default())
+    }
+
+    /// [`Rnn::forward_train`] with per-row lengths and a dropout seed (see [`RunOptions`]).
+    pub fn forward_train_with(
+        &self,
+        x: &GpuTensor,
+        state: Option<&State>,
+        opts: &RunOptions<'_>,
+    ) -> Result<(Output, Tape)> {
+        let (t, b) = self.check_inputs(x, state)?;
+        let out = self.pooled_output(PlanMode::Training, t, b)?;
+        let ctx = self.ctx();
+        let tape = ctx.scoped("forward_train", || {
+            let mut enc = ctx.encoder("rnn forward_train");
+            let tape = self.record_forward_train(&mut enc, x, state, opts, &out)?;
+            ctx.submit(enc.finish())?;
+            Ok(tape)
+        })?;
+        Ok((out, tape))
+    }
+
+    /// Record a training forward pass into the caller's encoder, writing into caller-provided
+    /// outputs; returns the [`Tape`] for [`Rnn::record_backward`]. Keep the tape until the
+    /// encoder is submitted: it holds the workspace whose uniforms carry this pass's lengths
+    /// and dropout seed.
+    pub fn record_forward_train(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuTensor,
+        state: Option<&State>,
+        opts: &RunOptions<'_>,
+        out: &Output,
+    ) -> Result<Tape> {
+        let (t, b) = self.check_inputs(x, state)?;
+        self.check_output(out, t, b)?;
+        let ws = self.cached_workspace(self.plan_key(t, b, PlanMode::Training))?;
+        let seed = self.dropout_seed(opts.dropout_seed);
+        let ctx = self.ctx();
+        ctx.scoped("record_forward_train", || {
+            let lengths = self.lengths_buffer(&ws, opts.lengths, t, b)?;
+            if let Some(seed) = seed {
+                ws.set_dropout_seed(ctx, Pass::Forward, seed);
+            }
+            ws.record(
+                ctx,
+                encoder,
+                Pass::Forward,
+                &self.forward_env(x, state, lengths, out),
+            )
+        })?;
+        Ok(Tape {
+            model: self.inner.id,
+            version: self.parameter_version(),
+            steps: t,
+            batch: b,
+            dropout_seed: seed,
+            workspace: ws,
+        })
+    }
+
+    /// Backpropagation through time for a recorded forward pass: returns `dx`, `dh0`, `dc0`
+    /// and every parameter gradient (one submission). The gradients come from the model's
+    /// pool: after the first call of a shape nothing is allocated while the previous
+    /// gradients have been dropped.
+    ///
+    /// Shapes: `dy` like `y` (`[T, B, D*S]` or `[B, T, D*S]`), `dh_n [L*D, B, S]`,
+    /// `dc_n [L*D, B, H]`; each may be `None` (zero), e.g. many-to-one training passes only
+    /// `dh_n`. Gradients at padding (past a row's length) are ignored.
+    ///
+    /// Errors: [`Error::TapeMismatch`] for a tape recorded by another model,
+    /// [`Error::StaleTape`] for one recorded before the parameters last changed,
+    /// [`Error::ShapeMismatch`] for a wrong-shaped upstream gradient.
+    pub fn backward(
+        &self,
+        tape: &Tape,
+        dy: Option<&GpuTensor>,
+        dh_n: Option<&GpuTensor>,
+        dc_n: Option<&GpuTensor>,
+    ) -> Result<Grads> {
+        self.check_tape(tape)?;
+        let key = self.plan_key(tape.steps, tape.batch, PlanMode::Training);
+        let slot = crate::gpu::context::lock(&self.inner.cache)
+            .entry(key)
+            .grads
+            .take(|| self.alloc_grads(tape.steps, tape.batch).map(GradsSlot))?;
+        let lease: Arc<dyn std::any::Any + Send + Sync> = slot.clone();
+        let g = &slot.0;
+        let grads = Grads {
+            dx: leased(&g.dx, &lease),
+            dh0: leased(&g.dh0, &lease),
+            dc0: g.dc0.as_ref().map(|c| leased(c, &lease)),
+            params: ParamGrads {
+                layers: g
+                    .params
+                    .layers
+                    .iter()
+                    .map(|l| LayerGrads {
+                        w_ih: leased(&l.w_ih, &lease),
+                        w_hh: leased(&l.w_hh, &lease),
+                        bias: l.bias.as_ref().map(|t| leased(t, &lease)),
+                        w_hr: l.w_hr.as_ref().map(|t| leased(t, &lease)),
+                        peephole: l.peephole.as_ref().map(|t| leased(t, &lease)),
+                    })
+                    .collect(),
+            },
+        };
+        let ctx = self.ctx();
+        ctx.scoped("backward", || {
+            let mut enc = ctx.encoder("rnn backward");
+            self.record_backward(&mut enc, tape, dy, dh_n, dc_n, &grads, GradMode::Overwrite)?;
+            ctx.submit(enc.finish())?;
+            Ok(())
+        })?;
+        Ok(grads)
+    }
+
+    /// New gradients for a pass over `t` steps of `b` rows (parameter gradients zeroed), for
+    /// [`Rnn::record_backward`] and [`Rnn::backward_into`] (allocate once, reuse every call).
+    pub fn alloc_grads(&self, t: usize, b: usize) -> Result<Grads> {
+        let cfg = self.cfg();
+        let (h, i, st) = (cfg.hidden_size(), cfg.input_size(), cfg.state_size());
+        let ld = cfg.num_layers() * self.dirs();
+        let ctx = self.ctx();
+        Ok(Grads {
+            dx: GpuTensor::uninit(ctx, "dx", &self.io_shape(t, b, i))?,
+            dh0: GpuTensor::uninit(ctx, "dh0", &[ld, b, st])?,
+            dc0: match cfg.cell() {
+                CellKind::Lstm => Some(GpuTensor::uninit(ctx, "dc0", &[ld, b, h])?),
+                _ => None,
+            },
+            params: ParamGrads::zeros(self)?,
+        })
+    }
+
+    /// [`Rnn::backward`] into existing gradients. `dx`, `dh0`, `dc0` are always overwritten
+    /// (reallocated if the tape's `T` or `B` differs); parameter gradients are overwritten or,
+    /// with [`GradMode::Accumulate`], added to (truncated BPTT over chunks).
+    pub fn backward_into(
+        &self,
+        tape: &Tape,
+        dy: Option<&GpuTensor>,
+        dh_n: Option<&GpuTensor>,
+        dc_n: Option<&GpuTensor>,
+        grads: &mut Grads,
+        mode: GradMode,
+    ) -> Result<()> {
+        self.check_tape(tape)?;
+        grads.params.check(self)?;
+        let fresh = self.alloc_grads_io_if_needed(grads, tape.steps, tape.batch)?;
+        if let Some((dx, dh0, dc0)) = fresh {
+            grads.dx = dx;
+            grads.dh0 = dh0;
+            grads.dc0 = dc0;
+        }
+        let ctx = self.ctx();
+        ctx.scoped("backward", || {
+            let mut enc = ctx.encoder("rnn backward");
+            self.record_backward(&mut enc, tape, dy, dh_n, dc_n, grads, mode)?;
+            ctx.submit(enc.finish())?;
+            Ok(())
+        })
+    }
+
+    /// New `dx`, `dh0`, `dc0` when `grads` has other shapes than a pass over `(t, b)`.
+    #[allow(clippy::type_complexity)]
+    fn alloc_grads_io_if_needed(
+        &self,
+        grads: &Grads,
+        t: usize,
+        b: usize,
+    ) -> Result<Option<(GpuTensor, GpuTensor, Option<GpuTensor>)>> {
+        let cfg = self.cfg();
+        let (h, i, st) = (cfg.hidden_size(), cfg.input_size(), cfg.state_size());
+        let ld = cfg.num_layers() * self.dirs();
+        let lstm = cfg.cell() == CellKind::Lstm;
+        let ok = grads.dx.shape() == self.io_shape(t, b, i)
+            && grads.dh0.shape() == [ld, b, st]
+            && lstm == grads.dc0.is_some()
+            && grads.dc0.as_ref().is_none_or(|c| c.shape() == [ld, b, h]);
+        if ok {
+            return Ok(None);
+        }
+        let g = self.alloc_grads_io(t, b)?;
+        Ok(Some(g))
+    }
+
+    fn alloc_grads_io(
+        &self,
+        t: usize,
+        b: usize,
+    ) -> Result<(GpuTensor, GpuTensor, Option<GpuTensor>)> {
+        let cfg = self.cfg();
+        let (h, i, st) = (cfg.hidden_size(), cfg.input_size(), cfg.state_size());
+        let ld = cfg.num_layers() * self.dirs();
+        let ctx = self.ctx();
+        Ok((
+            GpuTensor::uninit(ctx, "dx", &self.io_shape(t, b, i))?,
+            GpuTensor::uninit(ctx, "dh0", &[ld, b, st])?,
+            match cfg.cell() {
+                CellKind::Lstm => Some(GpuTensor::uninit(ctx, "dc0", &[ld, b, h])?),
+                _ => None,
+            },
+        ))
+    }
+
+    /// `Err` unless this model recorded `tape` with its current parameters.
+    fn check_tape(&self, tape: &Tape) -> Result<()> {
+        if tape.model != self.inner.id {
+            return Err(Error::TapeMismatch(
+                "the tape was recorded by a different model".into(),
+            ));
+        }
+        let now = self.parameter_version();
+        if tape.version != now {
+            return Err(Error::StaleTape {
+                tape_version: tape.version,
+                model_version: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Record backpropagation through time for `tape` into the caller's encoder, writing `dx`,
+    /// `dh0`, `dc0` and the parameter gradients of `grads` (overwritten or accumulated). With
+    /// [`Rnn::record_forward_train`], clipping and an optimiser step recorded into the same
+    /// encoder, a whole training step is one submission.
+    ///
+    /// Errors: as [`Rnn::backward`], plus [`Error::ShapeMismatch`] for gradients of other
+    /// shapes and [`Error::BadBuffer`] for tensors that cannot be copied into or from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tape: &Tape,
+        dy: Option<&GpuTensor>,
+        dh_n: Option<&GpuTensor>,
+        dc_n: Option<&GpuTensor>,
+        grads: &Grads,
+        mode: GradMode,
+    ) -> Result<()> {
+        self.check_tape(tape)?;
+        let cfg = self.cfg();
+        let (t, b) = (tape.steps, tape.batch);
+        let (h, i, st, dirs) = (
+            cfg.hidden_size(),
+            cfg.input_size(),
+            cfg.state_size(),
+            self.dirs(),
+        );
+        let ld = cfg.num_layers() * dirs;
+        let lstm = cfg.cell() == CellKind::Lstm;
+        let mut io = Vec::new();
+        for (name, tensor, shape, which) in [
+            ("dy", dy, self.io_shape(t, b, dirs * st).to_vec(), Io::Dy),
+            ("dh_n", dh_n, vec![ld, b, st], Io::DhN),
+        ] {
+            if let Some(d) = tensor {
+                check_shape(name, d, &shape)?;
+                check_usage(self.ctx(), name, d, SRC)?;
+                io.push((which, d.buffer()));
+            }
+        }
+        if let Some(d) = dc_n {
+            if !lstm {
+                return Err(Error::ShapeMismatch {
+                    name: "dc_n".into(),
+                    expected: vec![],
+                    got: d.shape().to_vec(),
+                });
+            }
+            check_shape("dc_n", d, &[ld, b, h])?;
+            check_usage(self.ctx(), "dc_n", d, SRC)?;
+            io.push((Io::DcN, d.buffer()));
+        }
+        grads.params.check(self)?;
+        check_shape("dx", &grads.dx, &self.io_shape(t, b, i))?;
+        check_shape("dh0", &grads.dh0, &[ld, b, st])?;
+        check_usage(self.ctx(), "dx", &grads.dx, DST)?;
+        check_usage(self.ctx(), "dh0", &grads.dh0, DST)?;
+        io.push((Io::Dx, grads.dx.buffer()));
+        io.push((Io::Dh0, grads.dh0.buffer()));
+        self.check_cell_state("dc0", grads.dc0.as_ref(), b)?;
+        if let Some(c) = &grads.dc0 {
+            check_usage(self.ctx(), "dc0", c, DST)?;
+            io.push((Io::Dc0, c.buffer()));
+        }
+        let ws = &tape.workspace;
+        let pass = Pass::Backward {
+            accumulate: mode == GradMode::Accumulate,
+        };
+        let env = Env {
+            params: &self.inner.layers,
+            grads: Some(&grads.params.layers),
+            io,
+        };
+        let ctx = self.ctx();
+        ctx.scoped("record_backward", || {
+            if let Some(seed) = tape.dropout_seed {
+                ws.set_dropout_seed(ctx, pass, seed);
+            }
+            ws.record(ctx, encoder, pass, &env)
+        })
+    }
+}

@@ -35,6 +35,7 @@
 
 use crate::config::{Activation, CellKind, Direction, GruReset, Layout, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::check_len;
 use crate::weights::{LayerWeights, Weights};
 
 /// One layer's weights as the inputs of an ONNX `LSTM`, `GRU` or `RNN` node. Row-major `f32`.
@@ -441,17 +442,6 @@ fn check_layer_index(cfg: &RnnConfig, layer: usize) -> Result<()> {
             "layer {layer} out of range: the configuration has {} layer(s)",
             cfg.num_layers()
         )));
-    }
-    Ok(())
-}
-
-fn check_len(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(Error::ShapeMismatch {
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            got: vec![data.len()],
-        });
     }
     Ok(())
 }

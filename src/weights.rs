@@ -21,6 +21,7 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
+use crate::validate::check_len;
 
 /// One layer-direction's parameters, PyTorch layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -276,18 +277,6 @@ impl Weights {
         std::fs::write(path, self.to_safetensors()?)?;
         Ok(())
     }
-}
-
-fn check_len(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if data.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            got: vec![data.len()],
-        });
-    }
-    Ok(())
 }
 
 /// Convert a tensor view of a float dtype to `f32`, little-endian as safetensors stores it.

@@ -10,6 +10,7 @@
 
 use crate::config::{Activations, CellKind, GruReset, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::{check_len, check_steps_batch};
 use crate::weights::LayerWeights;
 
 use super::{gru, lstm, rnn, to_f64};
@@ -208,17 +209,9 @@ impl CellSpec {
     }
 }
 
-/// `v` must hold `shape.iter().product()` elements.
+/// `v` must hold `shape.iter().product()` elements ([`crate::validate::check_len`]).
 pub(crate) fn check(name: &str, v: &[f64], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if v.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.into(),
-            expected: shape.to_vec(),
-            got: vec![v.len()],
-        });
-    }
-    Ok(())
+    check_len(name, v, shape)
 }
 
 /// An optional tensor must be present exactly when `shape` is `Some`, and then of that shape.
@@ -231,17 +224,6 @@ pub(crate) fn check_optional(name: &str, v: Option<&[f64]>, shape: Option<&[usiz
         ))),
         (None, None) => Ok(()),
     }
-}
-
-/// `T` and `B` must be positive (the GPU path refuses them with the same error).
-pub(crate) fn check_steps_batch(steps: usize, batch: usize) -> Result<()> {
-    if steps == 0 {
-        return Err(Error::ZeroSize("T (timesteps)"));
-    }
-    if batch == 0 {
-        return Err(Error::ZeroSize("B (batch)"));
-    }
-    Ok(())
 }
 
 /// An optional state of `[B, n]` elements, zeros when absent.

@@ -26,12 +26,13 @@
 
 use crate::config::{CellKind, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::check_steps_batch;
 
 use super::activations::{activate, derivative};
 use super::cell::{
     self, CellGrads, CellSpec, RefWeights, StepGrads, Trace, Upstream, check, check_cell,
-    check_optional, check_steps_batch, input_gradients, input_projection, previous_states,
-    recurrent_gradients, state_or_zeros,
+    check_optional, input_gradients, input_projection, previous_states, recurrent_gradients,
+    state_or_zeros,
 };
 use super::tanh;
 

@@ -25,7 +25,9 @@ mod lstm;
 pub mod optim;
 mod rnn;
 mod stack;
-pub(crate) use stack::check_lengths;
+// The GPU path still reaches the shared length check through this path; it lives in the
+// neutral `crate::validate`.
+pub(crate) use crate::validate::check_lengths;
 
 pub use activations::{activate, derivative};
 pub use cell::{CellGrads, RefWeights, StepGrads, Trace, backward, forward, input_projection};

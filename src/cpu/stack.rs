@@ -23,9 +23,10 @@
 
 use crate::config::{CellKind, Direction, Layout, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::{check_lengths, check_steps_batch};
 use crate::weights::Weights;
 
-use super::cell::{CellGrads, RefWeights, Trace, backward, check, check_steps_batch, forward};
+use super::cell::{CellGrads, RefWeights, Trace, backward, check, forward};
 
 /// Everything [`stack_forward`] (or a training forward: [`stack_forward_train`],
 /// [`stack_forward_with_masks`]) computed: the outputs, and what [`stack_backward`] needs,
@@ -422,34 +423,6 @@ impl CellGrads {
             add(a, b);
         }
     }
-}
-
-/// Lengths, when given, must have one entry per batch row, each in `1..=T`. The GPU path
-/// (`gpu::Rnn::plan`) validates with this same function.
-pub(crate) fn check_lengths(lengths: Option<&[usize]>, steps: usize, batch: usize) -> Result<()> {
-    let Some(lengths) = lengths else {
-        return Ok(());
-    };
-    if lengths.len() != batch {
-        return Err(Error::ShapeMismatch {
-            name: "lengths".into(),
-            expected: vec![batch],
-            got: vec![lengths.len()],
-        });
-    }
-    for (b, &len) in lengths.iter().enumerate() {
-        if len == 0 {
-            return Err(Error::ZeroSize("lengths[b] (a sequence length)"));
-        }
-        if len > steps {
-            return Err(Error::ShapeMismatch {
-                name: format!("lengths[{b}] (at most T)"),
-                expected: vec![steps],
-                got: vec![len],
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The validated batch geometry shared by forward and backward.

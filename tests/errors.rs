@@ -440,3 +440,15 @@ fn absurd_shapes_are_errors_not_wraparounds() {
         Err(Error::BadBuffer { .. })
     ));
 }
+
+#[test]
+fn config_bounds_num_layers() {
+    use rnn_wgpu::config::MAX_LAYERS;
+    assert!(RnnConfig::lstm(4, 4).num_layers(MAX_LAYERS).build().is_ok());
+    for layers in [MAX_LAYERS + 1, usize::MAX] {
+        match RnnConfig::gru(4, 4).num_layers(layers).build() {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains("MAX_LAYERS = 64"), "{m}"),
+            other => panic!("{layers} layers: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}

@@ -452,3 +452,42 @@ fn config_bounds_num_layers() {
         }
     }
 }
+
+#[test]
+fn gpu_pack_functions_refuse_wrong_lengths() {
+    use rnn_wgpu::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
+    let shape = |r: rnn_wgpu::Result<Vec<f32>>| match r {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => (name, expected, got),
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    };
+    let (g, h, k) = (4, 3, 5);
+    let w = vec![0.5f32; g * h * k];
+    let packed = pack_gate_interleaved(&w, g, h, k).unwrap();
+    assert_eq!(unpack_gate_interleaved(&packed, g, h, k).unwrap(), w);
+    assert_eq!(
+        shape(pack_gate_interleaved(&w[1..], g, h, k)),
+        ("w".to_string(), vec![12, 5], vec![59])
+    );
+    assert_eq!(
+        shape(unpack_gate_interleaved(&packed[..50], g, h, k)),
+        ("p".to_string(), vec![5, 3, 4], vec![50])
+    );
+    // Sizes whose product overflows are a mismatch, not a wrapped-around length.
+    assert_eq!(shape(pack_gate_interleaved(&w, usize::MAX, 2, 2)).0, "w");
+    assert_eq!(shape(unpack_gate_interleaved(&w, 2, usize::MAX, 2)).0, "p");
+
+    let b = vec![0.5f32; g * h];
+    assert_eq!(pack_biases(&b, &b, g, h).unwrap().len(), 2 * g * h);
+    assert_eq!(
+        shape(pack_biases(&b[..11], &b, g, h)),
+        ("b_ih".to_string(), vec![12], vec![11])
+    );
+    assert_eq!(
+        shape(pack_biases(&b, &[], g, h)),
+        ("b_hh".to_string(), vec![12], vec![0])
+    );
+}

@@ -136,14 +136,14 @@ impl<'a> LayerView<'a> {
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let (bias_ih, bias_hh) = match self.bias {
             Some(b) => {
-                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
+                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h)?;
                 (Some(bi), Some(bh))
             }
             None => (None, None),
         };
         Ok(LayerWeights {
-            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i),
-            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size()),
+            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i)?,
+            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size())?,
             bias_ih,
             bias_hh,
             weight_hr: match self.w_hr {
@@ -1089,18 +1089,18 @@ fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<Packed
     Ok(PackedLayer {
         w_ih: GpuTensor::upload(
             ctx,
-            &pack_gate_interleaved(&w.weight_ih, g, h, i),
+            &pack_gate_interleaved(&w.weight_ih, g, h, i)?,
             &[i, g * h],
         )?,
         w_hh: GpuTensor::upload(
             ctx,
-            &pack_gate_interleaved(&w.weight_hh, g, h, st),
+            &pack_gate_interleaved(&w.weight_hh, g, h, st)?,
             &[st, g * h],
         )?,
         bias: match (&w.bias_ih, &w.bias_hh) {
             (Some(bi), Some(bh)) => Some(GpuTensor::upload(
                 ctx,
-                &pack_biases(bi, bh, g, h),
+                &pack_biases(bi, bh, g, h)?,
                 &[2, g * h],
             )?),
             _ => None,
@@ -1146,12 +1146,16 @@ pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Split a packed `[2, H*G]` bias buffer into PyTorch-layout `b_ih`, `b_hh`.
-pub(crate) fn unpack_biases(packed: &[f32], gates: usize, hidden: usize) -> (Vec<f32>, Vec<f32>) {
-    let (bi, bh) = packed.split_at(gates * hidden);
-    (
-        unpack_gate_interleaved(bi, gates, hidden, 1),
-        unpack_gate_interleaved(bh, gates, hidden, 1),
-    )
+pub(crate) fn unpack_biases(
+    packed: &[f32],
+    gates: usize,
+    hidden: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (bi, bh) = packed.split_at(packed.len() / 2);
+    Ok((
+        unpack_gate_interleaved(bi, gates, hidden, 1)?,
+        unpack_gate_interleaved(bh, gates, hidden, 1)?,
+    ))
 }
 
 /// The tighter of the two limits a bound buffer must respect, with its name.

@@ -58,7 +58,7 @@ fn config_rejects_zero_sizes_and_bad_topology_values() {
 #[test]
 fn weights_with_wrong_shapes_are_named() {
     let cfg = lstm(3, 5);
-    let mut l = Weights::init(&cfg, 1).layer(0, 0).clone();
+    let mut l = Weights::init(&cfg, 1).layer(0, 0).unwrap().clone();
     l.weight_ih.pop();
     match Weights::from_layers(&cfg, vec![l]) {
         Err(Error::ShapeMismatch { name, expected, .. }) => {
@@ -70,7 +70,7 @@ fn weights_with_wrong_shapes_are_named() {
     let nobias = LayerWeights {
         bias_ih: None,
         bias_hh: None,
-        ..Weights::init(&cfg, 1).layer(0, 0).clone()
+        ..Weights::init(&cfg, 1).layer(0, 0).unwrap().clone()
     };
     assert!(matches!(
         Weights::from_layers(&cfg, vec![nobias]),
@@ -274,7 +274,7 @@ fn chunked_forward_matches_reference(ctx: &Context, seed: u64, (t, b): (usize, u
     let out = rnn.forward_host(&x, t, b, None, None).unwrap();
     let r = cpu::lstm_forward(
         &cfg,
-        &RefWeights::new(&cfg, w.layer(0, 0)),
+        &RefWeights::new(&cfg, w.layer(0, 0).unwrap()),
         &to_f64(&x),
         None,
         None,
@@ -451,6 +451,149 @@ fn config_bounds_num_layers() {
             other => panic!("{layers} layers: expected InvalidConfig, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn weights_layer_index_out_of_range_is_typed() {
+    let out_of_range = |r: rnn_wgpu::Result<&LayerWeights>| match r {
+        Err(Error::IndexOutOfRange { what, index, bound }) => (what, index, bound),
+        other => panic!("expected IndexOutOfRange, got {other:?}"),
+    };
+    let mut one = Weights::init(&lstm(3, 5), 1);
+    assert!(one.layer(0, 0).is_ok());
+    assert_eq!(out_of_range(one.layer(1, 0)), ("layer", 1, 1));
+    // A unidirectional model has no direction 1 (it used to alias the next layer's weights).
+    assert_eq!(out_of_range(one.layer(0, 1)), ("direction", 1, 1));
+    assert!(matches!(
+        one.layer_mut(usize::MAX, 0),
+        Err(Error::IndexOutOfRange {
+            what: "layer",
+            index: usize::MAX,
+            bound: 1
+        })
+    ));
+    assert!(matches!(
+        one.layer_mut(0, 1),
+        Err(Error::IndexOutOfRange {
+            what: "direction",
+            index: 1,
+            bound: 1
+        })
+    ));
+
+    let cfg = RnnConfig::gru(3, 5)
+        .num_layers(2)
+        .direction(Direction::Bidirectional)
+        .build()
+        .unwrap();
+    let two = Weights::init(&cfg, 1);
+    assert!(two.layer(1, 1).is_ok());
+    assert_eq!(out_of_range(two.layer(2, 0)), ("layer", 2, 2));
+    assert_eq!(out_of_range(two.layer(1, 2)), ("direction", 2, 2));
+}
+
+/// A path in the temporary directory, unique to this process and `what`.
+fn temp_path(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rnn_wgpu_errors_{}_{what}", std::process::id()))
+}
+
+#[test]
+fn save_after_layer_mut_changed_a_tensor_names_it() {
+    let cfg = RnnConfig::lstm(3, 5).num_layers(2).build().unwrap();
+
+    let mut shorter = Weights::init(&cfg, 1);
+    shorter.layer_mut(1, 0).unwrap().weight_hh.pop();
+    match shorter.to_safetensors() {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => {
+            assert_eq!(name, "weight_hh_l1");
+            assert_eq!(expected, vec![20, 5]);
+            assert_eq!(got, vec![99]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    let path = temp_path("shorter.safetensors");
+    assert!(matches!(
+        shorter.save(&path),
+        Err(Error::ShapeMismatch { name, .. }) if name == "weight_hh_l1"
+    ));
+    assert!(!path.exists(), "nothing is written for invalid weights");
+
+    // Removing a tensor the configuration needs: named, and the names of the tensors that
+    // remain do not shift onto their neighbours.
+    let mut no_bias_ih = Weights::init(&cfg, 1);
+    no_bias_ih.layer_mut(0, 0).unwrap().bias_ih = None;
+    let path = temp_path("no_bias_ih.safetensors");
+    assert!(matches!(
+        no_bias_ih.save(&path),
+        Err(Error::MissingTensor(name)) if name == "bias_ih_l0"
+    ));
+    assert!(!path.exists(), "nothing is written for invalid weights");
+    let tensors = no_bias_ih.named_tensors();
+    let bias_hh = no_bias_ih.layer(0, 0).unwrap().bias_hh.clone().unwrap();
+    let (_, _, labelled) = tensors
+        .iter()
+        .find(|(name, _, _)| name == "bias_hh_l0")
+        .unwrap();
+    assert_eq!(*labelled, bias_hh.as_slice());
+    assert!(!tensors.iter().any(|(name, _, _)| name == "bias_ih_l0"));
+
+    // A tensor the configuration has no place for.
+    let mut extra = Weights::init(&cfg, 1);
+    extra.layer_mut(0, 0).unwrap().peephole = Some(vec![0.0; 15]);
+    assert!(matches!(
+        extra.to_safetensors(),
+        Err(Error::InvalidConfig(m)) if m.contains("peephole_l0")
+    ));
+}
+
+#[test]
+fn onnx_export_after_layer_mut_changed_a_tensor_names_it() {
+    use rnn_wgpu::onnx;
+    let cfg = RnnConfig::gru(3, 5).build().unwrap();
+    let mut shorter = Weights::init(&cfg, 1);
+    shorter.layer_mut(0, 0).unwrap().weight_ih.truncate(10);
+    match onnx::export_layer(&shorter, 0) {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => {
+            assert_eq!(name, "weight_ih_l0");
+            assert_eq!(expected, vec![15, 3]);
+            assert_eq!(got, vec![10]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+
+    let peep = RnnConfig::lstm(3, 5).peepholes(true).build().unwrap();
+    let mut no_bias_hh = Weights::init(&peep, 1);
+    no_bias_hh.layer_mut(0, 0).unwrap().bias_hh = None;
+    assert!(matches!(
+        onnx::export_layer(&no_bias_hh, 0),
+        Err(Error::MissingTensor(name)) if name == "bias_hh_l0"
+    ));
+    let mut no_peephole = Weights::init(&peep, 1);
+    no_peephole.layer_mut(0, 0).unwrap().peephole = None;
+    assert!(matches!(
+        onnx::export_layer(&no_peephole, 0),
+        Err(Error::MissingTensor(name)) if name == "peephole_l0"
+    ));
+    let mut longer = Weights::init(&peep, 1);
+    longer
+        .layer_mut(0, 0)
+        .unwrap()
+        .peephole
+        .as_mut()
+        .unwrap()
+        .push(0.0);
+    assert!(matches!(
+        onnx::export_layer(&longer, 0),
+        Err(Error::ShapeMismatch { name, got, .. }) if name == "peephole_l0" && got == [16]
+    ));
 }
 
 #[test]

@@ -122,7 +122,7 @@ impl Problem {
     fn new(cfg: &RnnConfig, seed: u64, w_scale: f64, x_scale: f32, up: Upstream) -> Problem {
         let (s, h) = (cfg.state_size(), cfg.hidden_size());
         let lstm = cfg.cell() == CellKind::Lstm;
-        let mut w = RefWeights::new(cfg, Weights::init(cfg, seed).layer(0, 0));
+        let mut w = RefWeights::new(cfg, Weights::init(cfg, seed).layer(0, 0).unwrap());
         for v in [
             &mut w.weight_ih,
             &mut w.weight_hh,

@@ -215,7 +215,7 @@ fn forward_impl(
         let mut out = vec![0.0; steps * batch * dirs * s];
         for dir in 0..dirs {
             let k = layer * dirs + dir;
-            let rw = RefWeights::new(&lc, w.layer(layer, dir));
+            let rw = RefWeights::new(&lc, w.layer(layer, dir)?);
             let mut dir_traces = Vec::new();
             for run in shape.runs(cfg.direction(), dir) {
                 let (nt, nb) = (run.times.len(), run.rows.len());
@@ -321,7 +321,7 @@ pub fn stack_backward(
         let mut d_in = vec![0.0; steps * batch * width];
         for dir in 0..dirs {
             let k = layer * dirs + dir;
-            let rw = RefWeights::new(&lc, w.layer(layer, dir));
+            let rw = RefWeights::new(&lc, w.layer(layer, dir)?);
             let runs = shape.runs(cfg.direction(), dir);
             if trace.traces[k].len() != runs.len() {
                 return Err(Error::ShapeMismatch {

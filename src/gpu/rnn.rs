@@ -285,7 +285,7 @@ impl Rnn {
                 }
             }
             for d in 0..dirs {
-                let w = weights.layer(l, d);
+                let w = weights.layer(l, d)?;
                 layers.push(ctx.scoped(|| pack_layer(ctx, &lcfg, w))?);
             }
             layer_cfgs.push(lcfg);

@@ -634,3 +634,175 @@ fn gpu_pack_functions_refuse_wrong_lengths() {
         ("b_hh".to_string(), vec![12], vec![0])
     );
 }
+
+/// Calls `f` with every argument of the right length (it must succeed), then once per argument
+/// with that one a value short, and checks that the [`Error::ShapeMismatch`] names it.
+fn each_short_argument_is_named(
+    what: &str,
+    args: &[(&str, usize)],
+    f: impl Fn(&[Vec<f64>]) -> rnn_wgpu::Result<()>,
+) {
+    let whole: Vec<Vec<f64>> = args
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, n))| seeded(i as u64, n, 0.5).iter().map(|&v| v as f64).collect())
+        .collect();
+    if let Err(e) = f(&whole) {
+        panic!("{what} with every length right: {e}");
+    }
+    for (i, &(name, _)) in args.iter().enumerate() {
+        let mut short = whole.clone();
+        short[i].pop();
+        match f(&short) {
+            Err(Error::ShapeMismatch { name: got, .. }) => assert_eq!(got, name, "{what}"),
+            other => panic!("{what} with `{name}` short: expected ShapeMismatch, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cpu_step_functions_refuse_wrong_lengths() {
+    use rnn_wgpu::Nonlinearity;
+    let (b, h, i) = (2, 3, 4);
+    each_short_argument_is_named(
+        "input_projection",
+        &[
+            ("x", b * i),
+            ("weight_ih", 4 * h * i),
+            ("bias_ih", 4 * h),
+            ("bias_hh", 4 * h),
+        ],
+        |a| cpu::input_projection(&a[0], &a[1], &a[2], &a[3], b, i).map(drop),
+    );
+    each_short_argument_is_named(
+        "lstm_step",
+        &[
+            ("gx_t", b * 4 * h),
+            ("h_prev", b * h),
+            ("c_prev", b * h),
+            ("weight_hh", 4 * h * h),
+        ],
+        |a| cpu::lstm_step(&a[0], &a[1], &a[2], &a[3], b, h).map(drop),
+    );
+    each_short_argument_is_named(
+        "lstm_step_backward",
+        &[
+            ("dh", b * h),
+            ("dc", b * h),
+            ("gates_t", b * 4 * h),
+            ("c_t", b * h),
+            ("c_prev", b * h),
+            ("weight_hh", 4 * h * h),
+        ],
+        |a| cpu::lstm_step_backward(&a[0], &a[1], &a[2], &a[3], &a[4], &a[5], b, h).map(drop),
+    );
+    // Sizes whose products overflow are refused, not wrapped.
+    assert!(matches!(
+        cpu::lstm_step(&[], &[], &[], &[], usize::MAX, usize::MAX),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::lstm_step_backward(&[], &[], &[], &[], &[], &[], 2, usize::MAX / 2),
+        Err(Error::ShapeMismatch { .. })
+    ));
+
+    // Every variant tensor present: peepholes and a projection (S = P = 2).
+    let p = 2;
+    let variant = RnnConfig::lstm(i, h)
+        .peepholes(true)
+        .proj_size(p)
+        .build()
+        .unwrap();
+    each_short_argument_is_named(
+        "lstm_variant_step",
+        &[
+            ("gx_t", b * 4 * h),
+            ("h_prev", b * p),
+            ("c_prev", b * h),
+            ("weight_hh", 4 * h * p),
+            ("peephole", 3 * h),
+            ("weight_hr", p * h),
+        ],
+        |a| {
+            cpu::lstm_variant_step(
+                &variant,
+                &a[0],
+                &a[1],
+                &a[2],
+                &a[3],
+                Some(&a[4]),
+                Some(&a[5]),
+                b,
+            )
+            .map(drop)
+        },
+    );
+    each_short_argument_is_named(
+        "lstm_variant_step_backward",
+        &[
+            ("dh", b * p),
+            ("dc", b * h),
+            ("c_prev", b * h),
+            ("gates_t", b * 4 * h),
+            ("pre_t", b * 4 * h),
+            ("c_t", b * h),
+            ("c_unclipped_t", b * h),
+            ("weight_hh", 4 * h * p),
+            ("peephole", 3 * h),
+            ("weight_hr", p * h),
+        ],
+        |a| {
+            cpu::lstm_variant_step_backward(
+                &variant,
+                &a[0],
+                &a[1],
+                &a[2],
+                &a[3],
+                &a[4],
+                &a[5],
+                &a[6],
+                &a[7],
+                Some(&a[8]),
+                Some(&a[9]),
+                b,
+            )
+            .map(drop)
+        },
+    );
+
+    let gru = RnnConfig::gru(i, h).build().unwrap();
+    each_short_argument_is_named(
+        "gru_step",
+        &[
+            ("gx_t", b * 3 * h),
+            ("h_prev", b * h),
+            ("weight_hh", 3 * h * h),
+            ("bias_hh", 3 * h),
+        ],
+        |a| cpu::gru_step(&gru, &a[0], &a[1], &a[2], &a[3], b).map(drop),
+    );
+    each_short_argument_is_named(
+        "gru_step_backward",
+        &[
+            ("dh", b * h),
+            ("h_prev", b * h),
+            ("gates_t", b * 3 * h),
+            ("pre_t", b * 3 * h),
+            ("hn_t", b * h),
+            ("weight_hh", 3 * h * h),
+        ],
+        |a| cpu::gru_step_backward(&gru, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], b).map(drop),
+    );
+
+    let rnn = RnnConfig::rnn(i, h, Nonlinearity::Relu).build().unwrap();
+    each_short_argument_is_named(
+        "rnn_step",
+        &[("gx_t", b * h), ("h_prev", b * h), ("weight_hh", h * h)],
+        |a| cpu::rnn_step(&rnn, &a[0], &a[1], &a[2], b).map(drop),
+    );
+    each_short_argument_is_named(
+        "rnn_step_backward",
+        &[("dh", b * h), ("pre_t", b * h), ("weight_hh", h * h)],
+        |a| cpu::rnn_step_backward(&rnn, &a[0], &a[1], &a[2], b).map(drop),
+    );
+}

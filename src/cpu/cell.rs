@@ -259,8 +259,11 @@ fn cell_state(cfg: &RnnConfig, name: &str, v: Option<&[f64]>, batch: usize) -> R
 
 /// `gx[m, n] = sum_k x[m, k] * W_ih[n, k] + b_ih[n] + b_hh[n]` for all `M = T*B` rows at once.
 ///
-/// Shapes: `x [M, I]`, `weight_ih [N, I]`, biases `[N]` (`N = G*H`); returns `[M, N]`. A GRU
-/// passes zeros for `bias_hh`: its `b_hn` sits behind the reset gate, so the step adds `b_hh`.
+/// Shapes: `x [M, I]`, `weight_ih [N, I]`, biases `[N]` (`N = G*H`);
+/// returns `[M, N]`. A GRU passes zeros for `bias_hh`: its `b_hn` sits behind the reset gate,
+/// so the step adds `b_hh`.
+///
+/// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 pub fn input_projection(
     x: &[f64],
     weight_ih: &[f64],
@@ -268,8 +271,16 @@ pub fn input_projection(
     bias_hh: &[f64],
     rows: usize,
     input_size: usize,
-) -> Vec<f64> {
-    let n = bias_ih.len();
+) -> Result<Vec<f64>> {
+    // N from `weight_ih`, so that a bias of the wrong length is the one named.
+    let n = match input_size {
+        0 => bias_ih.len(),
+        i => weight_ih.len() / i,
+    };
+    check("x", x, &[rows, input_size])?;
+    check("weight_ih", weight_ih, &[n, input_size])?;
+    check("bias_ih", bias_ih, &[n])?;
+    check("bias_hh", bias_hh, &[n])?;
     let mut gx = vec![0.0; rows * n];
     for m in 0..rows {
         for j in 0..n {
@@ -280,7 +291,7 @@ pub fn input_projection(
             gx[m * n + j] = acc;
         }
     }
-    gx
+    Ok(gx)
 }
 
 /// The input-side backward GEMMs over all steps, from `d_gx [M, N]` (`M = T*B`, `N = G*H`),
@@ -368,11 +379,11 @@ pub fn forward(
     let c0 = cell_state(cfg, "c0", c0, batch)?;
     let spec = CellSpec::of(cfg);
     let input = cfg.input_size();
-    Ok(match cfg.cell() {
+    match cfg.cell() {
         CellKind::Lstm => lstm::forward_sequence(&spec, w, x, &h0, &c0, steps, batch, input),
         CellKind::Gru => gru::forward_sequence(&spec, w, x, &h0, steps, batch, input),
         CellKind::Rnn => rnn::forward_sequence(&spec, w, x, &h0, steps, batch, input),
-    })
+    }
 }
 
 /// Backward through time for the sequence `trace` was computed from (by [`forward`] with the

@@ -241,11 +241,11 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let hd = spec.hidden;
     let (bh, bg) = (batch * hd, batch * 3 * hd);
     let no_bias = vec![0.0; 3 * hd];
-    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, &no_bias, steps * batch, input);
+    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, &no_bias, steps * batch, input)?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bh),
         h_n: h0.to_vec(),
@@ -266,7 +266,7 @@ pub(crate) fn forward_sequence(
         tr.hn.extend_from_slice(&out.hn);
         tr.h_n = out.h;
     }
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for a GRU (arguments validated there).

@@ -85,6 +85,8 @@ fn plain_lstm_only(cfg: &RnnConfig) -> Result<()> {
 ///
 /// Shapes: `gx_t [B, 4H]` (this step's input projection, biases included), `h_prev [B, H]`,
 /// `c_prev [B, H]`, `weight_hh [4H, H]`. Returns `(h [B, H], c [B, H], gates [B, 4H])`.
+///
+/// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 pub fn lstm_step(
     gx_t: &[f64],
     h_prev: &[f64],
@@ -92,10 +94,16 @@ pub fn lstm_step(
     weight_hh: &[f64],
     batch: usize,
     hidden: usize,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    // Saturating: a `4H` that overflows matches no slice, and is refused as a mismatch.
+    let g4 = hidden.saturating_mul(4);
+    check("gx_t", gx_t, &[batch, g4])?;
+    check("h_prev", h_prev, &[batch, hidden])?;
+    check("c_prev", c_prev, &[batch, hidden])?;
+    check("weight_hh", weight_hh, &[g4, hidden])?;
     let spec = CellSpec::plain_lstm(hidden);
     let out = step(&spec, gx_t, h_prev, c_prev, weight_hh, None, None, batch);
-    (out.h, out.c, out.gates)
+    Ok((out.h, out.c, out.gates))
 }
 
 /// Full forward of the plain LSTM over `T` steps (see [`super::forward`] for the variants).
@@ -129,6 +137,8 @@ pub fn lstm_forward(
 /// Given the upstream `dh [B, H]` (from `y_t` plus the later step) and `dc [B, H]`, the saved
 /// `gates_t [B, 4H]`, `c_t [B, H]` and `c_prev [B, H]`, returns
 /// `(dgates [B, 4H] pre-activation gradients, dh_prev [B, H], dc_prev [B, H])`.
+///
+/// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_step_backward(
     dh: &[f64],
@@ -139,8 +149,14 @@ pub fn lstm_step_backward(
     weight_hh: &[f64],
     batch: usize,
     hidden: usize,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let g4 = 4 * hidden;
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let g4 = hidden.saturating_mul(4);
+    check("dh", dh, &[batch, hidden])?;
+    check("dc", dc, &[batch, hidden])?;
+    check("gates_t", gates_t, &[batch, g4])?;
+    check("c_t", c_t, &[batch, hidden])?;
+    check("c_prev", c_prev, &[batch, hidden])?;
+    check("weight_hh", weight_hh, &[g4, hidden])?;
     let mut dgates = vec![0.0; batch * g4];
     let mut dh_prev = vec![0.0; batch * hidden];
     let mut dc_prev = vec![0.0; batch * hidden];
@@ -170,7 +186,7 @@ pub fn lstm_step_backward(
             dh_prev[b * hidden + k] = acc;
         }
     }
-    (dgates, dh_prev, dc_prev)
+    Ok((dgates, dh_prev, dc_prev))
 }
 
 /// Backward through time of the plain LSTM for a whole sequence (see [`super::backward`] for
@@ -232,7 +248,7 @@ pub fn lstm_backward(
             &w.weight_hh,
             batch,
             hidden,
-        );
+        )?;
         dgates_all[t * batch * g4..(t + 1) * batch * g4].copy_from_slice(&dgates);
         dh = dh_prev;
         dc = dc_prev;
@@ -534,7 +550,7 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let (hd, s) = (spec.hidden, spec.state);
     let (bh, bs, bg) = (batch * hd, batch * s, batch * 4 * hd);
     let gx = input_projection(
@@ -544,7 +560,7 @@ pub(crate) fn forward_sequence(
         &w.bias_hh,
         steps * batch,
         input,
-    );
+    )?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bs),
         h_n: h0.to_vec(),
@@ -578,7 +594,7 @@ pub(crate) fn forward_sequence(
         c = out.c;
     }
     tr.c_n = Some(c);
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for an LSTM (arguments validated there).

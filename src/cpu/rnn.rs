@@ -127,7 +127,7 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let bh = batch * spec.hidden;
     let gx = input_projection(
         x,
@@ -136,7 +136,7 @@ pub(crate) fn forward_sequence(
         &w.bias_hh,
         steps * batch,
         input,
-    );
+    )?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bh),
         h_n: h0.to_vec(),
@@ -161,7 +161,7 @@ pub(crate) fn forward_sequence(
         tr.pre.extend_from_slice(&out.pre);
         tr.h_n = out.h;
     }
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for an RNN (arguments validated there).

@@ -666,13 +666,8 @@ fn cpu_step_functions_refuse_wrong_lengths() {
     let (b, h, i) = (2, 3, 4);
     each_short_argument_is_named(
         "input_projection",
-        &[
-            ("x", b * i),
-            ("weight_ih", 4 * h * i),
-            ("bias_ih", 4 * h),
-            ("bias_hh", 4 * h),
-        ],
-        |a| cpu::input_projection(&a[0], &a[1], &a[2], &a[3], b, i).map(drop),
+        &[("x", b * i), ("weight_ih", 4 * h * i), ("bias_ih", 4 * h)],
+        |a| cpu::input_projection(&a[0], &a[1], &a[2], b, i).map(drop),
     );
     each_short_argument_is_named(
         "lstm_step",
@@ -681,8 +676,9 @@ fn cpu_step_functions_refuse_wrong_lengths() {
             ("h_prev", b * h),
             ("c_prev", b * h),
             ("weight_hh", 4 * h * h),
+            ("bias_hh", 4 * h),
         ],
-        |a| cpu::lstm_step(&a[0], &a[1], &a[2], &a[3], b, h).map(drop),
+        |a| cpu::lstm_step(&a[0], &a[1], &a[2], &a[3], &a[4], b, h).map(drop),
     );
     each_short_argument_is_named(
         "lstm_step_backward",
@@ -698,7 +694,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
     );
     // Sizes whose products overflow are refused, not wrapped.
     assert!(matches!(
-        cpu::lstm_step(&[], &[], &[], &[], usize::MAX, usize::MAX),
+        cpu::lstm_step(&[], &[], &[], &[], &[], usize::MAX, usize::MAX),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
@@ -720,6 +716,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
             ("h_prev", b * p),
             ("c_prev", b * h),
             ("weight_hh", 4 * h * p),
+            ("bias_hh", 4 * h),
             ("peephole", 3 * h),
             ("weight_hr", p * h),
         ],
@@ -730,8 +727,9 @@ fn cpu_step_functions_refuse_wrong_lengths() {
                 &a[1],
                 &a[2],
                 &a[3],
-                Some(&a[4]),
+                &a[4],
                 Some(&a[5]),
+                Some(&a[6]),
                 b,
             )
             .map(drop)
@@ -797,8 +795,13 @@ fn cpu_step_functions_refuse_wrong_lengths() {
     let rnn = RnnConfig::rnn(i, h, Nonlinearity::Relu).build().unwrap();
     each_short_argument_is_named(
         "rnn_step",
-        &[("gx_t", b * h), ("h_prev", b * h), ("weight_hh", h * h)],
-        |a| cpu::rnn_step(&rnn, &a[0], &a[1], &a[2], b).map(drop),
+        &[
+            ("gx_t", b * h),
+            ("h_prev", b * h),
+            ("weight_hh", h * h),
+            ("bias_hh", h),
+        ],
+        |a| cpu::rnn_step(&rnn, &a[0], &a[1], &a[2], &a[3], b).map(drop),
     );
     each_short_argument_is_named(
         "rnn_step_backward",

@@ -984,7 +984,8 @@ fn step_functions_check_their_arguments() {
     let wrong = cpu::gru_step(&r, &gx, &hp, &w_gru, &b_gru, BATCH);
     assert!(matches!(wrong, Err(Error::InvalidConfig(_))), "{wrong:?}");
     let w_rnn = vec![0.1; h * h];
-    assert!(cpu::rnn_step(&r, &hp, &hp, &w_rnn, BATCH).is_ok());
+    let b_rnn = vec![0.0; h];
+    assert!(cpu::rnn_step(&r, &hp, &hp, &w_rnn, &b_rnn, BATCH).is_ok());
     assert_eq!(
         shape_error(cpu::rnn_step_backward(&r, &hp, &hp[1..], &w_rnn, BATCH)),
         "pre_t"

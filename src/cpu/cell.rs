@@ -3,8 +3,9 @@
 //! steps, and the dispatcher [`forward`] / [`backward`] that runs any cell and variant.
 //!
 //! Every cell runs the same schedule, as the GPU does:
-//! 1. [`input_projection`] of all `T*B` rows at once;
-//! 2. one step per timestep (`lstm_variant_step`, `gru_step`, `rnn_step`);
+//! 1. [`input_projection`] of all `T*B` rows at once, with `b_ih`;
+//! 2. one step per timestep (`lstm_variant_step`, `gru_step`, `rnn_step`), which adds the
+//!    recurrent product and `b_hh`;
 //! 3. backward: one step-backward per timestep in reverse, then [`input_gradients`] and the
 //!    recurrent-weight sums over all steps.
 
@@ -257,18 +258,17 @@ fn cell_state(cfg: &RnnConfig, name: &str, v: Option<&[f64]>, batch: usize) -> R
     state_or_zeros(name, v, batch, cfg.hidden_size())
 }
 
-/// `gx[m, n] = sum_k x[m, k] * W_ih[n, k] + b_ih[n] + b_hh[n]` for all `M = T*B` rows at once.
+/// `gx[m, n] = sum_k x[m, k] * W_ih[n, k] + b_ih[n]` for all `M = T*B` rows at once.
 ///
-/// Shapes: `x [M, I]`, `weight_ih [N, I]`, biases `[N]` (`N = G*H`);
-/// returns `[M, N]`. A GRU passes zeros for `bias_hh`: its `b_hn` sits behind the reset gate,
-/// so the step adds `b_hh`.
+/// Shapes: `x [M, I]`, `weight_ih [N, I]`, `bias_ih [N]` (`N = G*H`); returns `[M, N]`.
+/// Only `b_ih` enters here; every cell's step adds `b_hh`, as the GPU's step kernel does
+/// (a GRU needs it there: its `b_hn` sits behind the reset gate).
 ///
 /// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 pub fn input_projection(
     x: &[f64],
     weight_ih: &[f64],
     bias_ih: &[f64],
-    bias_hh: &[f64],
     rows: usize,
     input_size: usize,
 ) -> Result<Vec<f64>> {
@@ -280,11 +280,10 @@ pub fn input_projection(
     check("x", x, &[rows, input_size])?;
     check("weight_ih", weight_ih, &[n, input_size])?;
     check("bias_ih", bias_ih, &[n])?;
-    check("bias_hh", bias_hh, &[n])?;
     let mut gx = vec![0.0; rows * n];
     for m in 0..rows {
         for j in 0..n {
-            let mut acc = bias_ih[j] + bias_hh[j];
+            let mut acc = bias_ih[j];
             for k in 0..input_size {
                 acc += x[m * input_size + k] * weight_ih[j * input_size + k];
             }

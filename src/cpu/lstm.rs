@@ -83,8 +83,9 @@ fn plain_lstm_only(cfg: &RnnConfig) -> Result<()> {
 
 /// One plain LSTM step for the whole batch.
 ///
-/// Shapes: `gx_t [B, 4H]` (this step's input projection, biases included), `h_prev [B, H]`,
-/// `c_prev [B, H]`, `weight_hh [4H, H]`. Returns `(h [B, H], c [B, H], gates [B, 4H])`.
+/// Shapes: `gx_t [B, 4H]` (this step's input projection, with `b_ih` only), `h_prev [B, H]`,
+/// `c_prev [B, H]`, `weight_hh [4H, H]`, `bias_hh [4H]`. Returns
+/// `(h [B, H], c [B, H], gates [B, 4H])`.
 ///
 /// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 pub fn lstm_step(
@@ -92,6 +93,7 @@ pub fn lstm_step(
     h_prev: &[f64],
     c_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     batch: usize,
     hidden: usize,
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
@@ -101,8 +103,11 @@ pub fn lstm_step(
     check("h_prev", h_prev, &[batch, hidden])?;
     check("c_prev", c_prev, &[batch, hidden])?;
     check("weight_hh", weight_hh, &[g4, hidden])?;
+    check("bias_hh", bias_hh, &[g4])?;
     let spec = CellSpec::plain_lstm(hidden);
-    let out = step(&spec, gx_t, h_prev, c_prev, weight_hh, None, None, batch);
+    let out = step(
+        &spec, gx_t, h_prev, c_prev, weight_hh, bias_hh, None, None, batch,
+    );
     Ok((out.h, out.c, out.gates))
 }
 
@@ -292,9 +297,10 @@ pub struct LstmStepOut {
 
 /// One LSTM step of any variant for the whole batch.
 ///
-/// Shapes: `gx_t [B, 4H]` (this step's input projection, both biases included),
-/// `h_prev [B, S]`, `c_prev [B, H]`, `weight_hh [4H, S]`, `peephole [3H]` (exactly when
-/// `cfg.peepholes()`), `weight_hr [P, H]` (exactly when `cfg.proj_size()` is set).
+/// Shapes: `gx_t [B, 4H]` (this step's input projection, with `b_ih` only),
+/// `h_prev [B, S]`, `c_prev [B, H]`, `weight_hh [4H, S]`, `bias_hh [4H]`, `peephole [3H]`
+/// (exactly when `cfg.peepholes()`), `weight_hr [P, H]` (exactly when `cfg.proj_size()` is
+/// set).
 #[allow(clippy::too_many_arguments)]
 pub fn lstm_variant_step(
     cfg: &RnnConfig,
@@ -302,6 +308,7 @@ pub fn lstm_variant_step(
     h_prev: &[f64],
     c_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     peephole: Option<&[f64]>,
     weight_hr: Option<&[f64]>,
     batch: usize,
@@ -312,9 +319,10 @@ pub fn lstm_variant_step(
     check("h_prev", h_prev, &[batch, s])?;
     check("c_prev", c_prev, &[batch, h])?;
     check_variant_weights(cfg, weight_hh, peephole, weight_hr)?;
+    check("bias_hh", bias_hh, &[4 * h])?;
     let spec = CellSpec::of(cfg);
     Ok(step(
-        &spec, gx_t, h_prev, c_prev, weight_hh, peephole, weight_hr, batch,
+        &spec, gx_t, h_prev, c_prev, weight_hh, bias_hh, peephole, weight_hr, batch,
     ))
 }
 
@@ -339,6 +347,7 @@ fn step(
     h_prev: &[f64],
     c_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     peephole: Option<&[f64]>,
     weight_hr: Option<&[f64]>,
     batch: usize,
@@ -360,7 +369,7 @@ fn step(
         let pre = &mut out.pre[b * g4..(b + 1) * g4];
         let gates = &mut out.gates[b * g4..(b + 1) * g4];
         for n in 0..g4 {
-            let mut acc = gx_t[b * g4 + n];
+            let mut acc = gx_t[b * g4 + n] + bias_hh[n];
             for k in 0..s {
                 acc += hp[k] * weight_hh[n * s + k];
             }
@@ -553,14 +562,7 @@ pub(crate) fn forward_sequence(
 ) -> Result<Trace> {
     let (hd, s) = (spec.hidden, spec.state);
     let (bh, bs, bg) = (batch * hd, batch * s, batch * 4 * hd);
-    let gx = input_projection(
-        x,
-        &w.weight_ih,
-        &w.bias_ih,
-        &w.bias_hh,
-        steps * batch,
-        input,
-    )?;
+    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, steps * batch, input)?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bs),
         h_n: h0.to_vec(),
@@ -580,6 +582,7 @@ pub(crate) fn forward_sequence(
             &tr.h_n,
             &c,
             &w.weight_hh,
+            &w.bias_hh,
             w.peephole.as_deref(),
             w.weight_hr.as_deref(),
             batch,

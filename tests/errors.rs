@@ -669,39 +669,6 @@ fn cpu_step_functions_refuse_wrong_lengths() {
         &[("x", b * i), ("weight_ih", 4 * h * i), ("bias_ih", 4 * h)],
         |a| cpu::input_projection(&a[0], &a[1], &a[2], b, i).map(drop),
     );
-    each_short_argument_is_named(
-        "lstm_step",
-        &[
-            ("gx_t", b * 4 * h),
-            ("h_prev", b * h),
-            ("c_prev", b * h),
-            ("weight_hh", 4 * h * h),
-            ("bias_hh", 4 * h),
-        ],
-        |a| cpu::lstm_step(&a[0], &a[1], &a[2], &a[3], &a[4], b, h).map(drop),
-    );
-    each_short_argument_is_named(
-        "lstm_step_backward",
-        &[
-            ("dh", b * h),
-            ("dc", b * h),
-            ("gates_t", b * 4 * h),
-            ("c_t", b * h),
-            ("c_prev", b * h),
-            ("weight_hh", 4 * h * h),
-        ],
-        |a| cpu::lstm_step_backward(&a[0], &a[1], &a[2], &a[3], &a[4], &a[5], b, h).map(drop),
-    );
-    // Sizes whose products overflow are refused, not wrapped.
-    assert!(matches!(
-        cpu::lstm_step(&[], &[], &[], &[], &[], usize::MAX, usize::MAX),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    assert!(matches!(
-        cpu::lstm_step_backward(&[], &[], &[], &[], &[], &[], 2, usize::MAX / 2),
-        Err(Error::ShapeMismatch { .. })
-    ));
-
     // Every variant tensor present: peepholes and a projection (S = P = 2).
     let p = 2;
     let variant = RnnConfig::lstm(i, h)
@@ -710,7 +677,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
         .build()
         .unwrap();
     each_short_argument_is_named(
-        "lstm_variant_step",
+        "lstm_step",
         &[
             ("gx_t", b * 4 * h),
             ("h_prev", b * p),
@@ -721,7 +688,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
             ("weight_hr", p * h),
         ],
         |a| {
-            cpu::lstm_variant_step(
+            cpu::lstm_step(
                 &variant,
                 &a[0],
                 &a[1],
@@ -736,7 +703,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
         },
     );
     each_short_argument_is_named(
-        "lstm_variant_step_backward",
+        "lstm_step_backward",
         &[
             ("dh", b * p),
             ("dc", b * h),
@@ -750,7 +717,7 @@ fn cpu_step_functions_refuse_wrong_lengths() {
             ("weight_hr", p * h),
         ],
         |a| {
-            cpu::lstm_variant_step_backward(
+            cpu::lstm_step_backward(
                 &variant,
                 &a[0],
                 &a[1],
@@ -767,6 +734,18 @@ fn cpu_step_functions_refuse_wrong_lengths() {
             .map(drop)
         },
     );
+
+    // Sizes whose products overflow are refused, not wrapped.
+    let plain = lstm(i, h);
+    let (w_hh, b_hh) = (vec![0.0; 4 * h * h], vec![0.0; 4 * h]);
+    assert!(matches!(
+        cpu::lstm_step(&plain, &[], &[], &[], &w_hh, &b_hh, None, None, usize::MAX),
+        Err(Error::ShapeMismatch { name, .. }) if name == "gx_t"
+    ));
+    assert!(matches!(
+        cpu::input_projection(&[], &[], &[], usize::MAX, usize::MAX),
+        Err(Error::ShapeMismatch { name, .. }) if name == "x"
+    ));
 
     let gru = RnnConfig::gru(i, h).build().unwrap();
     each_short_argument_is_named(

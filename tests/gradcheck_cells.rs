@@ -501,8 +501,8 @@ fn lstm_plain() {
     check("lstm plain", lstm().build().unwrap(), 10, DEFAULT_DRAW);
 }
 
-/// The generic path and the plain-LSTM functions (`lstm_forward`/`lstm_backward`, twins of
-/// the plain GPU kernels) are two implementations of the same thing: they agree to rounding.
+/// The plain-LSTM functions (`lstm_forward`/`lstm_backward`) are thin wrappers over the
+/// generic path: they agree with it (to rounding, should they ever diverge in summation order).
 #[test]
 fn lstm_plain_matches_lstm_backward() {
     let cfg = lstm().build().unwrap();

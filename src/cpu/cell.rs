@@ -4,7 +4,7 @@
 //!
 //! Every cell runs the same schedule, as the GPU does:
 //! 1. [`input_projection`] of all `T*B` rows at once, with `b_ih`;
-//! 2. one step per timestep (`lstm_variant_step`, `gru_step`, `rnn_step`), which adds the
+//! 2. one step per timestep (`lstm_step`, `gru_step`, `rnn_step`), which adds the
 //!    recurrent product and `b_hh`;
 //! 3. backward: one step-backward per timestep in reverse, then [`input_gradients`] and the
 //!    recurrent-weight sums over all steps.
@@ -160,19 +160,6 @@ impl CellSpec {
             cell_clip: cfg.cell_clip().map(|(lo, hi)| (lo as f64, hi as f64)),
             input_forget: cfg.input_forget(),
             reset: cfg.gru_reset(),
-        }
-    }
-
-    /// PyTorch's default LSTM of `hidden` units.
-    pub fn plain_lstm(hidden: usize) -> CellSpec {
-        CellSpec {
-            hidden,
-            state: hidden,
-            acts: Activations::default(),
-            gate_clip: None,
-            cell_clip: None,
-            input_forget: false,
-            reset: GruReset::After,
         }
     }
 

@@ -55,8 +55,9 @@ pub fn unpack_gate_interleaved(
 }
 
 /// Biases `b_ih`, `b_hh` (each `[G*H]`, PyTorch) gate-interleaved into one `[2, H, G]`
-/// buffer (zeros for a missing one). They stay separate parameters, as in PyTorch, so that
-/// optimisers update each exactly as `torch.optim` would; the GEMM adds both rows.
+/// buffer. They stay separate parameters, as in PyTorch, so that optimisers update each
+/// exactly as `torch.optim` would; the input-projection GEMM adds row 0 (`b_ih`) and the step
+/// kernel adds row 1 (`b_hh`).
 ///
 /// Errors: [`Error::ShapeMismatch`] naming `b_ih` or `b_hh` when it does not hold `G*H` values.
 pub fn pack_biases(b_ih: &[f32], b_hh: &[f32], gates: usize, hidden: usize) -> Result<Vec<f32>> {

@@ -31,7 +31,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
 
     let reference = cpu::lstm_forward(
         &cfg,
-        &cpu::RefWeights::new(&cfg, weights.layer(0, 0)),
+        &cpu::RefWeights::new(&cfg, weights.layer(0, 0)?),
         &cpu::to_f64(&x),
         None,
         None,

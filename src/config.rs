@@ -11,6 +11,16 @@
 
 use crate::error::{Error, Result};
 
+/// The most stacked layers a configuration may have ([`RnnConfigBuilder::num_layers`]).
+///
+/// Each layer-direction is a separate recorded schedule (its own packed weights, one step
+/// dispatch per timestep, its own slice of the state and of a training tape), so the work
+/// recorded and the memory allocated grow linearly with the layer count. The bound is far above
+/// the depths recurrent models are built with, and it turns an absurd value (a size passed
+/// where a layer count was meant, say) into an [`Error::InvalidConfig`] at `build` instead of
+/// a huge allocation later.
+pub const MAX_LAYERS: usize = 64;
+
 /// The recurrent cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -458,7 +468,7 @@ impl RnnConfigBuilder {
         self.cfg.bias = bias;
         self
     }
-    /// Number of stacked layers (default 1).
+    /// Number of stacked layers (default 1), at most [`MAX_LAYERS`].
     pub fn num_layers(mut self, layers: usize) -> Self {
         self.cfg.num_layers = layers;
         self
@@ -523,7 +533,7 @@ impl RnnConfigBuilder {
     ///
     /// Errors: [`Error::ZeroSize`] for a zero input/hidden size or layer count;
     /// [`Error::InvalidConfig`] for a dropout outside `[0, 1)`, a variant on the wrong cell,
-    /// or a size out of range.
+    /// a size out of range, or more than [`MAX_LAYERS`] layers.
     pub fn build(self) -> Result<RnnConfig> {
         let c = self.cfg;
         if c.input_size == 0 {
@@ -534,6 +544,12 @@ impl RnnConfigBuilder {
         }
         if c.num_layers == 0 {
             return Err(Error::ZeroSize("num_layers"));
+        }
+        if c.num_layers > MAX_LAYERS {
+            return Err(Error::InvalidConfig(format!(
+                "num_layers must be at most MAX_LAYERS = {MAX_LAYERS}, got {}",
+                c.num_layers
+            )));
         }
         // Sizes whose packed weights could not even be indexed with 32-bit words are refused
         // here; the device limits are checked again against the real adapter in `Rnn::new`.

@@ -32,6 +32,18 @@ pub enum Error {
     #[error("`{0}` must be at least 1")]
     ZeroSize(&'static str),
 
+    /// An index is past the end of what it indexes: a layer of a model, or a direction of a
+    /// layer (`Weights::layer`).
+    #[error("{what} index {index} out of range: there are {bound} (valid: 0..{bound})")]
+    IndexOutOfRange {
+        /// What was indexed: `"layer"` or `"direction"`.
+        what: &'static str,
+        /// The index given.
+        index: usize,
+        /// How many there are; valid indices are `0..bound`.
+        bound: usize,
+    },
+
     /// A required tensor is absent from a weight file.
     #[error("missing tensor `{0}` in weight file")]
     MissingTensor(String),

@@ -81,6 +81,8 @@ pub mod dropout;
 pub mod error;
 pub mod gpu;
 pub mod onnx;
+pub mod optim;
+pub(crate) mod validate;
 pub mod weights;
 
 pub use config::{

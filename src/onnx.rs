@@ -35,6 +35,7 @@
 
 use crate::config::{Activation, CellKind, Direction, GruReset, Layout, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::check_len;
 use crate::weights::{LayerWeights, Weights};
 
 /// One layer's weights as the inputs of an ONNX `LSTM`, `GRU` or `RNN` node. Row-major `f32`.
@@ -62,16 +63,23 @@ pub struct OnnxWeights {
 
 /// Export layer `layer` of `weights` (all its directions, forward first) in ONNX layout.
 ///
+/// The weights are checked against their configuration first ([`Weights::validate`]), so a
+/// tensor that [`Weights::layer_mut`] shortened or removed is named, never exported under
+/// another gate's label.
+///
 /// Errors: [`Error::Unsupported`] for a configuration with a projection (`proj_size`);
-/// [`Error::InvalidConfig`] for a layer index out of range.
+/// [`Error::InvalidConfig`] for a layer index out of range; as [`Weights::validate`]
+/// ([`Error::ShapeMismatch`], [`Error::MissingTensor`]) for weights that do not fit their
+/// configuration.
 pub fn export_layer(weights: &Weights, layer: usize) -> Result<OnnxWeights> {
     let cfg = weights.config();
     check_layer_index(cfg, layer)?;
     let geometry = OnnxGeometry::of_layer(cfg, layer)?;
-    let directions: Vec<&LayerWeights> = (0..geometry.dirs)
+    weights.validate()?;
+    let directions = (0..geometry.dirs)
         .map(|d| weights.layer(layer, d))
-        .collect();
-    Ok(export_directions(&geometry, &directions))
+        .collect::<Result<Vec<&LayerWeights>>>()?;
+    export_directions(&geometry, &directions)
 }
 
 /// Import an ONNX node's `W`, `R` and optional `B`, `P` (flat, row-major) as the weights of
@@ -306,13 +314,17 @@ impl OnnxGeometry {
     }
 }
 
-/// `directions` (validated PyTorch-layout tensors, forward first) in ONNX layout.
-fn export_directions(geometry: &OnnxGeometry, directions: &[&LayerWeights]) -> OnnxWeights {
-    assert_eq!(
-        directions.len(),
-        geometry.dirs,
-        "one LayerWeights per direction"
-    );
+/// `directions` (PyTorch-layout tensors, forward first) in ONNX layout. Every length is
+/// checked here too, so no tensor is split into gate blocks of the wrong size.
+fn export_directions(geometry: &OnnxGeometry, directions: &[&LayerWeights]) -> Result<OnnxWeights> {
+    if directions.len() != geometry.dirs {
+        return Err(Error::ShapeMismatch {
+            name: "directions (one LayerWeights per direction)".into(),
+            expected: vec![geometry.dirs],
+            got: vec![directions.len()],
+        });
+    }
+    let [_, rows, input] = geometry.w_shape();
     let order = onnx_gate_order(geometry.cell);
     let mut w = Vec::with_capacity(geometry.w_shape().iter().product());
     let mut r = Vec::with_capacity(geometry.r_shape().iter().product());
@@ -323,20 +335,28 @@ fn export_directions(geometry: &OnnxGeometry, directions: &[&LayerWeights]) -> O
         .peepholes
         .then(|| Vec::with_capacity(geometry.p_shape().iter().product()));
     for dir in directions {
-        push_in_onnx_order(&mut w, &dir.weight_ih, order);
-        push_in_onnx_order(&mut r, &dir.weight_hh, order);
+        let weight_ih = required(Some(&dir.weight_ih), "weight_ih", &[rows, input])?;
+        let weight_hh = required(Some(&dir.weight_hh), "weight_hh", &[rows, geometry.hidden])?;
+        push_in_onnx_order(&mut w, weight_ih, order);
+        push_in_onnx_order(&mut r, weight_hh, order);
         if let Some(b) = b.as_mut() {
-            let missing = "a configuration with bias has bias_ih and bias_hh";
-            push_in_onnx_order(b, dir.bias_ih.as_ref().expect(missing), order);
-            push_in_onnx_order(b, dir.bias_hh.as_ref().expect(missing), order);
+            push_in_onnx_order(
+                b,
+                required(dir.bias_ih.as_ref(), "bias_ih", &[rows])?,
+                order,
+            );
+            push_in_onnx_order(
+                b,
+                required(dir.bias_hh.as_ref(), "bias_hh", &[rows])?,
+                order,
+            );
         }
         if let Some(p) = p.as_mut() {
-            let peephole = dir.peephole.as_ref();
-            let peephole = peephole.expect("a configuration with peepholes has them");
+            let peephole = required(dir.peephole.as_ref(), "peephole", &[3 * geometry.hidden])?;
             push_in_onnx_order(p, peephole, &ONNX_PEEPHOLE_ORDER);
         }
     }
-    OnnxWeights {
+    Ok(OnnxWeights {
         w,
         r,
         b,
@@ -345,7 +365,14 @@ fn export_directions(geometry: &OnnxGeometry, directions: &[&LayerWeights]) -> O
         r_shape: geometry.r_shape(),
         b_shape: geometry.b_shape(),
         p_shape: geometry.p_shape(),
-    }
+    })
+}
+
+/// A tensor an export needs: present, and of `shape`.
+fn required<'a>(t: Option<&'a Vec<f32>>, name: &str, shape: &[usize]) -> Result<&'a [f32]> {
+    let t = t.ok_or_else(|| Error::MissingTensor(name.into()))?;
+    check_len(name, t, shape)?;
+    Ok(t)
 }
 
 /// ONNX `W`, `R`, `B`, `P` (flat) as one [`LayerWeights`] per direction, forward first.
@@ -445,17 +472,6 @@ fn check_layer_index(cfg: &RnnConfig, layer: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_len(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(Error::ShapeMismatch {
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            got: vec![data.len()],
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     //! Direction stacking for `dirs = 2`, on raw tensors: `RnnConfig::build` refuses
@@ -500,7 +516,7 @@ mod tests {
         };
         let forward = lstm_direction(0.0, hidden, input);
         let reverse = lstm_direction(100.0, hidden, input);
-        let onnx = export_directions(&geometry, &[&forward, &reverse]);
+        let onnx = export_directions(&geometry, &[&forward, &reverse]).unwrap();
 
         assert_eq!(onnx.w_shape, [2, 12, 2]);
         assert_eq!(onnx.r_shape, [2, 12, 3]);
@@ -552,7 +568,7 @@ mod tests {
             peephole: None,
         };
         let (forward, reverse) = (direction(0.0), direction(10.0));
-        let onnx = export_directions(&geometry, &[&forward, &reverse]);
+        let onnx = export_directions(&geometry, &[&forward, &reverse]).unwrap();
         // z, r, h = PyTorch blocks 2, 1, 3.
         assert_eq!(
             onnx.w,

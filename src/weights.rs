@@ -21,6 +21,7 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
+use crate::validate::check_len;
 
 /// One layer-direction's parameters, PyTorch layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,38 +140,87 @@ impl Weights {
     }
 
     /// Parameters of `layer`, direction `dir` (0 = forward, 1 = reverse).
-    pub fn layer(&self, layer: usize, dir: usize) -> &LayerWeights {
-        &self.layers[layer * self.cfg.num_directions() + dir]
+    ///
+    /// Errors: [`Error::IndexOutOfRange`] for a `layer` at or past `num_layers`, or a `dir` at
+    /// or past the configuration's number of directions (1, or 2 when bidirectional).
+    pub fn layer(&self, layer: usize, dir: usize) -> Result<&LayerWeights> {
+        let k = self.layer_index(layer, dir)?;
+        Ok(&self.layers[k])
     }
 
-    /// Mutable access to one layer-direction (e.g. for an optimiser on the host).
-    pub fn layer_mut(&mut self, layer: usize, dir: usize) -> &mut LayerWeights {
-        let d = self.cfg.num_directions();
-        &mut self.layers[layer * d + dir]
+    /// Mutable access to one layer-direction (e.g. for an optimiser on the host). A change of
+    /// a tensor's length, or a removed tensor the configuration needs, is refused later by
+    /// [`Weights::validate`], which [`Weights::to_safetensors`], [`Weights::save`] and
+    /// [`crate::onnx::export_layer`] run first.
+    ///
+    /// Errors: as [`Weights::layer`].
+    pub fn layer_mut(&mut self, layer: usize, dir: usize) -> Result<&mut LayerWeights> {
+        let k = self.layer_index(layer, dir)?;
+        Ok(&mut self.layers[k])
     }
 
-    /// Every tensor by its PyTorch name, in state_dict order.
+    /// The position of layer-direction `(layer, dir)` in `self.layers`.
+    fn layer_index(&self, layer: usize, dir: usize) -> Result<usize> {
+        let (layers, dirs) = (self.cfg.num_layers(), self.cfg.num_directions());
+        if layer >= layers {
+            return Err(Error::IndexOutOfRange {
+                what: "layer",
+                index: layer,
+                bound: layers,
+            });
+        }
+        if dir >= dirs {
+            return Err(Error::IndexOutOfRange {
+                what: "direction",
+                index: dir,
+                bound: dirs,
+            });
+        }
+        Ok(layer * dirs + dir)
+    }
+
+    /// Every tensor by its PyTorch name, in state_dict order, with the shape the configuration
+    /// gives it (`[len]` for a tensor the configuration does not list).
+    ///
+    /// Each name comes from the tensor's own slot, so it stays right after a
+    /// [`Weights::layer_mut`] edit; the shapes do not follow such an edit, so check with
+    /// [`Weights::validate`] first when lengths may have changed ([`Weights::to_safetensors`]
+    /// does).
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
-        let data = self.layers.iter().flat_map(|l| {
-            [
-                Some(&l.weight_ih),
-                Some(&l.weight_hh),
-                l.bias_ih.as_ref(),
-                l.bias_hh.as_ref(),
-                l.weight_hr.as_ref(),
-                l.peephole.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-        });
-        tensor_names(&self.cfg)
-            .into_iter()
-            .zip(data)
-            .map(|((name, shape), d)| (name, shape, d.as_slice()))
+        let shapes: HashMap<String, Vec<usize>> = tensor_names(&self.cfg).into_iter().collect();
+        self.slots()
+            .filter_map(|(name, data)| {
+                let data = data?.as_slice();
+                let shape = shapes.get(&name).cloned().unwrap_or(vec![data.len()]);
+                Some((name, shape, data))
+            })
             .collect()
     }
 
+    /// Every tensor slot of every layer-direction, named, in state_dict order; `None` for an
+    /// absent optional tensor.
+    fn slots(&self) -> impl Iterator<Item = (String, Option<&Vec<f32>>)> {
+        let dirs = self.cfg.num_directions();
+        self.layers.iter().enumerate().flat_map(move |(idx, l)| {
+            let s = suffix(idx / dirs, idx % dirs);
+            [
+                ("weight_ih", Some(&l.weight_ih)),
+                ("weight_hh", Some(&l.weight_hh)),
+                ("bias_ih", l.bias_ih.as_ref()),
+                ("bias_hh", l.bias_hh.as_ref()),
+                ("weight_hr", l.weight_hr.as_ref()),
+                ("peephole", l.peephole.as_ref()),
+            ]
+            .map(|(base, data)| (format!("{base}{s}"), data))
+        })
+    }
+
     /// Check every tensor's length against the configuration.
+    ///
+    /// Errors: [`Error::ShapeMismatch`] naming a tensor of the wrong length (say, after
+    /// [`Weights::layer_mut`] changed it); [`Error::MissingTensor`] naming a tensor the
+    /// configuration needs and the weights lack; [`Error::InvalidConfig`] naming a tensor the
+    /// weights hold and the configuration has no place for.
     pub fn validate(&self) -> Result<()> {
         let expected = self.cfg.num_layers() * self.cfg.num_directions();
         if self.layers.len() != expected {
@@ -181,32 +231,17 @@ impl Weights {
             });
         }
         let mut expected = tensor_names(&self.cfg).into_iter().peekable();
-        for (idx, l) in self.layers.iter().enumerate() {
-            let s = suffix(
-                idx / self.cfg.num_directions(),
-                idx % self.cfg.num_directions(),
-            );
-            let slots = [
-                ("weight_ih", Some(&l.weight_ih)),
-                ("weight_hh", Some(&l.weight_hh)),
-                ("bias_ih", l.bias_ih.as_ref()),
-                ("bias_hh", l.bias_hh.as_ref()),
-                ("weight_hr", l.weight_hr.as_ref()),
-                ("peephole", l.peephole.as_ref()),
-            ];
-            for (base, data) in slots {
-                let name = format!("{base}{s}");
-                let wanted = expected.next_if(|(n, _)| *n == name);
-                match (wanted, data) {
-                    (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
-                    (Some(_), None) => return Err(Error::MissingTensor(name)),
-                    (None, Some(_)) => {
-                        return Err(Error::InvalidConfig(format!(
-                            "`{name}` is given but the configuration has no such tensor"
-                        )));
-                    }
-                    (None, None) => {}
+        for (name, data) in self.slots() {
+            let wanted = expected.next_if(|(n, _)| *n == name);
+            match (wanted, data) {
+                (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
+                (Some(_), None) => return Err(Error::MissingTensor(name)),
+                (None, Some(_)) => {
+                    return Err(Error::InvalidConfig(format!(
+                        "`{name}` is given but the configuration has no such tensor"
+                    )));
                 }
+                (None, None) => {}
             }
         }
         Ok(())
@@ -238,9 +273,12 @@ impl Weights {
             for dir in 0..cfg.num_directions() {
                 let s = suffix(layer, dir);
                 let mut take = |n: &str| map.remove(&format!("{n}{s}"));
+                let required = |t: Option<Vec<f32>>, n: &str| {
+                    t.ok_or_else(|| Error::MissingTensor(format!("{n}{s}")))
+                };
                 layers.push(LayerWeights {
-                    weight_ih: take("weight_ih").expect("loaded above"),
-                    weight_hh: take("weight_hh").expect("loaded above"),
+                    weight_ih: required(take("weight_ih"), "weight_ih")?,
+                    weight_hh: required(take("weight_hh"), "weight_hh")?,
                     bias_ih: take("bias_ih"),
                     bias_hh: take("bias_hh"),
                     weight_hr: take("weight_hr"),
@@ -259,7 +297,11 @@ impl Weights {
 
     /// Serialise as a safetensors state_dict (f32, PyTorch names), loadable with
     /// `safetensors.torch.load_file` and `module.load_state_dict`.
+    ///
+    /// Errors: as [`Weights::validate`], which runs first, so a tensor whose length
+    /// [`Weights::layer_mut`] changed is named rather than written under a wrong shape.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        self.validate()?;
         let tensors = self.named_tensors();
         let views = tensors
             .iter()
@@ -271,23 +313,14 @@ impl Weights {
         Ok(safetensors::serialize(views, None)?)
     }
 
-    /// Write a safetensors state_dict to a file.
+    /// Write a safetensors state_dict to a file. Nothing is written when the weights do not
+    /// fit their configuration.
+    ///
+    /// Errors: as [`Weights::to_safetensors`], plus [`Error::Io`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         std::fs::write(path, self.to_safetensors()?)?;
         Ok(())
     }
-}
-
-fn check_len(name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if data.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.to_string(),
-            expected: shape.to_vec(),
-            got: vec![data.len()],
-        });
-    }
-    Ok(())
 }
 
 /// Convert a tensor view of a float dtype to `f32`, little-endian as safetensors stores it.

@@ -78,7 +78,7 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u
         .to_host(&rnn)
         .unwrap();
 
-    let rw = RefWeights::new(cfg, w.layer(0, 0));
+    let rw = RefWeights::new(cfg, w.layer(0, 0).unwrap());
     let (x64, h064, c064, dc64) = (to_f64(&x), to_f64(&h0), to_f64(&c0), to_f64(&dc_n));
     let c0r = lstm.then_some(&c064[..]);
     let r = cpu::forward(cfg, &rw, &x64, Some(&h064), c0r, t, b).unwrap();

@@ -28,7 +28,7 @@ fn check(fx: &Fixture) -> Vec<(String, f64)> {
     let (cfg, t, b) = (&fx.cfg, fx.steps, fx.batch);
     let (i, h, s) = (cfg.input_size(), cfg.hidden_size(), cfg.state_size());
     let gh = cfg.gate_count() * h;
-    let w = RefWeights::new(cfg, fx.weights.layer(0, 0));
+    let w = RefWeights::new(cfg, fx.weights.layer(0, 0).unwrap());
     let (x, h0) = (to_f64(&fx.x), to_f64(&fx.h0));
     let (dy, dh_n) = (to_f64(&fx.dy), to_f64(&fx.dh_n));
     let c0 = fx.has_cell_state().then(|| to_f64(&fx.c0));
@@ -338,7 +338,7 @@ fn weights_round_trip_through_safetensors() {
                 "{case}: {name} differs from the file"
             );
         }
-        let layer = fx.weights.layer(0, 0);
+        let layer = fx.weights.layer(0, 0).unwrap();
         assert_eq!(layer.weight_ih.len(), gh * fx.cfg.input_size());
         assert_eq!(
             layer.bias_ih.is_some(),

@@ -211,8 +211,11 @@ fn reverse_direction_is_forward_over_each_reversed_sequence() {
         let (rev, fwd) = (start(Direction::Reverse), start(Direction::Forward));
         let w_rev = Weights::init(&rev, 7);
         // The same tensors under the forward configuration (both name them `_l{k}`).
-        let w_fwd = Weights::from_layers(&fwd, (0..2).map(|l| w_rev.layer(l, 0).clone()).collect())
-            .unwrap();
+        let w_fwd = Weights::from_layers(
+            &fwd,
+            (0..2).map(|l| w_rev.layer(l, 0).unwrap().clone()).collect(),
+        )
+        .unwrap();
         let x = seeded(1, t * b * i, 1.0);
         let h0 = seeded(2, 2 * b * h, 1.0);
         let c0 = (cell == CellKind::Lstm).then(|| seeded(3, 2 * b * h, 1.0));
@@ -270,7 +273,7 @@ fn loss(tr: &StackTrace, dy: &[f64], dh_n: &[f64], dc_n: Option<&[f64]>) -> f64 
 
 /// Element `e` of parameter `tensor` of layer `l`, direction `d`.
 fn param_mut<'a>(w: &'a mut Weights, l: usize, d: usize, tensor: &str, e: usize) -> &'a mut f32 {
-    let lw = w.layer_mut(l, d);
+    let lw = w.layer_mut(l, d).unwrap();
     match tensor {
         "weight_ih" => &mut lw.weight_ih[e],
         "weight_hh" => &mut lw.weight_hh[e],
@@ -788,7 +791,14 @@ fn dropout_gradients_flow_only_through_kept_units() {
         let cfg_b = bidirectional(cell, 2 * h, h, 1).build().unwrap();
         let w = Weights::init(&cfg, 9);
         let layer = |cfg: &RnnConfig, l: usize| {
-            Weights::from_layers(cfg, vec![w.layer(l, 0).clone(), w.layer(l, 1).clone()]).unwrap()
+            Weights::from_layers(
+                cfg,
+                vec![
+                    w.layer(l, 0).unwrap().clone(),
+                    w.layer(l, 1).unwrap().clone(),
+                ],
+            )
+            .unwrap()
         };
         let (w_a, w_b) = (layer(&cfg_a, 0), layer(&cfg_b, 1));
         let pr = Problem::new(&cfg, t, b, 60);

@@ -58,7 +58,7 @@ fn config_rejects_zero_sizes_and_bad_topology_values() {
 #[test]
 fn weights_with_wrong_shapes_are_named() {
     let cfg = lstm(3, 5);
-    let mut l = Weights::init(&cfg, 1).layer(0, 0).clone();
+    let mut l = Weights::init(&cfg, 1).layer(0, 0).unwrap().clone();
     l.weight_ih.pop();
     match Weights::from_layers(&cfg, vec![l]) {
         Err(Error::ShapeMismatch { name, expected, .. }) => {
@@ -70,7 +70,7 @@ fn weights_with_wrong_shapes_are_named() {
     let nobias = LayerWeights {
         bias_ih: None,
         bias_hh: None,
-        ..Weights::init(&cfg, 1).layer(0, 0).clone()
+        ..Weights::init(&cfg, 1).layer(0, 0).unwrap().clone()
     };
     assert!(matches!(
         Weights::from_layers(&cfg, vec![nobias]),
@@ -275,7 +275,7 @@ fn chunked_forward_matches_reference(ctx: &Context, seed: u64, (t, b): (usize, u
     let out = rnn.forward_host(&x, t, b, None, None).unwrap();
     let r = cpu::lstm_forward(
         &cfg,
-        &RefWeights::new(&cfg, w.layer(0, 0)),
+        &RefWeights::new(&cfg, w.layer(0, 0).unwrap()),
         &to_f64(&x),
         None,
         None,
@@ -440,4 +440,352 @@ fn absurd_shapes_are_errors_not_wraparounds() {
         GpuTensor::from_buffer(buf, &[usize::MAX / 2, 4]),
         Err(Error::BadBuffer { .. })
     ));
+}
+
+#[test]
+fn config_bounds_num_layers() {
+    use rnn_wgpu::config::MAX_LAYERS;
+    assert!(RnnConfig::lstm(4, 4).num_layers(MAX_LAYERS).build().is_ok());
+    for layers in [MAX_LAYERS + 1, usize::MAX] {
+        match RnnConfig::gru(4, 4).num_layers(layers).build() {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains("MAX_LAYERS = 64"), "{m}"),
+            other => panic!("{layers} layers: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn weights_layer_index_out_of_range_is_typed() {
+    let out_of_range = |r: rnn_wgpu::Result<&LayerWeights>| match r {
+        Err(Error::IndexOutOfRange { what, index, bound }) => (what, index, bound),
+        other => panic!("expected IndexOutOfRange, got {other:?}"),
+    };
+    let mut one = Weights::init(&lstm(3, 5), 1);
+    assert!(one.layer(0, 0).is_ok());
+    assert_eq!(out_of_range(one.layer(1, 0)), ("layer", 1, 1));
+    // A unidirectional model has no direction 1 (it used to alias the next layer's weights).
+    assert_eq!(out_of_range(one.layer(0, 1)), ("direction", 1, 1));
+    assert!(matches!(
+        one.layer_mut(usize::MAX, 0),
+        Err(Error::IndexOutOfRange {
+            what: "layer",
+            index: usize::MAX,
+            bound: 1
+        })
+    ));
+    assert!(matches!(
+        one.layer_mut(0, 1),
+        Err(Error::IndexOutOfRange {
+            what: "direction",
+            index: 1,
+            bound: 1
+        })
+    ));
+
+    let cfg = RnnConfig::gru(3, 5)
+        .num_layers(2)
+        .direction(Direction::Bidirectional)
+        .build()
+        .unwrap();
+    let two = Weights::init(&cfg, 1);
+    assert!(two.layer(1, 1).is_ok());
+    assert_eq!(out_of_range(two.layer(2, 0)), ("layer", 2, 2));
+    assert_eq!(out_of_range(two.layer(1, 2)), ("direction", 2, 2));
+}
+
+/// A path in the temporary directory, unique to this process and `what`.
+fn temp_path(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rnn_wgpu_errors_{}_{what}", std::process::id()))
+}
+
+#[test]
+fn save_after_layer_mut_changed_a_tensor_names_it() {
+    let cfg = RnnConfig::lstm(3, 5).num_layers(2).build().unwrap();
+
+    let mut shorter = Weights::init(&cfg, 1);
+    shorter.layer_mut(1, 0).unwrap().weight_hh.pop();
+    match shorter.to_safetensors() {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => {
+            assert_eq!(name, "weight_hh_l1");
+            assert_eq!(expected, vec![20, 5]);
+            assert_eq!(got, vec![99]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    let path = temp_path("shorter.safetensors");
+    assert!(matches!(
+        shorter.save(&path),
+        Err(Error::ShapeMismatch { name, .. }) if name == "weight_hh_l1"
+    ));
+    assert!(!path.exists(), "nothing is written for invalid weights");
+
+    // Removing a tensor the configuration needs: named, and the names of the tensors that
+    // remain do not shift onto their neighbours.
+    let mut no_bias_ih = Weights::init(&cfg, 1);
+    no_bias_ih.layer_mut(0, 0).unwrap().bias_ih = None;
+    let path = temp_path("no_bias_ih.safetensors");
+    assert!(matches!(
+        no_bias_ih.save(&path),
+        Err(Error::MissingTensor(name)) if name == "bias_ih_l0"
+    ));
+    assert!(!path.exists(), "nothing is written for invalid weights");
+    let tensors = no_bias_ih.named_tensors();
+    let bias_hh = no_bias_ih.layer(0, 0).unwrap().bias_hh.clone().unwrap();
+    let (_, _, labelled) = tensors
+        .iter()
+        .find(|(name, _, _)| name == "bias_hh_l0")
+        .unwrap();
+    assert_eq!(*labelled, bias_hh.as_slice());
+    assert!(!tensors.iter().any(|(name, _, _)| name == "bias_ih_l0"));
+
+    // A tensor the configuration has no place for.
+    let mut extra = Weights::init(&cfg, 1);
+    extra.layer_mut(0, 0).unwrap().peephole = Some(vec![0.0; 15]);
+    assert!(matches!(
+        extra.to_safetensors(),
+        Err(Error::InvalidConfig(m)) if m.contains("peephole_l0")
+    ));
+}
+
+#[test]
+fn onnx_export_after_layer_mut_changed_a_tensor_names_it() {
+    use rnn_wgpu::onnx;
+    let cfg = RnnConfig::gru(3, 5).build().unwrap();
+    let mut shorter = Weights::init(&cfg, 1);
+    shorter.layer_mut(0, 0).unwrap().weight_ih.truncate(10);
+    match onnx::export_layer(&shorter, 0) {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => {
+            assert_eq!(name, "weight_ih_l0");
+            assert_eq!(expected, vec![15, 3]);
+            assert_eq!(got, vec![10]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+
+    let peep = RnnConfig::lstm(3, 5).peepholes(true).build().unwrap();
+    let mut no_bias_hh = Weights::init(&peep, 1);
+    no_bias_hh.layer_mut(0, 0).unwrap().bias_hh = None;
+    assert!(matches!(
+        onnx::export_layer(&no_bias_hh, 0),
+        Err(Error::MissingTensor(name)) if name == "bias_hh_l0"
+    ));
+    let mut no_peephole = Weights::init(&peep, 1);
+    no_peephole.layer_mut(0, 0).unwrap().peephole = None;
+    assert!(matches!(
+        onnx::export_layer(&no_peephole, 0),
+        Err(Error::MissingTensor(name)) if name == "peephole_l0"
+    ));
+    let mut longer = Weights::init(&peep, 1);
+    longer
+        .layer_mut(0, 0)
+        .unwrap()
+        .peephole
+        .as_mut()
+        .unwrap()
+        .push(0.0);
+    assert!(matches!(
+        onnx::export_layer(&longer, 0),
+        Err(Error::ShapeMismatch { name, got, .. }) if name == "peephole_l0" && got == [16]
+    ));
+}
+
+#[test]
+fn gpu_pack_functions_refuse_wrong_lengths() {
+    use rnn_wgpu::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
+    let shape = |r: rnn_wgpu::Result<Vec<f32>>| match r {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            got,
+        }) => (name, expected, got),
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    };
+    let (g, h, k) = (4, 3, 5);
+    let w = vec![0.5f32; g * h * k];
+    let packed = pack_gate_interleaved(&w, g, h, k).unwrap();
+    assert_eq!(unpack_gate_interleaved(&packed, g, h, k).unwrap(), w);
+    assert_eq!(
+        shape(pack_gate_interleaved(&w[1..], g, h, k)),
+        ("w".to_string(), vec![12, 5], vec![59])
+    );
+    assert_eq!(
+        shape(unpack_gate_interleaved(&packed[..50], g, h, k)),
+        ("p".to_string(), vec![5, 3, 4], vec![50])
+    );
+    // Sizes whose product overflows are a mismatch, not a wrapped-around length.
+    assert_eq!(shape(pack_gate_interleaved(&w, usize::MAX, 2, 2)).0, "w");
+    assert_eq!(shape(unpack_gate_interleaved(&w, 2, usize::MAX, 2)).0, "p");
+
+    let b = vec![0.5f32; g * h];
+    assert_eq!(pack_biases(&b, &b, g, h).unwrap().len(), 2 * g * h);
+    assert_eq!(
+        shape(pack_biases(&b[..11], &b, g, h)),
+        ("b_ih".to_string(), vec![12], vec![11])
+    );
+    assert_eq!(
+        shape(pack_biases(&b, &[], g, h)),
+        ("b_hh".to_string(), vec![12], vec![0])
+    );
+}
+
+/// Calls `f` with every argument of the right length (it must succeed), then once per argument
+/// with that one a value short, and checks that the [`Error::ShapeMismatch`] names it.
+fn each_short_argument_is_named(
+    what: &str,
+    args: &[(&str, usize)],
+    f: impl Fn(&[Vec<f64>]) -> rnn_wgpu::Result<()>,
+) {
+    let whole: Vec<Vec<f64>> = args
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, n))| seeded(i as u64, n, 0.5).iter().map(|&v| v as f64).collect())
+        .collect();
+    if let Err(e) = f(&whole) {
+        panic!("{what} with every length right: {e}");
+    }
+    for (i, &(name, _)) in args.iter().enumerate() {
+        let mut short = whole.clone();
+        short[i].pop();
+        match f(&short) {
+            Err(Error::ShapeMismatch { name: got, .. }) => assert_eq!(got, name, "{what}"),
+            other => panic!("{what} with `{name}` short: expected ShapeMismatch, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cpu_step_functions_refuse_wrong_lengths() {
+    use rnn_wgpu::Nonlinearity;
+    let (b, h, i) = (2, 3, 4);
+    each_short_argument_is_named(
+        "input_projection",
+        &[("x", b * i), ("weight_ih", 4 * h * i), ("bias_ih", 4 * h)],
+        |a| cpu::input_projection(&a[0], &a[1], &a[2], b, i).map(drop),
+    );
+    // Every variant tensor present: peepholes and a projection (S = P = 2).
+    let p = 2;
+    let variant = RnnConfig::lstm(i, h)
+        .peepholes(true)
+        .proj_size(p)
+        .build()
+        .unwrap();
+    each_short_argument_is_named(
+        "lstm_step",
+        &[
+            ("gx_t", b * 4 * h),
+            ("h_prev", b * p),
+            ("c_prev", b * h),
+            ("weight_hh", 4 * h * p),
+            ("bias_hh", 4 * h),
+            ("peephole", 3 * h),
+            ("weight_hr", p * h),
+        ],
+        |a| {
+            cpu::lstm_step(
+                &variant,
+                &a[0],
+                &a[1],
+                &a[2],
+                &a[3],
+                &a[4],
+                Some(&a[5]),
+                Some(&a[6]),
+                b,
+            )
+            .map(drop)
+        },
+    );
+    each_short_argument_is_named(
+        "lstm_step_backward",
+        &[
+            ("dh", b * p),
+            ("dc", b * h),
+            ("c_prev", b * h),
+            ("gates_t", b * 4 * h),
+            ("pre_t", b * 4 * h),
+            ("c_t", b * h),
+            ("c_unclipped_t", b * h),
+            ("weight_hh", 4 * h * p),
+            ("peephole", 3 * h),
+            ("weight_hr", p * h),
+        ],
+        |a| {
+            cpu::lstm_step_backward(
+                &variant,
+                &a[0],
+                &a[1],
+                &a[2],
+                &a[3],
+                &a[4],
+                &a[5],
+                &a[6],
+                &a[7],
+                Some(&a[8]),
+                Some(&a[9]),
+                b,
+            )
+            .map(drop)
+        },
+    );
+
+    // Sizes whose products overflow are refused, not wrapped.
+    let plain = lstm(i, h);
+    let (w_hh, b_hh) = (vec![0.0; 4 * h * h], vec![0.0; 4 * h]);
+    assert!(matches!(
+        cpu::lstm_step(&plain, &[], &[], &[], &w_hh, &b_hh, None, None, usize::MAX),
+        Err(Error::ShapeMismatch { name, .. }) if name == "gx_t"
+    ));
+    assert!(matches!(
+        cpu::input_projection(&[], &[], &[], usize::MAX, usize::MAX),
+        Err(Error::ShapeMismatch { name, .. }) if name == "x"
+    ));
+
+    let gru = RnnConfig::gru(i, h).build().unwrap();
+    each_short_argument_is_named(
+        "gru_step",
+        &[
+            ("gx_t", b * 3 * h),
+            ("h_prev", b * h),
+            ("weight_hh", 3 * h * h),
+            ("bias_hh", 3 * h),
+        ],
+        |a| cpu::gru_step(&gru, &a[0], &a[1], &a[2], &a[3], b).map(drop),
+    );
+    each_short_argument_is_named(
+        "gru_step_backward",
+        &[
+            ("dh", b * h),
+            ("h_prev", b * h),
+            ("gates_t", b * 3 * h),
+            ("pre_t", b * 3 * h),
+            ("hn_t", b * h),
+            ("weight_hh", 3 * h * h),
+        ],
+        |a| cpu::gru_step_backward(&gru, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], b).map(drop),
+    );
+
+    let rnn = RnnConfig::rnn(i, h, Nonlinearity::Relu).build().unwrap();
+    each_short_argument_is_named(
+        "rnn_step",
+        &[
+            ("gx_t", b * h),
+            ("h_prev", b * h),
+            ("weight_hh", h * h),
+            ("bias_hh", h),
+        ],
+        |a| cpu::rnn_step(&rnn, &a[0], &a[1], &a[2], &a[3], b).map(drop),
+    );
+    each_short_argument_is_named(
+        "rnn_step_backward",
+        &[("dh", b * h), ("pre_t", b * h), ("weight_hh", h * h)],
+        |a| cpu::rnn_step_backward(&rnn, &a[0], &a[1], &a[2], b).map(drop),
+    );
 }

@@ -56,7 +56,7 @@ impl Problem {
         let (input, hidden, batch, steps) = (3, 4, 2, 5);
         let cfg = RnnConfig::lstm(input, hidden).bias(bias).build().unwrap();
         let weights = Weights::init(&cfg, seed);
-        let w = RefWeights::new(&cfg, weights.layer(0, 0));
+        let w = RefWeights::new(&cfg, weights.layer(0, 0).unwrap());
         let bh = batch * hidden;
         let draw = |k: u64, n: usize| to_f64(&seeded(seed * 100 + k, n, 1.0));
         Problem {

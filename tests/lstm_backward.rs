@@ -86,7 +86,7 @@ impl Problem {
     }
 
     fn reference(&self) -> cpu::LstmGrads {
-        let rw = RefWeights::new(&self.cfg, self.w.layer(0, 0));
+        let rw = RefWeights::new(&self.cfg, self.w.layer(0, 0).unwrap());
         let (x, h0, c0) = (to_f64(&self.x), to_f64(&self.h0), to_f64(&self.c0));
         let fwd =
             cpu::lstm_forward(&self.cfg, &rw, &x, Some(&h0), Some(&c0), self.t, self.b).unwrap();
@@ -275,7 +275,7 @@ fn absent_upstream_gradients_are_zero() {
     let (t, b, h, i) = (p.t, p.b, c.hidden, c.input);
     let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
     let (_, tape) = rnn.forward_train(&up(&p.x, &[t, b, i]), None).unwrap();
-    let rw = RefWeights::new(&p.cfg, p.w.layer(0, 0));
+    let rw = RefWeights::new(&p.cfg, p.w.layer(0, 0).unwrap());
     let x = to_f64(&p.x);
     let fwd = cpu::lstm_forward(&p.cfg, &rw, &x, None, None, t, b).unwrap();
     let (dy, dh_n, dc_n) = (to_f64(&p.dy), to_f64(&p.dh_n), to_f64(&p.dc_n));

@@ -32,7 +32,7 @@ fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::Lstm
     let h0 = seeded(seed + 2, b * h, 1.0);
     let c0 = seeded(seed + 3, b * h, 1.0);
     let gpu = rnn.forward_host(&x, t, b, Some(&h0), Some(&c0)).unwrap();
-    let rw = RefWeights::new(&cfg, w.layer(0, 0));
+    let rw = RefWeights::new(&cfg, w.layer(0, 0).unwrap());
     let reference = cpu::lstm_forward(
         &cfg,
         &rw,
@@ -239,7 +239,7 @@ fn framework_device_and_buffers() {
         .unwrap();
     queue.submit(Some(enc.finish()));
 
-    let rw = RefWeights::new(&cfg, w.layer(0, 0));
+    let rw = RefWeights::new(&cfg, w.layer(0, 0).unwrap());
     let h0 = to_f64(&state.h.download(&ctx).unwrap());
     let c0 = to_f64(&state.c.as_ref().unwrap().download(&ctx).unwrap());
     let r = cpu::lstm_forward(&cfg, &rw, &to_f64(&xs), Some(&h0), Some(&c0), t, b).unwrap();

@@ -132,7 +132,7 @@ fn absent_b_and_p_import_as_zeros() {
         .unwrap();
     let o = onnx::export_layer(&Weights::init(&cfg, 3), 0).unwrap();
     let ours = onnx::import_layer(&cfg, &o.w, &o.r, None, None).unwrap();
-    let layer = ours.layer(0, 0);
+    let layer = ours.layer(0, 0).unwrap();
     assert_eq!(layer.bias_ih, Some(vec![0.0; 4 * HIDDEN]));
     assert_eq!(layer.bias_hh, Some(vec![0.0; 4 * HIDDEN]));
     assert_eq!(layer.peephole, Some(vec![0.0; 3 * HIDDEN]));
@@ -146,7 +146,7 @@ fn all_zero_b_fits_a_model_without_bias() {
     let o = onnx::export_layer(&Weights::init(&cfg, 4), 0).unwrap();
     let zeros = vec![0.0; o.b_shape.iter().product()];
     let ours = onnx::import_layer(&cfg, &o.w, &o.r, Some(&zeros), None).unwrap();
-    assert_eq!(ours.layer(0, 0).bias_ih, None);
+    assert_eq!(ours.layer(0, 0).unwrap().bias_ih, None);
     assert_eq!(ours, Weights::init(&cfg, 4));
 }
 
@@ -224,7 +224,7 @@ fn rnn_bias_is_wb_then_rb() {
         .unwrap();
     let weights = Weights::init(&cfg, 5);
     let o = onnx::export_layer(&weights, 0).unwrap();
-    let layer = weights.layer(0, 0);
+    let layer = weights.layer(0, 0).unwrap();
     assert_eq!(o.w, layer.weight_ih);
     assert_eq!(o.r, layer.weight_hh);
     let b = [

@@ -46,7 +46,7 @@ fn check_case(case: &str) -> Vec<(String, f64)> {
     let fx = fixtures::load_onnx(case);
     let cfg = fx.config();
     let weights = import(&fx);
-    let w = RefWeights::new(&cfg, weights.layer(0, 0));
+    let w = RefWeights::new(&cfg, weights.layer(0, 0).unwrap());
     let x = to_f64(&fx.x);
     let h0 = fx.initial_h.as_deref().map(to_f64);
     let c0 = fx.initial_c.as_deref().map(to_f64);

@@ -3,13 +3,15 @@
 //! steps, and the dispatcher [`forward`] / [`backward`] that runs any cell and variant.
 //!
 //! Every cell runs the same schedule, as the GPU does:
-//! 1. [`input_projection`] of all `T*B` rows at once;
-//! 2. one step per timestep (`lstm_variant_step`, `gru_step`, `rnn_step`);
+//! 1. [`input_projection`] of all `T*B` rows at once, with `b_ih`;
+//! 2. one step per timestep (`lstm_step`, `gru_step`, `rnn_step`), which adds the
+//!    recurrent product and `b_hh`;
 //! 3. backward: one step-backward per timestep in reverse, then [`input_gradients`] and the
 //!    recurrent-weight sums over all steps.
 
 use crate::config::{Activations, CellKind, GruReset, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::{check_len, check_steps_batch};
 use crate::weights::LayerWeights;
 
 use super::{gru, lstm, rnn, to_f64};
@@ -161,19 +163,6 @@ impl CellSpec {
         }
     }
 
-    /// PyTorch's default LSTM of `hidden` units.
-    pub fn plain_lstm(hidden: usize) -> CellSpec {
-        CellSpec {
-            hidden,
-            state: hidden,
-            acts: Activations::default(),
-            gate_clip: None,
-            cell_clip: None,
-            input_forget: false,
-            reset: GruReset::After,
-        }
-    }
-
     /// A pre-activation after the gate clip (ONNX `clip`): clamped to `[-c, c]`.
     pub fn clip(&self, x: f64) -> f64 {
         match self.gate_clip {
@@ -208,17 +197,9 @@ impl CellSpec {
     }
 }
 
-/// `v` must hold `shape.iter().product()` elements.
+/// `v` must hold `shape.iter().product()` elements ([`crate::validate::check_len`]).
 pub(crate) fn check(name: &str, v: &[f64], shape: &[usize]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if v.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.into(),
-            expected: shape.to_vec(),
-            got: vec![v.len()],
-        });
-    }
-    Ok(())
+    check_len(name, v, shape)
 }
 
 /// An optional tensor must be present exactly when `shape` is `Some`, and then of that shape.
@@ -231,17 +212,6 @@ pub(crate) fn check_optional(name: &str, v: Option<&[f64]>, shape: Option<&[usiz
         ))),
         (None, None) => Ok(()),
     }
-}
-
-/// `T` and `B` must be positive (the GPU path refuses them with the same error).
-pub(crate) fn check_steps_batch(steps: usize, batch: usize) -> Result<()> {
-    if steps == 0 {
-        return Err(Error::ZeroSize("T (timesteps)"));
-    }
-    if batch == 0 {
-        return Err(Error::ZeroSize("B (batch)"));
-    }
-    Ok(())
 }
 
 /// An optional state of `[B, n]` elements, zeros when absent.
@@ -275,30 +245,39 @@ fn cell_state(cfg: &RnnConfig, name: &str, v: Option<&[f64]>, batch: usize) -> R
     state_or_zeros(name, v, batch, cfg.hidden_size())
 }
 
-/// `gx[m, n] = sum_k x[m, k] * W_ih[n, k] + b_ih[n] + b_hh[n]` for all `M = T*B` rows at once.
+/// `gx[m, n] = sum_k x[m, k] * W_ih[n, k] + b_ih[n]` for all `M = T*B` rows at once.
 ///
-/// Shapes: `x [M, I]`, `weight_ih [N, I]`, biases `[N]` (`N = G*H`); returns `[M, N]`. A GRU
-/// passes zeros for `bias_hh`: its `b_hn` sits behind the reset gate, so the step adds `b_hh`.
+/// Shapes: `x [M, I]`, `weight_ih [N, I]`, `bias_ih [N]` (`N = G*H`); returns `[M, N]`.
+/// Only `b_ih` enters here; every cell's step adds `b_hh`, as the GPU's step kernel does
+/// (a GRU needs it there: its `b_hn` sits behind the reset gate).
+///
+/// Errors: [`Error::ShapeMismatch`] naming the first argument of the wrong length.
 pub fn input_projection(
     x: &[f64],
     weight_ih: &[f64],
     bias_ih: &[f64],
-    bias_hh: &[f64],
     rows: usize,
     input_size: usize,
-) -> Vec<f64> {
-    let n = bias_ih.len();
+) -> Result<Vec<f64>> {
+    // N from `weight_ih`, so that a bias of the wrong length is the one named.
+    let n = match input_size {
+        0 => bias_ih.len(),
+        i => weight_ih.len() / i,
+    };
+    check("x", x, &[rows, input_size])?;
+    check("weight_ih", weight_ih, &[n, input_size])?;
+    check("bias_ih", bias_ih, &[n])?;
     let mut gx = vec![0.0; rows * n];
     for m in 0..rows {
         for j in 0..n {
-            let mut acc = bias_ih[j] + bias_hh[j];
+            let mut acc = bias_ih[j];
             for k in 0..input_size {
                 acc += x[m * input_size + k] * weight_ih[j * input_size + k];
             }
             gx[m * n + j] = acc;
         }
     }
-    gx
+    Ok(gx)
 }
 
 /// The input-side backward GEMMs over all steps, from `d_gx [M, N]` (`M = T*B`, `N = G*H`),
@@ -386,11 +365,11 @@ pub fn forward(
     let c0 = cell_state(cfg, "c0", c0, batch)?;
     let spec = CellSpec::of(cfg);
     let input = cfg.input_size();
-    Ok(match cfg.cell() {
+    match cfg.cell() {
         CellKind::Lstm => lstm::forward_sequence(&spec, w, x, &h0, &c0, steps, batch, input),
         CellKind::Gru => gru::forward_sequence(&spec, w, x, &h0, steps, batch, input),
         CellKind::Rnn => rnn::forward_sequence(&spec, w, x, &h0, steps, batch, input),
-    })
+    }
 }
 
 /// Backward through time for the sequence `trace` was computed from (by [`forward`] with the

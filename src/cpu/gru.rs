@@ -10,8 +10,8 @@
 //!                                                          reset_after = False)
 //! h' = (1 - z) * n + z * h
 //! ```
-//! The input projection carries `b_ih` only; the step adds `b_hh`, because in the reset-after
-//! form `b_hn` sits behind the reset gate.
+//! The input projection carries `b_ih` only; the step adds `b_hh` (as for every cell, and as
+//! on the GPU), which the reset-after form needs there: `b_hn` sits behind the reset gate.
 
 use crate::config::{CellKind, GruReset, RnnConfig};
 use crate::error::Result;
@@ -241,11 +241,10 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let hd = spec.hidden;
     let (bh, bg) = (batch * hd, batch * 3 * hd);
-    let no_bias = vec![0.0; 3 * hd];
-    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, &no_bias, steps * batch, input);
+    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, steps * batch, input)?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bh),
         h_n: h0.to_vec(),
@@ -266,7 +265,7 @@ pub(crate) fn forward_sequence(
         tr.hn.extend_from_slice(&out.hn);
         tr.h_n = out.h;
     }
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for a GRU (arguments validated there).

@@ -16,13 +16,11 @@
 //! the cell state stays `H` wide. Under `input_forget` the forget-gate weights are unused and
 //! get zero gradient.
 //!
-//! Two families live here:
-//! - [`lstm_forward`], [`lstm_backward`], [`lstm_step`], [`lstm_step_backward`]: the plain
-//!   PyTorch LSTM, twins of the plain GPU kernels. They refuse any other configuration
-//!   (with [`Error::Unsupported`]); use [`super::forward`] / [`super::backward`] for the
-//!   variants. [`lstm_step_backward`] works from the activated gates, as its GPU twin does.
-//! - [`lstm_variant_step`], [`lstm_variant_step_backward`]: every variant; the backward works
-//!   from the saved pre-activations, since not every ONNX activation can be inverted.
+//! One family: [`lstm_step`] and [`lstm_step_backward`] compute one step of any variant (the
+//! backward from the saved pre-activations, since not every ONNX activation can be inverted),
+//! and [`super::forward`] / [`super::backward`] run them over a sequence. [`lstm_forward`] and
+//! [`lstm_backward`] are thin wrappers over those two for the plain PyTorch LSTM; they refuse
+//! any other configuration (with [`Error::Unsupported`]).
 
 use crate::config::{CellKind, RnnConfig};
 use crate::error::{Error, Result};
@@ -30,10 +28,8 @@ use crate::error::{Error, Result};
 use super::activations::{activate, derivative};
 use super::cell::{
     self, CellGrads, CellSpec, RefWeights, StepGrads, Trace, Upstream, check, check_cell,
-    check_optional, check_steps_batch, input_gradients, input_projection, previous_states,
-    recurrent_gradients, state_or_zeros,
+    check_optional, input_gradients, input_projection, previous_states, recurrent_gradients,
 };
-use super::tanh;
 
 /// Everything the forward pass computed, including what backward needs.
 #[derive(Debug, Clone)]
@@ -46,6 +42,9 @@ pub struct LstmForward {
     pub c_n: Vec<f64>,
     /// `[T, B, 4H]`: activated gates `i, f, g, o` (after sigmoid/tanh).
     pub gates: Vec<f64>,
+    /// `[T, B, 4H]`: the gate pre-activations, which [`lstm_backward`] differentiates at (as
+    /// the GPU's step backward does from its tape).
+    pub pre: Vec<f64>,
     /// `[T, B, H]`: cell state `c_t` after every step.
     pub c: Vec<f64>,
 }
@@ -80,23 +79,6 @@ fn plain_lstm_only(cfg: &RnnConfig) -> Result<()> {
     Ok(())
 }
 
-/// One plain LSTM step for the whole batch.
-///
-/// Shapes: `gx_t [B, 4H]` (this step's input projection, biases included), `h_prev [B, H]`,
-/// `c_prev [B, H]`, `weight_hh [4H, H]`. Returns `(h [B, H], c [B, H], gates [B, 4H])`.
-pub fn lstm_step(
-    gx_t: &[f64],
-    h_prev: &[f64],
-    c_prev: &[f64],
-    weight_hh: &[f64],
-    batch: usize,
-    hidden: usize,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let spec = CellSpec::plain_lstm(hidden);
-    let out = step(&spec, gx_t, h_prev, c_prev, weight_hh, None, None, batch);
-    (out.h, out.c, out.gates)
-}
-
 /// Full forward of the plain LSTM over `T` steps (see [`super::forward`] for the variants).
 ///
 /// Shapes: `x [T, B, I]`, `h0`/`c0` `[B, H]` (zeros when `None`).
@@ -119,61 +101,13 @@ pub fn lstm_forward(
         h_n: tr.h_n,
         c_n: tr.c_n.expect("an LSTM trace has a cell state"),
         gates: tr.gates,
+        pre: tr.pre,
         c: tr.c,
     })
 }
 
-/// Backward through one step.
-///
-/// Given the upstream `dh [B, H]` (from `y_t` plus the later step) and `dc [B, H]`, the saved
-/// `gates_t [B, 4H]`, `c_t [B, H]` and `c_prev [B, H]`, returns
-/// `(dgates [B, 4H] pre-activation gradients, dh_prev [B, H], dc_prev [B, H])`.
-#[allow(clippy::too_many_arguments)]
-pub fn lstm_step_backward(
-    dh: &[f64],
-    dc: &[f64],
-    gates_t: &[f64],
-    c_t: &[f64],
-    c_prev: &[f64],
-    weight_hh: &[f64],
-    batch: usize,
-    hidden: usize,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let g4 = 4 * hidden;
-    let mut dgates = vec![0.0; batch * g4];
-    let mut dh_prev = vec![0.0; batch * hidden];
-    let mut dc_prev = vec![0.0; batch * hidden];
-    for b in 0..batch {
-        for j in 0..hidden {
-            let r = &gates_t[b * g4..(b + 1) * g4];
-            let (i, f, g, o) = (r[j], r[hidden + j], r[2 * hidden + j], r[3 * hidden + j]);
-            let idx = b * hidden + j;
-            let tc = tanh(c_t[idx]);
-            let do_ = dh[idx] * tc;
-            let dct = dc[idx] + dh[idx] * o * (1.0 - tc * tc);
-            let di = dct * g;
-            let df = dct * c_prev[idx];
-            let dg = dct * i;
-            dc_prev[idx] = dct * f;
-            let d = &mut dgates[b * g4..(b + 1) * g4];
-            d[j] = di * i * (1.0 - i);
-            d[hidden + j] = df * f * (1.0 - f);
-            d[2 * hidden + j] = dg * (1.0 - g * g);
-            d[3 * hidden + j] = do_ * o * (1.0 - o);
-        }
-        for k in 0..hidden {
-            let mut acc = 0.0;
-            for n in 0..g4 {
-                acc += dgates[b * g4 + n] * weight_hh[n * hidden + k];
-            }
-            dh_prev[b * hidden + k] = acc;
-        }
-    }
-    (dgates, dh_prev, dc_prev)
-}
-
-/// Backward through time of the plain LSTM for a whole sequence (see [`super::backward`] for
-/// the variants).
+/// Backward through time of the plain LSTM for a whole sequence: [`super::backward`] on the
+/// trace `fwd` holds (see there for the variants).
 ///
 /// `dy [T, B, H]`, `dh_n`/`dc_n` `[B, H]`; any may be `None` (treated as zeros).
 ///
@@ -194,65 +128,27 @@ pub fn lstm_backward(
     batch: usize,
 ) -> Result<LstmGrads> {
     plain_lstm_only(cfg)?;
-    check_steps_batch(steps, batch)?;
-    w.validate(cfg)?;
-    let (input, hidden) = (cfg.input_size(), cfg.hidden_size());
-    let (g4, bh) = (4 * hidden, batch * hidden);
-    check("x", x, &[steps, batch, input])?;
-    let h0 = state_or_zeros("h0", h0, batch, hidden)?;
-    let c0 = state_or_zeros("c0", c0, batch, hidden)?;
-    check("fwd.gates", &fwd.gates, &[steps, batch, g4])?;
-    check("fwd.c", &fwd.c, &[steps, batch, hidden])?;
-    check("fwd.y", &fwd.y, &[steps, batch, hidden])?;
-    if let Some(dy) = dy {
-        check("dy", dy, &[steps, batch, hidden])?;
-    }
-    let mut dh = state_or_zeros("dh_n", dh_n, batch, hidden)?;
-    let mut dc = state_or_zeros("dc_n", dc_n, batch, hidden)?;
-
-    let mut dgates_all = vec![0.0; steps * batch * g4];
-    for t in (0..steps).rev() {
-        if let Some(dy) = dy {
-            for (a, b) in dh.iter_mut().zip(&dy[t * bh..(t + 1) * bh]) {
-                *a += b;
-            }
-        }
-        let c_prev = if t == 0 {
-            &c0
-        } else {
-            &fwd.c[(t - 1) * bh..t * bh]
-        };
-        let (dgates, dh_prev, dc_prev) = lstm_step_backward(
-            &dh,
-            &dc,
-            &fwd.gates[t * batch * g4..(t + 1) * batch * g4],
-            &fwd.c[t * bh..(t + 1) * bh],
-            c_prev,
-            &w.weight_hh,
-            batch,
-            hidden,
-        );
-        dgates_all[t * batch * g4..(t + 1) * batch * g4].copy_from_slice(&dgates);
-        dh = dh_prev;
-        dc = dc_prev;
-    }
-
-    // Weight gradients: sums over all steps and batch rows of outer products.
-    let rows = steps * batch;
-    let (dx, d_weight_ih, d_bias_ih) =
-        input_gradients(&dgates_all, x, &w.weight_ih, rows, input, g4);
-    let h_prev = previous_states(&h0, &fwd.y, steps);
-    let (d_weight_hh, d_bias_hh) = recurrent_gradients(&dgates_all, rows, g4, hidden, |m, _| {
-        &h_prev[m * hidden..(m + 1) * hidden]
-    });
+    // Without a cell clip or a projection, the unclipped cell state is `c` and `h_raw` is `y`.
+    let trace = Trace {
+        y: fwd.y.clone(),
+        h_n: fwd.h_n.clone(),
+        c_n: Some(fwd.c_n.clone()),
+        pre: fwd.pre.clone(),
+        gates: fwd.gates.clone(),
+        c: fwd.c.clone(),
+        c_unclipped: fwd.c.clone(),
+        h_raw: fwd.y.clone(),
+        hn: Vec::new(),
+    };
+    let g = cell::backward(cfg, w, x, h0, c0, &trace, dy, dh_n, dc_n, steps, batch)?;
     Ok(LstmGrads {
-        dx,
-        dh0: dh,
-        dc0: dc,
-        d_weight_ih,
-        d_weight_hh,
-        d_bias_ih,
-        d_bias_hh,
+        dx: g.dx,
+        dh0: g.dh0,
+        dc0: g.dc0.expect("an LSTM's gradients include dc0"),
+        d_weight_ih: g.d_weight_ih,
+        d_weight_hh: g.d_weight_hh,
+        d_bias_ih: g.d_bias_ih,
+        d_bias_hh: g.d_bias_hh,
     })
 }
 
@@ -273,31 +169,34 @@ pub struct LstmStepOut {
     pub pre: Vec<f64>,
 }
 
-/// One LSTM step of any variant for the whole batch.
+/// One LSTM step of any variant for the whole batch (twin of `shaders/rnn_step.wgsl`).
 ///
-/// Shapes: `gx_t [B, 4H]` (this step's input projection, both biases included),
-/// `h_prev [B, S]`, `c_prev [B, H]`, `weight_hh [4H, S]`, `peephole [3H]` (exactly when
-/// `cfg.peepholes()`), `weight_hr [P, H]` (exactly when `cfg.proj_size()` is set).
+/// Shapes: `gx_t [B, 4H]` (this step's input projection, with `b_ih` only),
+/// `h_prev [B, S]`, `c_prev [B, H]`, `weight_hh [4H, S]`, `bias_hh [4H]`, `peephole [3H]`
+/// (exactly when `cfg.peepholes()`), `weight_hr [P, H]` (exactly when `cfg.proj_size()` is
+/// set).
 #[allow(clippy::too_many_arguments)]
-pub fn lstm_variant_step(
+pub fn lstm_step(
     cfg: &RnnConfig,
     gx_t: &[f64],
     h_prev: &[f64],
     c_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     peephole: Option<&[f64]>,
     weight_hr: Option<&[f64]>,
     batch: usize,
 ) -> Result<LstmStepOut> {
-    check_cell(cfg, CellKind::Lstm, "lstm_variant_step")?;
+    check_cell(cfg, CellKind::Lstm, "lstm_step")?;
     let (h, s) = (cfg.hidden_size(), cfg.state_size());
     check("gx_t", gx_t, &[batch, 4 * h])?;
     check("h_prev", h_prev, &[batch, s])?;
     check("c_prev", c_prev, &[batch, h])?;
     check_variant_weights(cfg, weight_hh, peephole, weight_hr)?;
+    check("bias_hh", bias_hh, &[4 * h])?;
     let spec = CellSpec::of(cfg);
     Ok(step(
-        &spec, gx_t, h_prev, c_prev, weight_hh, peephole, weight_hr, batch,
+        &spec, gx_t, h_prev, c_prev, weight_hh, bias_hh, peephole, weight_hr, batch,
     ))
 }
 
@@ -322,6 +221,7 @@ fn step(
     h_prev: &[f64],
     c_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     peephole: Option<&[f64]>,
     weight_hr: Option<&[f64]>,
     batch: usize,
@@ -343,7 +243,7 @@ fn step(
         let pre = &mut out.pre[b * g4..(b + 1) * g4];
         let gates = &mut out.gates[b * g4..(b + 1) * g4];
         for n in 0..g4 {
-            let mut acc = gx_t[b * g4 + n];
+            let mut acc = gx_t[b * g4 + n] + bias_hh[n];
             for k in 0..s {
                 acc += hp[k] * weight_hh[n * s + k];
             }
@@ -386,15 +286,16 @@ fn step(
     out
 }
 
-/// Backward through one LSTM step of any variant.
+/// Backward through one LSTM step of any variant (twin of `shaders/rnn_step_backward.wgsl`,
+/// which also works from the saved pre-activations).
 ///
 /// Given `dh [B, S]` (the gradient reaching `h_t` from `y_t` and the later steps), `dc [B, H]`
 /// (the gradient reaching `c_t` from the later steps), the step's `c_prev [B, H]` and its
 /// saved `gates_t [B, 4H]`, `pre_t [B, 4H]`, `c_t [B, H]`, `c_unclipped_t [B, H]`, returns the
 /// pre-activation gradients (`d_gx = d_gh`, `[B, 4H]`), `dh_prev [B, S]` and
-/// `dc_prev [B, H]`. Weights as in [`lstm_variant_step`].
+/// `dc_prev [B, H]`. Weights as in [`lstm_step`].
 #[allow(clippy::too_many_arguments)]
-pub fn lstm_variant_step_backward(
+pub fn lstm_step_backward(
     cfg: &RnnConfig,
     dh: &[f64],
     dc: &[f64],
@@ -408,7 +309,7 @@ pub fn lstm_variant_step_backward(
     weight_hr: Option<&[f64]>,
     batch: usize,
 ) -> Result<StepGrads> {
-    check_cell(cfg, CellKind::Lstm, "lstm_variant_step_backward")?;
+    check_cell(cfg, CellKind::Lstm, "lstm_step_backward")?;
     let (h, s) = (cfg.hidden_size(), cfg.state_size());
     check("dh", dh, &[batch, s])?;
     check("dc", dc, &[batch, h])?;
@@ -533,17 +434,10 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let (hd, s) = (spec.hidden, spec.state);
     let (bh, bs, bg) = (batch * hd, batch * s, batch * 4 * hd);
-    let gx = input_projection(
-        x,
-        &w.weight_ih,
-        &w.bias_ih,
-        &w.bias_hh,
-        steps * batch,
-        input,
-    );
+    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, steps * batch, input)?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bs),
         h_n: h0.to_vec(),
@@ -563,6 +457,7 @@ pub(crate) fn forward_sequence(
             &tr.h_n,
             &c,
             &w.weight_hh,
+            &w.bias_hh,
             w.peephole.as_deref(),
             w.weight_hr.as_deref(),
             batch,
@@ -577,7 +472,7 @@ pub(crate) fn forward_sequence(
         c = out.c;
     }
     tr.c_n = Some(c);
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for an LSTM (arguments validated there).

@@ -2,16 +2,16 @@
 //!
 //! Plain loops, f64 everywhere (inputs are widened once, every accumulation is f64). Clarity
 //! beats speed here. Functions mirror the GPU path by name and argument order:
-//! [`input_projection`] ↔ `shaders/gemm.wgsl`; [`lstm_step`], [`lstm_variant_step`],
-//! [`gru_step`], [`rnn_step`] ↔ `shaders/rnn_step.wgsl`; their `_backward` twins ↔
+//! [`input_projection`] (adds `b_ih`) ↔ `shaders/gemm.wgsl`; [`lstm_step`], [`gru_step`],
+//! [`rnn_step`] (add `b_hh`) ↔ `shaders/rnn_step.wgsl`; their `_backward` twins ↔
 //! `shaders/rnn_step_backward.wgsl`; [`forward`] / [`backward`] ↔ `gpu::Rnn::forward` /
 //! `gpu::Rnn::backward`.
 //!
 //! Every cell and variant of [`crate::RnnConfig`] (LSTM with peepholes, coupled gates,
 //! projection, gate and cell clips, ONNX activations; GRU reset after and before; the plain
 //! RNN) runs through [`forward`] and [`backward`], built from the per-step functions
-//! [`lstm_variant_step`], [`gru_step`], [`rnn_step`] and their `_backward` twins.
-//! [`lstm_forward`] / [`lstm_backward`] remain for the plain LSTM only.
+//! [`lstm_step`], [`gru_step`], [`rnn_step`] and their `_backward` twins.
+//! [`lstm_forward`] / [`lstm_backward`] are thin wrappers over them for the plain LSTM only.
 //!
 //! [`stack_forward`] / [`stack_backward`] run the whole model on top of those: several layers,
 //! forward, reverse or bidirectional, per-sequence lengths and either layout, with PyTorch's
@@ -25,14 +25,12 @@ mod lstm;
 pub mod optim;
 mod rnn;
 mod stack;
-pub(crate) use stack::check_lengths;
 
 pub use activations::{activate, derivative};
 pub use cell::{CellGrads, RefWeights, StepGrads, Trace, backward, forward, input_projection};
 pub use gru::{GruStepOut, gru_step, gru_step_backward};
 pub use lstm::{
-    LstmForward, LstmGrads, LstmStepOut, lstm_backward, lstm_forward, lstm_step,
-    lstm_step_backward, lstm_variant_step, lstm_variant_step_backward,
+    LstmForward, LstmGrads, LstmStepOut, lstm_backward, lstm_forward, lstm_step, lstm_step_backward,
 };
 pub use rnn::{RnnStepOut, rnn_step, rnn_step_backward};
 pub use stack::{

@@ -1,6 +1,6 @@
 //! CPU reference of gradient clipping and the optimiser steps, in f64 with plain loops.
 //!
-//! Mirrors [`crate::gpu::clip`] and [`crate::gpu::optim`] by name and argument order:
+//! Mirrors the GPU's `gpu::clip` and `gpu::optim` by name and argument order:
 //! [`clip_grad_value`], [`grad_norm`], [`clip_grad_norm`] ↔ `shaders/clip.wgsl`;
 //! [`sgd_step`] ↔ `SgdOptimizer::step`, [`adam_step`] ↔ `AdamOptimizer::step`
 //! (`shaders/optim.wgsl`), with the optimiser state in explicit structs. Each tensor is a flat
@@ -8,7 +8,7 @@
 //! pair up by index.
 
 use crate::error::{Error, Result};
-use crate::gpu::optim::{Adam, Sgd};
+use crate::optim::{Adam, Sgd};
 
 /// Clamp every element to `[min, max]` in place (`torch.nn.utils.clip_grad_value_` with
 /// `min = -c, max = c`). NaN stays NaN.

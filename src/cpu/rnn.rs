@@ -23,13 +23,14 @@ pub struct RnnStepOut {
 
 /// One RNN step for the whole batch.
 ///
-/// Shapes: `gx_t [B, H]` (this step's input projection, both biases included),
-/// `h_prev [B, H]`, `weight_hh [H, H]`.
+/// Shapes: `gx_t [B, H]` (this step's input projection, with `b_ih` only),
+/// `h_prev [B, H]`, `weight_hh [H, H]`, `bias_hh [H]`.
 pub fn rnn_step(
     cfg: &RnnConfig,
     gx_t: &[f64],
     h_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     batch: usize,
 ) -> Result<RnnStepOut> {
     check_cell(cfg, CellKind::Rnn, "rnn_step")?;
@@ -37,7 +38,15 @@ pub fn rnn_step(
     check("gx_t", gx_t, &[batch, h])?;
     check("h_prev", h_prev, &[batch, h])?;
     check("weight_hh", weight_hh, &[h, h])?;
-    Ok(step(&CellSpec::of(cfg), gx_t, h_prev, weight_hh, batch))
+    check("bias_hh", bias_hh, &[h])?;
+    Ok(step(
+        &CellSpec::of(cfg),
+        gx_t,
+        h_prev,
+        weight_hh,
+        bias_hh,
+        batch,
+    ))
 }
 
 fn step(
@@ -45,6 +54,7 @@ fn step(
     gx_t: &[f64],
     h_prev: &[f64],
     weight_hh: &[f64],
+    bias_hh: &[f64],
     batch: usize,
 ) -> RnnStepOut {
     let hd = spec.hidden;
@@ -55,7 +65,7 @@ fn step(
     for b in 0..batch {
         let hp = &h_prev[b * hd..(b + 1) * hd];
         for n in 0..hd {
-            let mut acc = gx_t[b * hd + n];
+            let mut acc = gx_t[b * hd + n] + bias_hh[n];
             for k in 0..hd {
                 acc += hp[k] * weight_hh[n * hd + k];
             }
@@ -127,16 +137,9 @@ pub(crate) fn forward_sequence(
     steps: usize,
     batch: usize,
     input: usize,
-) -> Trace {
+) -> Result<Trace> {
     let bh = batch * spec.hidden;
-    let gx = input_projection(
-        x,
-        &w.weight_ih,
-        &w.bias_ih,
-        &w.bias_hh,
-        steps * batch,
-        input,
-    );
+    let gx = input_projection(x, &w.weight_ih, &w.bias_ih, steps * batch, input)?;
     let mut tr = Trace {
         y: Vec::with_capacity(steps * bh),
         h_n: h0.to_vec(),
@@ -154,6 +157,7 @@ pub(crate) fn forward_sequence(
             &gx[t * bh..(t + 1) * bh],
             &tr.h_n,
             &w.weight_hh,
+            &w.bias_hh,
             batch,
         );
         tr.y.extend_from_slice(&out.h);
@@ -161,7 +165,7 @@ pub(crate) fn forward_sequence(
         tr.pre.extend_from_slice(&out.pre);
         tr.h_n = out.h;
     }
-    tr
+    Ok(tr)
 }
 
 /// [`super::backward`] for an RNN (arguments validated there).

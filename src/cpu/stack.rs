@@ -23,9 +23,10 @@
 
 use crate::config::{CellKind, Direction, Layout, RnnConfig};
 use crate::error::{Error, Result};
+use crate::validate::{check_lengths, check_steps_batch};
 use crate::weights::Weights;
 
-use super::cell::{CellGrads, RefWeights, Trace, backward, check, check_steps_batch, forward};
+use super::cell::{CellGrads, RefWeights, Trace, backward, check, forward};
 
 /// Everything [`stack_forward`] (or a training forward: [`stack_forward_train`],
 /// [`stack_forward_with_masks`]) computed: the outputs, and what [`stack_backward`] needs,
@@ -214,7 +215,7 @@ fn forward_impl(
         let mut out = vec![0.0; steps * batch * dirs * s];
         for dir in 0..dirs {
             let k = layer * dirs + dir;
-            let rw = RefWeights::new(&lc, w.layer(layer, dir));
+            let rw = RefWeights::new(&lc, w.layer(layer, dir)?);
             let mut dir_traces = Vec::new();
             for run in shape.runs(cfg.direction(), dir) {
                 let (nt, nb) = (run.times.len(), run.rows.len());
@@ -320,7 +321,7 @@ pub fn stack_backward(
         let mut d_in = vec![0.0; steps * batch * width];
         for dir in 0..dirs {
             let k = layer * dirs + dir;
-            let rw = RefWeights::new(&lc, w.layer(layer, dir));
+            let rw = RefWeights::new(&lc, w.layer(layer, dir)?);
             let runs = shape.runs(cfg.direction(), dir);
             if trace.traces[k].len() != runs.len() {
                 return Err(Error::ShapeMismatch {
@@ -422,34 +423,6 @@ impl CellGrads {
             add(a, b);
         }
     }
-}
-
-/// Lengths, when given, must have one entry per batch row, each in `1..=T`. The GPU path
-/// (`gpu::Rnn::plan`) validates with this same function.
-pub(crate) fn check_lengths(lengths: Option<&[usize]>, steps: usize, batch: usize) -> Result<()> {
-    let Some(lengths) = lengths else {
-        return Ok(());
-    };
-    if lengths.len() != batch {
-        return Err(Error::ShapeMismatch {
-            name: "lengths".into(),
-            expected: vec![batch],
-            got: vec![lengths.len()],
-        });
-    }
-    for (b, &len) in lengths.iter().enumerate() {
-        if len == 0 {
-            return Err(Error::ZeroSize("lengths[b] (a sequence length)"));
-        }
-        if len > steps {
-            return Err(Error::ShapeMismatch {
-                name: format!("lengths[{b}] (at most T)"),
-                expected: vec![steps],
-                got: vec![len],
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The validated batch geometry shared by forward and backward.

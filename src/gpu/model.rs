@@ -84,14 +84,14 @@ impl<'a> LayerView<'a> {
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
         let (bias_ih, bias_hh) = match self.bias {
             Some(b) => {
-                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h);
+                let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h)?;
                 (Some(bi), Some(bh))
             }
             None => (None, None),
         };
         Ok(LayerWeights {
-            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i),
-            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size()),
+            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i)?,
+            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size())?,
             bias_ih,
             bias_hh,
             weight_hr: match self.w_hr {
@@ -252,7 +252,7 @@ impl Rnn {
                 lim.fits_binding(&format!("packed `{name}`"), words as u64 * 4)?;
             }
             for d in 0..dirs {
-                let w = weights.layer(l, d);
+                let w = weights.layer(l, d)?;
                 let packed = ctx.scoped("Rnn::new", || pack_layer(ctx, &lcfg, w))?;
                 layers.push(packed.versioned(&version));
             }
@@ -292,7 +292,7 @@ impl Rnn {
         let dirs = cfg.num_directions();
         for (j, packed) in self.inner.layers.iter().enumerate() {
             let lcfg = &self.inner.layer_cfgs[j / dirs];
-            let host = host_packed(lcfg, weights.layer(j / dirs, j % dirs));
+            let host = host_packed(lcfg, weights.layer(j / dirs, j % dirs)?)?;
             for (t, data) in packed.view().tensors().into_iter().zip(host) {
                 ctx.queue()
                     .write_buffer(t.buffer(), 0, bytemuck::cast_slice(&data));
@@ -451,7 +451,7 @@ impl PackedLayer {
 
 /// One layer-direction's PyTorch-layout weights packed for the GPU, in the order of
 /// [`LayerView::tensors`].
-fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Vec<Vec<f32>> {
+fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Result<Vec<Vec<f32>>> {
     let (g, h, i, st) = (
         cfg.gate_count(),
         cfg.hidden_size(),
@@ -459,11 +459,11 @@ fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Vec<Vec<f32>> {
         cfg.state_size(),
     );
     let mut v = vec![
-        pack_gate_interleaved(&w.weight_ih, g, h, i),
-        pack_gate_interleaved(&w.weight_hh, g, h, st),
+        pack_gate_interleaved(&w.weight_ih, g, h, i)?,
+        pack_gate_interleaved(&w.weight_hh, g, h, st)?,
     ];
     if let (Some(bi), Some(bh)) = (&w.bias_ih, &w.bias_hh) {
-        v.push(pack_biases(bi, bh, g, h));
+        v.push(pack_biases(bi, bh, g, h)?);
     }
     if let (Some(wr), Some(p)) = (&w.weight_hr, cfg.proj_size()) {
         // PyTorch's [P, H] transposed to [H, P]: h = h_raw · W_hr^T is a plain GEMM.
@@ -472,7 +472,7 @@ fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Vec<Vec<f32>> {
     if let Some(p) = &w.peephole {
         v.push(p.clone());
     }
-    v
+    Ok(v)
 }
 
 /// Pack and upload one layer-direction's PyTorch-layout weights.
@@ -483,7 +483,7 @@ fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<Packed
         cfg.input_size(),
         cfg.state_size(),
     );
-    let mut host = host_packed(cfg, w).into_iter();
+    let mut host = host_packed(cfg, w)?.into_iter();
     let mut next = |shape: &[usize]| -> Result<GpuTensor> {
         let data = host
             .next()
@@ -520,10 +520,14 @@ pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Split a packed `[2, H*G]` bias buffer into PyTorch-layout `b_ih`, `b_hh`.
-pub(crate) fn unpack_biases(packed: &[f32], gates: usize, hidden: usize) -> (Vec<f32>, Vec<f32>) {
-    let (bi, bh) = packed.split_at(gates * hidden);
-    (
-        unpack_gate_interleaved(bi, gates, hidden, 1),
-        unpack_gate_interleaved(bh, gates, hidden, 1),
-    )
+pub(crate) fn unpack_biases(
+    packed: &[f32],
+    gates: usize,
+    hidden: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (bi, bh) = packed.split_at(packed.len() / 2);
+    Ok((
+        unpack_gate_interleaved(bi, gates, hidden, 1)?,
+        unpack_gate_interleaved(bh, gates, hidden, 1)?,
+    ))
 }

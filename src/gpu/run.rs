@@ -212,7 +212,7 @@ impl Rnn {
         t: usize,
         b: usize,
     ) -> Result<&'w wgpu::Buffer> {
-        crate::cpu::check_lengths(lengths, t, b)?;
+        crate::validate::check_lengths(lengths, t, b)?;
         Ok(match lengths {
             Some(l) => {
                 let v: Vec<f32> = l.iter().map(|&n| n as f32).collect();

@@ -6,7 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnn_wgpu::cpu::{self, to_f64};
 use rnn_wgpu::{
-    Context, Direction, Error, GpuTensor, Grads, Nonlinearity, Result, Rnn, RnnConfig, Weights,
+    Context, Direction, Error, GpuTensor, GradMode, Grads, Nonlinearity, Result, Rnn, RnnConfig,
+    RunOptions, Weights,
 };
 
 use crate::suite::{Cell, Row};
@@ -179,8 +180,24 @@ pub fn run_train(
     let dy_gpu = GpuTensor::upload(ctx, &dy, &[t, b, out_w])?;
     ctx.wait()?;
 
+    // Outputs and gradients made once; each step records forward_train and backward into one
+    // encoder: one submission.
+    let out = rnn.alloc_output(t, b)?;
+    let grads = rnn.alloc_grads(t, b)?;
     let (samples_ms, submissions) = time_passes(ctx, s, progress, || {
-        train_step(&rnn, &x_gpu, &dy_gpu)?;
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let opts = RunOptions::default();
+        let tape = rnn.record_forward_train(&mut enc, &x_gpu, None, &opts, &out)?;
+        rnn.record_backward(
+            &mut enc,
+            &tape,
+            Some(&dy_gpu),
+            None,
+            None,
+            &grads,
+            GradMode::Overwrite,
+        )?;
+        ctx.submit(enc.finish())?;
         Ok(())
     })?;
 

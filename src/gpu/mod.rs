@@ -23,6 +23,7 @@ mod run;
 mod session;
 mod shaders;
 pub mod tensor;
+mod train;
 mod uniforms;
 mod workspace;
 

@@ -241,7 +241,7 @@ fn a_buffer_over_the_device_limit_is_refused_before_any_gpu_work() {
         max_buffer_size: 1 << 20,
         ..wgpu::Limits::default()
     };
-    match Plan::new(&cfg, 1 << 14, 1, PlanMode::Inference, &limits) {
+    match Plan::new(&cfg, 1 << 14, 1, PlanMode::Inference, false, &limits) {
         Err(Error::LimitExceeded { limit, what, .. }) => {
             assert_eq!(limit, "max_buffer_size");
             assert!(what.contains("uniform slots"), "{what}");
@@ -288,11 +288,14 @@ fn a_buffer_of_another_device_is_a_typed_error() {
 fn a_plan_is_pure_and_prints_every_dispatch_of_a_step() {
     let cfg = RnnConfig::lstm(16, 32).num_layers(2).build().unwrap();
     let limits = wgpu::Limits::default();
-    let plan = Plan::new(&cfg, 10, 4, PlanMode::Training, &limits).unwrap();
+    let plan = Plan::new(&cfg, 10, 4, PlanMode::Training, false, &limits).unwrap();
     assert_eq!(plan.steps(), 10);
     assert_eq!(plan.chunk_steps(), 10);
-    // Per layer: one input projection, 10 steps, the h_n gather.
-    assert_eq!(plan.forward_dispatches(), 2 * (1 + 10 + 1));
+    // Per layer: one input projection and 10 steps (without per-row lengths h_n is a copy of
+    // the last step; with them, one gather per layer-direction).
+    assert_eq!(plan.forward_dispatches(), 2 * (1 + 10));
+    let with_lengths = Plan::new(&cfg, 10, 4, PlanMode::Inference, true, &limits).unwrap();
+    assert_eq!(with_lengths.forward_dispatches(), 2 * (1 + 10 + 1));
     assert!(plan.backward_dispatches() > 2 * 10);
     let text = plan.to_string();
     for needle in [
@@ -310,7 +313,7 @@ fn a_plan_is_pure_and_prints_every_dispatch_of_a_step() {
     }
     // Shapes are validated on the CPU.
     assert!(matches!(
-        Plan::new(&cfg, 0, 4, PlanMode::Inference, &limits),
+        Plan::new(&cfg, 0, 4, PlanMode::Inference, false, &limits),
         Err(Error::ZeroSize(_))
     ));
 }

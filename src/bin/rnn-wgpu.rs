@@ -119,6 +119,11 @@ struct Args {
     /// SVG chart output [default: as --json, with .svg].
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Print each row's plan (every dispatch of one step, per-kernel totals of the pass:
+    /// workgroups, threads, workgroup memory, global bytes) instead of timing it. Uses the best
+    /// adapter's limits, or WebGPU's default limits when there is none.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +154,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    if args.plan {
+        return print_plans(&suite.rows);
+    }
     let ctx = match Context::new() {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -263,7 +271,7 @@ fn main() -> ExitCode {
     );
     println!(
         "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
-         backward + wait; stream: T session steps, each step + download of y_t); us/step \
+         backward + wait; stream: T session steps submitted back to back, then one wait, the y_t left on the GPU); us/step \
          (stream rows): median over reps of the mean step latency, ms * 1000 / T; GFLOP/s: \
          forward FLOPs / ms, 3x that for train, with forward FLOPs summed over layers and \
          directions, sum_l D*2*G*B*H*(I_l+H)*T (one layer: lstm 8*B*H*(I+H)*T, gru \
@@ -294,6 +302,43 @@ fn main() -> ExitCode {
 }
 
 /// Measure one row, turning a skip or an error into a table row.
+/// `--plan`: each row's plan, no GPU work.
+fn print_plans(rows: &[Row]) -> ExitCode {
+    let (limits, whose) = match Context::new() {
+        Ok(ctx) => (ctx.limits().clone(), ctx.describe()),
+        Err(_) => (wgpu::Limits::default(), "WebGPU default limits".to_string()),
+    };
+    println!("plans against the limits of {whose}\n");
+    for row in rows {
+        let (steps, mode) = match row.mode {
+            Mode::Inference => (row.steps, rnn_wgpu::PlanMode::Inference),
+            Mode::Train => (row.steps, rnn_wgpu::PlanMode::Training),
+            // A session step is a one-step inference pass.
+            Mode::Stream => (1, rnn_wgpu::PlanMode::Inference),
+        };
+        println!(
+            "== {} L={} {} H={} B={} T={} {}",
+            row.cell.as_str(),
+            row.layers,
+            if row.bidirectional { "bi" } else { "fwd" },
+            row.hidden,
+            row.batch,
+            row.steps,
+            row.mode.as_str()
+        );
+        match measure::config(row)
+            .and_then(|cfg| rnn_wgpu::Plan::new(&cfg, steps, row.batch, mode, false, &limits))
+        {
+            Ok(plan) => println!("{plan}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn run_row(
     ctx: &Context,
     row: &Row,

@@ -96,6 +96,8 @@ pub(crate) struct Dispatch {
     /// Global memory it must read and write at least, in bytes (the plan's traffic model).
     pub reads: u64,
     pub writes: u64,
+    /// The timestep of a recurrent step's dispatch (`None` for the others).
+    pub step: Option<usize>,
     /// A dropout dispatch `(layer, p)`, whose uniforms change on every call (the mask's key).
     pub dropout: Option<(usize, f32)>,
 }

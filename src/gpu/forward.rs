@@ -170,21 +170,26 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
                     "frame output into the layer output",
                 ));
             }
-            b.push(rearrange(
-                View::seq(job.y, bt, st),
-                View {
-                    buf: h_n,
-                    step: 0,
-                    row: st,
-                    offset: job.j * bt * st,
-                },
-                lengths,
-                TimeMap::Last,
-                (1, bt, st),
-                false,
-                max_x,
-                "h_n from each row's last step",
-            ));
+            if b.lengths {
+                b.push(rearrange(
+                    View::seq(job.y, bt, st),
+                    View {
+                        buf: h_n,
+                        step: 0,
+                        row: st,
+                        offset: job.j * bt * st,
+                    },
+                    lengths,
+                    TimeMap::Last,
+                    (1, bt, st),
+                    false,
+                    max_x,
+                    "h_n from each row's last step",
+                ));
+            } else {
+                // Every row runs all T steps: h_n is the frame's last step.
+                b.copy(job.y, (t - 1) * bt * st, h_n, job.j * bt * st, bt * st);
+            }
         }
         if dropout_here {
             let n = t * bt * dirs * st;

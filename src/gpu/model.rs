@@ -370,24 +370,38 @@ impl Rnn {
         self.inner.cfg.num_directions()
     }
 
-    /// The plan of a pass over `steps` x `batch` (validated against this device's limits, no
+    /// The plan of a pass over `steps` x `batch`, with per-row lengths when `variable_lengths`
+    /// (validated against this device's limits, no
     /// GPU work). Print it to see every dispatch.
     ///
     /// Errors: [`Error::ZeroSize`], [`Error::LimitExceeded`].
-    pub fn plan(&self, steps: usize, batch: usize, mode: PlanMode) -> Result<Plan> {
+    pub fn plan(
+        &self,
+        steps: usize,
+        batch: usize,
+        mode: PlanMode,
+        variable_lengths: bool,
+    ) -> Result<Plan> {
         Plan::build(
             &self.inner.cfg,
             &self.inner.layer_cfgs,
-            self.plan_key(steps, batch, mode),
+            self.plan_key(steps, batch, mode, variable_lengths),
             PlanLimits::of(self.inner.ctx.limits()),
         )
     }
 
-    pub(crate) fn plan_key(&self, steps: usize, batch: usize, mode: PlanMode) -> PlanKey {
+    pub(crate) fn plan_key(
+        &self,
+        steps: usize,
+        batch: usize,
+        mode: PlanMode,
+        lengths: bool,
+    ) -> PlanKey {
         PlanKey {
             steps,
             batch,
             mode,
+            lengths,
             chunk_cap: self.max_chunk_steps,
         }
     }

@@ -35,6 +35,9 @@ pub(crate) struct PlanKey {
     pub steps: usize,
     pub batch: usize,
     pub mode: PlanMode,
+    /// Rows may end before `T` (per-row lengths): `h_n` is then gathered from each row's last
+    /// step instead of copied from step `T - 1`.
+    pub lengths: bool,
     /// The model's cap on time-chunk length ([`crate::Rnn::with_max_chunk_steps`]).
     pub chunk_cap: Option<usize>,
 }
@@ -137,6 +140,8 @@ pub(crate) struct Builder<'a> {
     pub batch: usize,
     pub chunk: usize,
     pub limits: PlanLimits,
+    /// Rows may end before `T`.
+    pub lengths: bool,
     pub buffers: Vec<BufferSpec>,
     pub ops: Vec<Op>,
 }
@@ -196,7 +201,8 @@ pub(crate) fn io_shape(cfg: &RnnConfig, t: usize, b: usize, features: usize) -> 
 }
 
 impl Plan {
-    /// The plan of a pass of a `cfg` model over `steps` x `batch` on a device with `limits`:
+    /// The plan of a pass of a `cfg` model over `steps` x `batch` (with per-row lengths when
+    /// `variable_lengths`) on a device with `limits`:
     /// pure CPU work, no GPU needed (pass `wgpu::Limits::default()` to judge a design against
     /// WebGPU's defaults, or another device's limits). [`crate::Rnn::plan`] does the same for
     /// a model's own device.
@@ -207,6 +213,7 @@ impl Plan {
         steps: usize,
         batch: usize,
         mode: PlanMode,
+        variable_lengths: bool,
         limits: &wgpu::Limits,
     ) -> Result<Plan> {
         let layer_cfgs: Vec<RnnConfig> =
@@ -215,6 +222,7 @@ impl Plan {
             steps,
             batch,
             mode,
+            lengths: variable_lengths,
             chunk_cap: None,
         };
         Plan::build(cfg, &layer_cfgs, key, PlanLimits::of(limits))
@@ -235,6 +243,7 @@ impl Plan {
             batch: key.batch,
             chunk,
             limits,
+            lengths: key.lengths,
             buffers: Vec::new(),
             ops: Vec::new(),
         };
@@ -478,25 +487,24 @@ impl fmt::Display for Plan {
             let Some(ops) = ops else { continue };
             writeln!(
                 f,
-                "{name}: first dispatches (through the first recurrent step):"
+                "{name}: every dispatch but those of the recurrent steps after the first:"
             )?;
             writeln!(
                 f,
                 "  {:<18} {:>16} {:>7} {:>8} {:>12} {:>12}  what",
                 "kernel", "grid", "threads", "wg bytes", "reads B", "writes B"
             )?;
-            let mut seen_step = false;
+            let first_step = ops.iter().find_map(|op| match op {
+                Op::Dispatch(d) => d.step,
+                _ => None,
+            });
+            let mut elided = 0;
             for op in ops {
                 let Op::Dispatch(d) = op else { continue };
-                let step = matches!(
-                    d.kernel,
-                    crate::gpu::shaders::Kernel::RnnStep
-                        | crate::gpu::shaders::Kernel::RnnStepBackward
-                );
-                if seen_step && !step {
-                    break;
+                if d.step.is_some() && d.step != first_step {
+                    elided += 1;
+                    continue;
                 }
-                seen_step |= step;
                 let (threads, shared) = kernel_geometry(d.kernel);
                 writeln!(
                     f,
@@ -509,6 +517,9 @@ impl fmt::Display for Plan {
                     d.writes,
                     d.what
                 )?;
+            }
+            if elided > 0 {
+                writeln!(f, "  ... and {elided} dispatches of the other steps")?;
             }
             let mut totals: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
             let mut copies = (0u64, 0u64);

@@ -59,7 +59,7 @@ impl Rnn {
             cfg.state_size(),
             cfg.input_size(),
         );
-        let plan = self.plan(1, batch, PlanMode::Inference)?;
+        let plan = self.plan(1, batch, PlanMode::Inference, false)?;
         Ok(Session {
             rnn: self.clone(),
             batch,

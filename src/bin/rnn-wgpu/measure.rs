@@ -257,6 +257,10 @@ pub fn run_stream(
         submissions = submissions.max(pass.max_submissions);
         last = Some(pass);
     }
+    let round_trip = step_round_trip_us(ctx, &rnn, &xs)?;
+    progress(&format!(
+        "round trip of one step with its y_t read back at once: {round_trip:.1} us"
+    ));
 
     let check = match (s.check_rows, last.and_then(|p| p.out)) {
         (Some(rows), Some(gpu)) => Some(check_outputs(
@@ -274,30 +278,36 @@ pub fn run_stream(
 
 /// One timed sequence of a stream row.
 struct StreamPass {
-    /// Wall time of the `T` steps, each `step` + download of `y_t`.
+    /// Wall time of the `T` steps: each `step` submitted as its input is ready, then one wait
+    /// for the GPU to finish them (the outputs stay on the GPU, as a server's would until it
+    /// reads them).
     ms: f64,
     /// The most submissions one `step` made.
     max_submissions: u64,
-    /// `y [T, B, H]` of the steps and the session's final state, when asked for.
+    /// `y [T, B, H]` of the steps and the session's final state, when asked for (downloaded
+    /// after the timer).
     out: Option<HostOut>,
 }
 
-/// Step a fresh session through `xs` (each `[B, I]`), downloading every `y_t`.
+/// Step a fresh session through `xs` (each `[B, I]`).
 fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result<StreamPass> {
     let batch = xs.first().map_or(1, |x| x.shape()[0]);
     let mut session = rnn.session(batch)?;
-    let mut y = Vec::with_capacity(xs.iter().map(GpuTensor::numel).sum());
+    let mut ys = Vec::with_capacity(xs.len());
     let mut max_submissions = 0;
     let start = Instant::now();
     for x_t in xs {
         let before = ctx.submission_count();
-        let y_t = session.step(x_t)?;
+        ys.push(session.step(x_t)?);
         max_submissions = max_submissions.max(ctx.submission_count() - before);
-        // Blocks until the step is done and its output is on the host.
-        y.extend(y_t.download(ctx)?);
     }
+    ctx.wait()?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let out = if keep {
+        let mut y = Vec::with_capacity(xs.iter().map(GpuTensor::numel).sum());
+        for y_t in &ys {
+            y.extend(y_t.download(ctx)?);
+        }
         let state = session.state();
         Some(HostOut {
             y,
@@ -312,6 +322,21 @@ fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result
         max_submissions,
         out,
     })
+}
+
+/// The round-trip latency of one session step whose output the host reads at once (step,
+/// then download `y_t`, which waits), in microseconds: the median over `T` steps of a fresh
+/// session.
+pub fn step_round_trip_us(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor]) -> Result<f64> {
+    let batch = xs.first().map_or(1, |x| x.shape()[0]);
+    let mut session = rnn.session(batch)?;
+    let mut us = Vec::with_capacity(xs.len());
+    for x_t in xs {
+        let start = Instant::now();
+        session.step(x_t)?.download(ctx)?;
+        us.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(&us))
 }
 
 /// One training step on the GPU: `forward_train`, then `backward` from `dy` alone.

@@ -37,6 +37,7 @@ pub(crate) fn column_sum(
         what: format!("column_sum {what} ({m} x {n})"),
         reads: bytes(m * n),
         writes: bytes(n),
+        step: None,
         dropout: None,
     })
 }

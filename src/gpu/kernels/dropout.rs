@@ -53,6 +53,7 @@ pub(crate) fn dropout(buf: Buf, numel: usize, layer: usize, p: f32, max_x: u32) 
         what: format!("dropout after layer {layer} ({numel} elements, p = {p})"),
         reads: bytes(numel),
         writes: bytes(numel),
+        step: None,
         dropout: Some((layer, p)),
     })
 }

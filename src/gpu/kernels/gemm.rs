@@ -100,6 +100,7 @@ impl Gemm {
             what: format!("{what}: ({m} x {k}) · ({k} x {n})"),
             reads: bytes(m * k + k * n + if self.accumulate { m * n } else { 0 }),
             writes: bytes(m * n),
+            step: None,
             dropout: None,
         }))
     }

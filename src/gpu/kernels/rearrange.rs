@@ -92,6 +92,7 @@ pub(crate) fn rearrange(
         what: format!("rearrange {what} ({steps} x {batch} x {features}, {map:?})"),
         reads: bytes(n + batch + if accumulate { n } else { 0 }),
         writes: bytes(n),
+        step: None,
         dropout: None,
     })
 }

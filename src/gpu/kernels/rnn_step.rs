@@ -197,6 +197,7 @@ pub(crate) fn rnn_step(
         ),
         reads: bytes(st * g * h + batch * g * h + batch * st),
         writes: bytes(batch * h + saved),
+        step: Some(params.t_global as usize),
         dropout: None,
     })
 }

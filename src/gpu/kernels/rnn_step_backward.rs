@@ -86,6 +86,7 @@ pub(crate) fn rnn_step_backward(
         ),
         reads: bytes(st * g * h + batch * g * h * 2 + batch * h * 2),
         writes: bytes(batch * g * h * 2 + batch * h * 2),
+        step: Some(params.t as usize),
         dropout: None,
     })
 }

@@ -32,7 +32,9 @@
 //
 // Bindings (group 0):
 //   0 uniform  p        StepParams (dynamic offset: one entry per timestep)
-//   1 read     gx       (Tc, B, H, G)     this chunk's input projection, b_ih included
+//   1 read     gx       (Tc, B, H, G)     this chunk's input projection, b_ih included;
+//                       FUSED_INPUT: W_ih^T (I, H, G) instead, and x_t (B, I) sits in
+//                       binding 3 at p.x_at
 //   2 read     w_hh     (S, H, G)         W_hh^T: row k, unit j, gate g (S = P or H)
 //   3 read     h_carry  (B, H), then the peepholes (3, H) = p_i | p_f | p_o when PEEPHOLE,
 //                       then the row lengths (B, f32) at p.len_at;
@@ -61,6 +63,11 @@ override HAS_BIAS: bool = true;
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
 override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
 override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
+// A one-step pass (a streaming session step): the step computes its own input projection
+// x_t · W_ih^T + b_ih instead of reading a GEMM's, in the GEMM's exact arithmetic (one fma
+// chain over k = 0..I-1 from zero, then + b_ih), so the result is bit-identical to the
+// batched path and a session step needs one dispatch instead of two.
+override FUSED_INPUT: bool = false;
 
 struct StepParams {
     batch: u32,
@@ -70,6 +77,9 @@ struct StepParams {
     state: u32, // S: the recurrent state's width, P with PROJ, else H
     steps: u32, // T
     len_at: u32, // where the row lengths (B, f32) sit in binding 3
+    input: u32, // I (FUSED_INPUT)
+    x_at: u32, // where x_t (B, I) sits in binding 3 (FUSED_INPUT)
+    _pad0: u32,
     _pad1: u32,
 }
 
@@ -199,9 +209,23 @@ fn main(
             continue;
         }
         let gh = acc[r] + b_hh;
-        let gx_at = (p.t_local * B + b) * n_all + j * G;
-        for (var g = 0u; g < G; g++) {
-            gx_t[g] = gx[gx_at + g];
+        if (FUSED_INPUT) {
+            let x_row = p.x_at + b * p.input;
+            for (var g = 0u; g < G; g++) {
+                var a = 0.0;
+                for (var k = 0u; k < p.input; k++) {
+                    a = fma(h_carry[x_row + k], gx[k * n_all + j * G + g], a);
+                }
+                if (HAS_BIAS) {
+                    a += bias[j * G + g];
+                }
+                gx_t[g] = a;
+            }
+        } else {
+            let gx_at = (p.t_local * B + b) * n_all + j * G;
+            for (var g = 0u; g < G; g++) {
+                gx_t[g] = gx[gx_at + g];
+            }
         }
         let idx = b * H + j;
         var h = 0.0;

@@ -463,3 +463,41 @@ fn bad_lengths_are_typed_errors() {
         );
     }
 }
+
+#[test]
+fn one_step_passes_match_the_cpu_reference() {
+    let Some(ctx) = ctx() else { return };
+    // T = 1 takes its own path: the step fuses its input projection (no GEMM), and a
+    // batch-first [B, 1, I] tensor is used as the seq-major [1, B, I] it equals.
+    let configs = [
+        (
+            "lstm l2 batch-first",
+            RnnConfig::lstm(3, 7)
+                .num_layers(2)
+                .layout(Layout::BatchFirst),
+        ),
+        (
+            "gru bi batch-first",
+            RnnConfig::gru(4, 5)
+                .direction(Direction::Bidirectional)
+                .layout(Layout::BatchFirst),
+        ),
+        (
+            "gru reset-before",
+            RnnConfig::gru(3, 6).linear_before_reset(false),
+        ),
+        (
+            "lstm proj peepholes",
+            RnnConfig::lstm(5, 8).proj_size(3).peepholes(true),
+        ),
+        (
+            "rnn no bias",
+            RnnConfig::rnn(2, 9, rnn_wgpu::Nonlinearity::Tanh).bias(false),
+        ),
+    ];
+    for (name, builder) in configs {
+        let cfg = builder.build().unwrap();
+        check_against_cpu(ctx, name, &cfg, 1, 3, None, None);
+        check_against_cpu(ctx, name, &cfg, 1, 3, Some(&[1, 1, 1]), None);
+    }
+}

@@ -88,13 +88,27 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
     let with_dropout = train && cfg.dropout() > 0.0 && layers > 1;
     let max_x = b.limits.max_groups;
 
-    let x_in = b.buffer("x", t * bt * i);
-    b.load(Io::X, 0, x_in, 0, t * bt * i);
+    // A one-step inference pass whose first layer reads its input as is (one forward
+    // direction) copies the caller's x straight into the step's operand (see `prepare`).
+    let x_in = match t == 1 && !train && dirs == 1 && !reversed(cfg, 0) {
+        true => Buf::Io(Io::X),
+        false => {
+            let x_in = b.buffer("x", t * bt * i);
+            b.load(Io::X, 0, x_in, 0, t * bt * i);
+            x_in
+        }
+    };
+    // Lengths a call may change are copied in; when every row runs T steps they are constants
+    // of the workspace.
     let lengths = b.buffer("lengths", bt);
-    b.load(Io::Lengths, 0, lengths, 0, bt);
+    match b.lengths {
+        true => b.load(Io::Lengths, 0, lengths, 0, bt),
+        false => b.init(lengths, 0, b.all_steps()),
+    }
     let y_out = b.buffer("y", t * bt * dirs * st);
-    let h_n = b.buffer("h_n", layers * dirs * bt * st);
-    let c_n = lstm.then(|| b.buffer("c_n", layers * dirs * bt * h));
+    // With per-row lengths h_n is gathered here; without, each frame's last step goes straight
+    // to the caller's h_n, and each cell state straight to the caller's c_n.
+    let h_n = b.lengths.then(|| b.buffer("h_n", layers * dirs * bt * st));
 
     let mut tapes = Vec::new();
     let mut layer_in = x_in;
@@ -117,10 +131,12 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
         };
         // A frame may be the layer's own input or output when no move is needed. The output
         // of a layer with dropout is dropped in place, so its frame stays apart.
-        let direct_out = dirs == 1 && !reversed(cfg, 0) && (!last || seq_major) && !dropout_here;
+        let direct_out =
+            dirs == 1 && !reversed(cfg, 0) && (!last || seq_major || t == 1) && !dropout_here;
         let mut jobs = Vec::with_capacity(dirs);
         for d in 0..dirs {
-            let direct_in = !reversed(cfg, d) && (l > 0 || seq_major);
+            // One step in batch-first layout, [B, 1, I], is laid out as [1, B, I].
+            let direct_in = !reversed(cfg, d) && (l > 0 || seq_major || t == 1);
             let x = match direct_in {
                 true => layer_in,
                 false => {
@@ -170,7 +186,7 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
                     "frame output into the layer output",
                 ));
             }
-            if b.lengths {
+            if let Some(h_n) = h_n {
                 b.push(rearrange(
                     View::seq(job.y, bt, st),
                     View {
@@ -188,26 +204,26 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
                 ));
             } else {
                 // Every row runs all T steps: h_n is the frame's last step.
-                b.copy(job.y, (t - 1) * bt * st, h_n, job.j * bt * st, bt * st);
+                let dst = Buf::Io(Io::HN);
+                b.copy(job.y, (t - 1) * bt * st, dst, job.j * bt * st, bt * st);
             }
         }
         if dropout_here {
             let n = t * bt * dirs * st;
             b.push(dropout(layer_out, n, l, cfg.dropout(), max_x));
         }
-        if let Some(c_n) = c_n {
+        if lstm {
             for job in &jobs {
                 let c = job.c_state.expect("LSTM");
-                b.copy(c, 0, c_n, job.j * bt * h, bt * h);
+                b.copy(c, 0, Buf::Io(Io::CN), job.j * bt * h, bt * h);
             }
         }
         tapes.extend(jobs.into_iter().filter_map(|j| j.tape));
         layer_in = layer_out;
     }
     b.store(y_out, t * bt * dirs * st, Io::Y);
-    b.store(h_n, layers * dirs * bt * st, Io::HN);
-    if let Some(c_n) = c_n {
-        b.store(c_n, layers * dirs * bt * h, Io::CN);
+    if let Some(h_n) = h_n {
+        b.store(h_n, layers * dirs * bt * st, Io::HN);
     }
     Ok(tapes)
 }
@@ -256,6 +272,9 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
             let cfg = &job.cfg;
             let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
             let j = job.j as u32;
+            if p.bindings.fused_input {
+                continue;
+            }
             // input_projection: gx = x[t0..t0+tc] · W_ih^T + b_ih (the step adds b_hh, which a
             // GRU's n gate needs inside r * (...)).
             let op = Gemm {
@@ -282,7 +301,9 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
                     state: cfg.state_size() as u32,
                     steps: t_all as u32,
                     len_at: p.len_at as u32,
-                    _pad: 0,
+                    input: cfg.input_size() as u32,
+                    x_at: p.x_at as u32,
+                    _pad: [0; 2],
                 };
                 // A GRU with the reset gate before the product needs two dispatches per step.
                 let phases: &[u32] = match cfg.gru_reset() {
@@ -329,6 +350,8 @@ struct Prepared {
     h_carry: Buf,
     h_raw: Option<Buf>,
     len_at: usize,
+    /// Where `x_t` sits in `h_carry` when the step fuses its input projection.
+    x_at: usize,
     gx: Buf,
     bindings: StepBindings,
 }
@@ -346,7 +369,15 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     // lengths.
     let state_words = if proj { (t_all + 1) * bt * st } else { bt * h };
     let len_at = state_words + peep.unwrap_or(0);
-    let h_carry = b.buffer("h_carry", len_at + bt);
+    // A one-step pass fuses its input projection into the step, which reads x_t after the
+    // lengths.
+    let fused = t_all == 1;
+    let i = cfg.input_size();
+    let x_at = len_at + bt;
+    let h_carry = b.buffer("h_carry", x_at + if fused { bt * i } else { 0 });
+    if fused {
+        b.copy(job.x, 0, h_carry, x_at, bt * i);
+    }
     b.load(Io::H0, j * bt * st, h_carry, 0, bt * st);
     if let Some(tp) = tape {
         b.load(Io::H0, j * bt * st, tp.h0, 0, bt * st);
@@ -355,14 +386,21 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     if let Some(n) = peep {
         b.copy(peephole, 0, h_carry, state_words, n);
     }
-    b.copy(lengths, 0, h_carry, len_at, bt);
+    match b.lengths {
+        true => b.copy(lengths, 0, h_carry, len_at, bt),
+        false => b.init(h_carry, len_at, b.all_steps()),
+    }
     // The tape carries the peepholes and the lengths after the saved pre-activations, where
     // the step-backward kernel reads them.
     if let Some(tp) = tape {
         if let Some(n) = peep {
             b.copy(peephole, 0, tp.pre, tp.pre_words, n);
         }
-        b.copy(lengths, 0, tp.pre, tp.pre_words + peep.unwrap_or(0), bt);
+        let at = tp.pre_words + peep.unwrap_or(0);
+        match b.lengths {
+            true => b.copy(lengths, 0, tp.pre, at, bt),
+            false => b.init(tp.pre, at, b.all_steps()),
+        }
     }
     // With a projection the step writes h_raw = o * h(c) (T, B, H) for the projection GEMM
     // (and for backward, through the tape).
@@ -388,9 +426,13 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
             _ => {}
         }
     }
-    let gx = b.buffer("gx", b.chunk * bt * g * h);
+    let gx = match fused {
+        true => Buf::Param(j as u32, ParamKind::WIh),
+        false => b.buffer("gx", b.chunk * bt * g * h),
+    };
     let bindings = StepBindings {
         gx,
+        fused_input: fused,
         w_hh: Buf::Param(j as u32, ParamKind::WHh),
         h_carry,
         bias: cfg.bias().then_some(Buf::Param(j as u32, ParamKind::Bias)),
@@ -402,6 +444,7 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
         h_carry,
         h_raw,
         len_at,
+        x_at,
         gx,
         bindings,
     }

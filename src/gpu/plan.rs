@@ -128,6 +128,9 @@ pub struct Plan {
     pub(crate) lengths_upload: Buf,
     /// `[B]` all `T`: the lengths when the caller gives none.
     pub(crate) full_lengths: Buf,
+    /// Constant contents written once when the workspace is made: `(buffer, word offset,
+    /// values)` (the lengths of a plan whose rows all run `T` steps).
+    pub(crate) inits: Vec<(Buf, usize, Vec<f32>)>,
     /// Bytes of the uniform slots of every op list together.
     pub(crate) uniform_bytes: u64,
 }
@@ -144,6 +147,7 @@ pub(crate) struct Builder<'a> {
     pub lengths: bool,
     pub buffers: Vec<BufferSpec>,
     pub ops: Vec<Op>,
+    pub inits: Vec<(Buf, usize, Vec<f32>)>,
 }
 
 impl Builder<'_> {
@@ -154,6 +158,16 @@ impl Builder<'_> {
             words: (words as u64).max(1),
         });
         Buf::Scratch(self.buffers.len() as u32 - 1)
+    }
+
+    /// Write `values` at word `at` of `buf` once, when the workspace is made.
+    pub(crate) fn init(&mut self, buf: Buf, at: usize, values: Vec<f32>) {
+        self.inits.push((buf, at, values));
+    }
+
+    /// The row lengths of a pass whose rows all run `T` steps.
+    pub(crate) fn all_steps(&self) -> Vec<f32> {
+        vec![self.steps as f32; self.batch]
     }
 
     pub(crate) fn push(&mut self, op: Op) {
@@ -246,9 +260,11 @@ impl Plan {
             lengths: key.lengths,
             buffers: Vec::new(),
             ops: Vec::new(),
+            inits: Vec::new(),
         };
         let lengths_upload = b.buffer("lengths (uploaded)", key.batch);
         let full_lengths = b.buffer("lengths (all T)", key.batch);
+        b.init(full_lengths, 0, b.all_steps());
         let train = key.mode == PlanMode::Training;
         let tapes = forward::schedule(&mut b, train)?;
         let forward = std::mem::take(&mut b.ops);
@@ -275,6 +291,7 @@ impl Plan {
             backward,
             lengths_upload,
             full_lengths,
+            inits: b.inits,
             uniform_bytes: 0,
         };
         plan.check_ops(&limits)?;

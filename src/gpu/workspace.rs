@@ -106,12 +106,16 @@ impl Workspace {
                 .iter()
                 .map(|b| ctx.create_buffer(b.name, b.words * 4, TENSOR_USAGES))
                 .collect::<Result<Vec<_>>>()?;
-            let full = vec![plan.key.steps as f32; plan.key.batch];
-            let Buf::Scratch(at) = plan.full_lengths else {
-                unreachable!("full lengths are scratch")
-            };
-            ctx.queue()
-                .write_buffer(&buffers[at as usize], 0, bytemuck::cast_slice(&full));
+            for (buf, at, values) in &plan.inits {
+                let Buf::Scratch(i) = buf else {
+                    unreachable!("only scratch buffers are initialised")
+                };
+                ctx.queue().write_buffer(
+                    &buffers[*i as usize],
+                    *at as u64 * 4,
+                    bytemuck::cast_slice(values),
+                );
+            }
             let unused = (0..3)
                 .map(|_| ctx.create_buffer("unused binding", 16, wgpu::BufferUsages::STORAGE))
                 .collect::<Result<Vec<_>>>()?;

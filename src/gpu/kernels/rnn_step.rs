@@ -22,7 +22,11 @@ pub(crate) struct StepParams {
     pub steps: u32,
     /// Element offset of the row lengths (`[B]`, f32) in the `h_carry` binding.
     pub len_at: u32,
-    pub _pad: u32,
+    /// `I`, with the input projection fused into the step.
+    pub input: u32,
+    /// Element offset of `x_t` (`[B, I]`) in the `h_carry` binding, fused.
+    pub x_at: u32,
+    pub _pad: [u32; 2],
 }
 
 /// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the
@@ -137,8 +141,10 @@ pub(crate) fn tape_slots(cfg: &RnnConfig) -> usize {
 /// What one layer-direction's steps bind (see the shader's header for shapes).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepBindings {
-    /// `(Tc, B, H, G)` this chunk's input projection, `b_ih` included.
+    /// `(Tc, B, H, G)` this chunk's input projection, `b_ih` included; fused: `W_ih^T`.
     pub gx: Buf,
+    /// The step computes its own input projection (one-step passes).
+    pub fused_input: bool,
     /// `(S, H, G)` packed `W_hh^T`.
     pub w_hh: Buf,
     /// `(B, S)` `h` before the chunk, then peepholes and lengths.
@@ -172,6 +178,7 @@ pub(crate) fn rnn_step(
         ksplit,
         ("SAVE", bufs.tape.is_some() as u8 as f64),
         ("FPHASE", phase as f64),
+        ("FUSED_INPUT", bufs.fused_input as u8 as f64),
     ]);
     let (tape, c_all) = bufs.tape.unwrap_or((Buf::Unused(1), Buf::Unused(2)));
     let saved = bufs.tape.map_or(0, |_| batch * h * (tape_slots(cfg) + 1));
@@ -195,7 +202,14 @@ pub(crate) fn rnn_step(
             "rnn_step t={} (H={h}, B={batch}, KSPLIT={}, ROWS={})",
             params.t_global, tiling.ksplit, tiling.rows
         ),
-        reads: bytes(st * g * h + batch * g * h + batch * st),
+        reads: bytes(
+            st * g * h
+                + batch * st
+                + match bufs.fused_input {
+                    true => params.input as usize * g * h + batch * params.input as usize,
+                    false => batch * g * h,
+                },
+        ),
         writes: bytes(batch * h + saved),
         step: Some(params.t_global as usize),
         dropout: None,

@@ -53,12 +53,24 @@
 //! ```
 //!
 //! Training: [`Rnn::forward_train`] returns the outputs and a [`Tape`] kept on the GPU;
-//! [`Rnn::backward`] turns upstream gradients into [`Grads`] (one submission each).
+//! [`Rnn::backward`] turns upstream gradients into [`Grads`] (one submission each). Their
+//! `record_*` twins ([`Rnn::record_forward_train`], [`Rnn::record_backward`], with
+//! [`gpu::clip`] and [`gpu::optim`]) record into one encoder: a whole training step is one
+//! submission. A tape is refused ([`Error::StaleTape`]) once the parameters have changed.
 //!
 //! The GPU-resident API is [`Rnn::forward`] (takes and returns [`GpuTensor`]s, one queue
 //! submission per call) and [`Rnn::record_forward`] (records into a caller's
 //! `wgpu::CommandEncoder`). A framework can share its device with [`Context::from_device`]
 //! and its buffers with [`GpuTensor::from_buffer`].
+//!
+//! ## The engine
+//! Data flows one way: config → weights → [`Rnn`] (packed and uploaded once) → [`Plan`] (pure
+//! CPU: every dispatch of a pass over symbolic buffers, validated against the device's limits;
+//! print it) → [`Workspace`] (every buffer, uniform slot and bind group of the plan, made once
+//! per shape and kept in a bounded per-model cache) → `record_*` (replay into an encoder) →
+//! submit. After the first call of a shape, calls create no GPU object
+//! ([`Context::allocation_counts`] counts them). GPU failures come back typed:
+//! [`Error::OutOfMemory`], [`Error::Validation`], [`Error::DeviceLost`], [`Error::Timeout`].
 //!
 //! ## How the forward pass runs
 //! 1. For each layer, one tiled GEMM computes the input projection `x · W_ihᵀ + b_ih` for all

@@ -57,7 +57,7 @@ struct ClipParams {
 ///
 /// Errors: [`Error::InvalidConfig`] if `min > max`, either bound is NaN, or a tensor appears
 /// twice; [`Error::LimitExceeded`] for a tensor beyond the device's binding or dispatch limits;
-/// [`Error::Gpu`] if wgpu reports an error.
+/// [`Error::OutOfMemory`], [`Error::Validation`] or [`Error::DeviceLost`] if wgpu reports one.
 pub fn clip_grad_value(ctx: &Context, grads: &[&GpuTensor], min: f32, max: f32) -> Result<()> {
     ctx.scoped("clip_grad_value", || {
         let mut encoder = ctx.encoder("clip_grad_value");

@@ -117,7 +117,7 @@ impl SgdOptimizer {
     /// `params` and `grads` pair up by index and must have the shapes given to
     /// [`SgdOptimizer::new`]. Errors: [`Error::ShapeMismatch`] for a wrong count or shape,
     /// [`Error::InvalidConfig`] when a gradient aliases a parameter or a tensor is listed twice,
-    /// [`Error::Gpu`] if wgpu reports an error.
+    /// [`Error::OutOfMemory`], [`Error::Validation`] or [`Error::DeviceLost`] if wgpu reports one.
     pub fn step(
         &mut self,
         ctx: &Context,

@@ -789,3 +789,37 @@ fn cpu_step_functions_refuse_wrong_lengths() {
         |a| cpu::rnn_step_backward(&rnn, &a[0], &a[1], &a[2], b).map(drop),
     );
 }
+
+#[test]
+fn gradients_of_another_model_are_typed_errors() {
+    let Some(ctx) = ctx() else { return };
+    let small = lstm(3, 4);
+    let big = RnnConfig::lstm(3, 4).num_layers(2).build().unwrap();
+    let a = Rnn::new(ctx, &small, &Weights::init(&small, 1)).unwrap();
+    let b = Rnn::new(ctx, &big, &Weights::init(&big, 1)).unwrap();
+    let x = GpuTensor::zeros(ctx, &[2, 1, 3]).unwrap();
+    let (out, tape) = b.forward_train(&x, None).unwrap();
+    let grads = b.backward(&tape, Some(&out.y), None, None).unwrap();
+    // Two layers' gradients unpacked for a one-layer model: named, not a panic.
+    assert!(matches!(
+        grads.params.to_host(&a),
+        Err(Error::ShapeMismatch { name, .. }) if name.starts_with("param grads")
+    ));
+    assert!(matches!(
+        grads.to_host(&a),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // Same layer count, other sizes.
+    let wide = lstm(3, 6);
+    let c = Rnn::new(ctx, &wide, &Weights::init(&wide, 1)).unwrap();
+    let g = rnn_wgpu::ParamGrads::zeros(&c).unwrap();
+    assert!(matches!(
+        g.to_host(&a),
+        Err(Error::ShapeMismatch { name, .. }) if name.starts_with("param grads")
+    ));
+    // And a tape of one model refused by another.
+    assert!(matches!(
+        a.backward(&tape, None, None, None),
+        Err(Error::TapeMismatch(_))
+    ));
+}

@@ -40,3 +40,17 @@ pub use run::{HostOutput, Output, RunOptions, State};
 pub use session::Session;
 pub use tensor::GpuTensor;
 pub use workspace::Workspace;
+
+// A server keeps a context, a model and its sessions in one struct and hands them to threads.
+// (On wasm32 wgpu's types are neither Send nor Sync, and there are no threads to hand them to.)
+#[cfg(not(target_arch = "wasm32"))]
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Context>();
+    send_sync::<Rnn>();
+    send_sync::<GpuTensor>();
+    send_sync::<Tape>();
+    send_sync::<Workspace>();
+    send::<Session>();
+};

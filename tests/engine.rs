@@ -412,3 +412,24 @@ fn four_threads_share_one_context_and_model_bit_identically() {
         }
     }
 }
+
+#[test]
+fn waits_are_bounded_by_the_context_timeout() {
+    let Some(ctx) = own_ctx() else { return };
+    // About a second of work on a software adapter, far more than a millisecond anywhere.
+    let cfg = RnnConfig::lstm(128, 128).build().unwrap();
+    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 13)).unwrap();
+    let x = GpuTensor::zeros(&ctx, &[400, 16, 128]).unwrap();
+    rnn.forward(&x, None).unwrap();
+    ctx.wait().unwrap();
+    ctx.set_timeout(Duration::from_micros(1));
+    let start = Instant::now();
+    rnn.forward(&x, None).unwrap();
+    let r = ctx.wait();
+    ctx.set_timeout(rnn_wgpu::gpu::DEFAULT_TIMEOUT);
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+    // The work itself finishes, and the context goes on.
+    ctx.wait().unwrap();
+    rnn.forward(&x, None).unwrap().y.download(&ctx).unwrap();
+}

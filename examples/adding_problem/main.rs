@@ -220,7 +220,8 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let readout_bind = readout.bind(&ctx, &out.h_n, &target);
     let mut g = grads.params.tensors();
     g.push(&readout.dw);
-    let allocations = ctx.allocation_counts();
+    // GPU objects the crate creates in training steps after the first (evaluation excluded).
+    let mut created = rnn_wgpu::AllocationCounts::default();
     let mut submissions_per_step = 0;
     for it in 0..args.iters {
         let (xs, ts) = batch(&mut rng, t, b);
@@ -228,6 +229,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
             .write_buffer(x.buffer(), 0, bytemuck::cast_slice(&xs));
         ctx.queue()
             .write_buffer(target.buffer(), 0, bytemuck::cast_slice(&ts));
+        let allocations = ctx.allocation_counts();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
         let tape = rnn.record_forward_train(&mut enc, &x, None, &RunOptions::default(), &out)?;
         readout.record(&mut enc, &readout_bind);
@@ -246,6 +248,11 @@ fn main() -> Result<(), rnn_wgpu::Error> {
         ctx.submit(enc.finish())?;
         submissions_per_step = ctx.submission_count() - before;
         drop(tape);
+        if it > 0 {
+            let step = ctx.allocation_counts() - allocations;
+            created.buffers += step.buffers;
+            created.bind_groups += step.bind_groups;
+        }
         if it == 0 {
             // After the first step every buffer and bind group exists.
             println!("submissions per training step: {submissions_per_step}");
@@ -276,10 +283,9 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     }
     bar.finish();
     ctx.wait()?;
-    let created = ctx.allocation_counts() - allocations;
     println!(
-        "submissions per training step: {submissions_per_step}; GPU objects created by the \
-         crate after set-up: {} buffers, {} bind groups (evaluation and downloads included)",
+        "submissions per training step: {submissions_per_step}; GPU objects the crate created \
+         in training steps after the first: {} buffers, {} bind groups",
         created.buffers, created.bind_groups
     );
     let secs = start.elapsed().as_secs_f64();

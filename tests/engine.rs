@@ -425,9 +425,24 @@ fn waits_are_bounded_by_the_context_timeout() {
     ctx.set_timeout(Duration::from_micros(1));
     let start = Instant::now();
     rnn.forward(&x, None).unwrap();
+    // wgpu's GL backend runs a submission before `submit` returns: nothing is left to wait
+    // for there, and the wait must succeed. Vulkan (llvmpipe included) runs it asynchronously.
+    let pending = !matches!(
+        ctx.device().poll(wgpu::PollType::Poll),
+        Ok(status) if status.is_queue_empty()
+    );
     let r = ctx.wait();
     ctx.set_timeout(rnn_wgpu::gpu::DEFAULT_TIMEOUT);
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    if ctx.adapter_info().backend == wgpu::Backend::Vulkan {
+        assert!(
+            pending,
+            "a second of work finished within its own submit call"
+        );
+    }
+    match pending {
+        true => assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}"),
+        false => assert!(r.is_ok(), "{r:?}"),
+    }
     assert!(start.elapsed() < Duration::from_secs(60));
     // The work itself finishes, and the context goes on.
     ctx.wait().unwrap();

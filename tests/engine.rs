@@ -448,3 +448,30 @@ fn waits_are_bounded_by_the_context_timeout() {
     ctx.wait().unwrap();
     rnn.forward(&x, None).unwrap().y.download(&ctx).unwrap();
 }
+
+#[test]
+fn pools_let_go_of_results_no_longer_held() {
+    let Some(ctx) = own_ctx() else { return };
+    let cfg = RnnConfig::gru(2, 3).build().unwrap();
+    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 14)).unwrap();
+    let x = GpuTensor::zeros(&ctx, &[2, 1, 2]).unwrap();
+    // Twenty results held at once: twenty output sets.
+    let held: Vec<_> = (0..20).map(|_| rnn.forward(&x, None).unwrap()).collect();
+    assert_eq!(rnn.pooled_results(), 20);
+    drop(held);
+    // Once they are free, the next call lets all but a few go, and steady calls reuse one.
+    rnn.forward(&x, None).unwrap();
+    assert!(
+        rnn.pooled_results() <= rnn_wgpu::gpu::POOL_KEEP,
+        "{}",
+        rnn.pooled_results()
+    );
+    let before = ctx.allocation_counts();
+    for _ in 0..10 {
+        rnn.forward(&x, None).unwrap();
+    }
+    assert_eq!(
+        ctx.allocation_counts() - before,
+        AllocationCounts::default()
+    );
+}

@@ -135,6 +135,10 @@ pub(crate) struct RnnInner {
     pub cache: Mutex<Cache>,
 }
 
+/// Entries a pool keeps once they are free again: one per thread or tape in flight is the
+/// steady state; more are let go as soon as they are free.
+pub const POOL_KEEP: usize = 4;
+
 /// A pool of `T`s handed out while nobody else holds them.
 pub(crate) struct Pool<T>(Vec<Arc<T>>);
 
@@ -152,13 +156,30 @@ impl<T> Default for Pool<T> {
 
 impl<T> Pool<T> {
     /// A pooled value nobody else holds (the clone returned holds it from now on).
-    pub(crate) fn free(&self) -> Option<Arc<T>> {
+    pub(crate) fn free(&mut self) -> Option<Arc<T>> {
+        self.trim();
         self.0.iter().find(|a| Arc::strong_count(a) == 1).cloned()
     }
 
     /// Keep `value` for later calls.
     pub(crate) fn add(&mut self, value: Arc<T>) {
         self.0.push(value);
+        self.trim();
+    }
+
+    /// Past [`POOL_KEEP`] entries, free ones are let go, so a caller who once held many
+    /// results at a time does not pin their memory for good.
+    fn trim(&mut self) {
+        let mut excess = self.0.len().saturating_sub(POOL_KEEP);
+        self.0.retain(|a| {
+            let drop = excess > 0 && Arc::strong_count(a) == 1;
+            excess -= drop as usize;
+            !drop
+        });
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// A pooled value nobody holds, or a new one from `make` (kept for later calls).
@@ -209,6 +230,14 @@ impl Cache {
     /// Shapes cached.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Pooled result sets (outputs and gradients) over every shape.
+    pub(crate) fn results(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.1.outputs.len() + e.1.grads.len())
+            .sum()
     }
 }
 
@@ -446,6 +475,11 @@ impl Rnn {
     /// Shapes in the model's workspace cache (at most [`WORKSPACE_CACHE_SHAPES`]).
     pub fn cached_shapes(&self) -> usize {
         lock(&self.inner.cache).len()
+    }
+
+    /// Result sets (outputs, gradients) the model's pools keep, over every cached shape.
+    pub fn pooled_results(&self) -> usize {
+        lock(&self.inner.cache).results()
     }
 }
 

@@ -327,7 +327,8 @@ impl Context {
 
     /// Fault injection for tests: the `n`-th buffer this context creates from now on fails
     /// with [`Error::OutOfMemory`], as if the device were full (software adapters grant
-    /// address space lazily, so a real out-of-memory error cannot be provoked on them).
+    /// address space lazily, so a real out-of-memory error cannot be provoked on them);
+    /// `n = 0` disarms it.
     #[doc(hidden)]
     pub fn fail_allocation(&self, n: u64) {
         let now = self.inner.buffers.load(Ordering::Relaxed);

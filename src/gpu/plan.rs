@@ -76,6 +76,21 @@ impl PlanLimits {
         }
     }
 
+    /// `Err` when a dispatch's grid exceeds `max_compute_workgroups_per_dimension`.
+    pub(crate) fn fits_grid(&self, d: &crate::gpu::dispatch::Dispatch) -> Result<()> {
+        for (axis, &n) in d.grid.iter().enumerate() {
+            if n > self.max_groups {
+                return Err(Error::LimitExceeded {
+                    limit: "max_compute_workgroups_per_dimension",
+                    what: format!("{} (grid axis {axis})", d.what),
+                    needed: n as u64,
+                    allowed: self.max_groups as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// `Err` when `bytes` of `what` do not fit one storage binding.
     pub(crate) fn fits_binding(&self, what: &str, bytes: u64) -> Result<()> {
         if bytes > self.max_binding {
@@ -321,16 +336,7 @@ impl Plan {
         for op in self.op_lists().flatten() {
             let Op::Dispatch(d) = op else { continue };
             slots += 1;
-            for (axis, &n) in d.grid.iter().enumerate() {
-                if n > limits.max_groups {
-                    return Err(Error::LimitExceeded {
-                        limit: "max_compute_workgroups_per_dimension",
-                        what: format!("{} (grid axis {axis})", d.what),
-                        needed: n as u64,
-                        allowed: limits.max_groups as u64,
-                    });
-                }
-            }
+            limits.fits_grid(d)?;
             let (threads, shared) = kernel_geometry(d.kernel);
             if threads > limits.max_invocations {
                 return Err(Error::LimitExceeded {

@@ -376,16 +376,7 @@ pub(crate) fn record_once(
     let limits = crate::gpu::plan::PlanLimits::of(ctx.limits());
     for op in ops {
         let Op::Dispatch(d) = op else { continue };
-        for (axis, &n) in d.grid.iter().enumerate() {
-            if n > limits.max_groups {
-                return Err(Error::LimitExceeded {
-                    limit: "max_compute_workgroups_per_dimension",
-                    what: format!("{label}: {} (grid axis {axis})", d.what),
-                    needed: n as u64,
-                    allowed: limits.max_groups as u64,
-                });
-            }
-        }
+        limits.fits_grid(d)?;
         for b in &d.bindings {
             if let Buf::Scratch(i) = b {
                 limits.fits_binding(label, tensors[*i as usize].buffer().size())?;

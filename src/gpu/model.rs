@@ -257,14 +257,7 @@ impl Rnn {
     /// `cfg`; [`Error::LimitExceeded`] when a packed weight matrix exceeds
     /// `max_storage_buffer_binding_size`.
     pub fn new(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
-        if weights.config() != cfg {
-            return Err(Error::InvalidConfig(format!(
-                "weights were made for {:?}, model configured as {:?}",
-                weights.config(),
-                cfg
-            )));
-        }
-        weights.validate()?;
+        check_weights(cfg, weights)?;
         let lim = PlanLimits::of(ctx.limits());
         let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
         let dirs = cfg.num_directions();
@@ -309,14 +302,7 @@ impl Rnn {
     /// errors of [`Weights::validate`].
     pub fn set_weights(&self, weights: &Weights) -> Result<()> {
         let cfg = &self.inner.cfg;
-        if weights.config() != cfg {
-            return Err(Error::InvalidConfig(format!(
-                "weights were made for {:?}, model configured as {:?}",
-                weights.config(),
-                cfg
-            )));
-        }
-        weights.validate()?;
+        check_weights(cfg, weights)?;
         let ctx = &self.inner.ctx;
         let dirs = cfg.num_directions();
         for (j, packed) in self.inner.layers.iter().enumerate() {
@@ -495,6 +481,18 @@ impl PackedLayer {
             peephole: self.peephole.map(tag),
         }
     }
+}
+
+/// `Err` unless `weights` were made for `cfg` and hold every tensor it needs, shaped right.
+fn check_weights(cfg: &RnnConfig, weights: &Weights) -> Result<()> {
+    if weights.config() != cfg {
+        return Err(Error::InvalidConfig(format!(
+            "weights were made for {:?}, model configured as {:?}",
+            weights.config(),
+            cfg
+        )));
+    }
+    weights.validate()
 }
 
 /// One layer-direction's PyTorch-layout weights packed for the GPU, in the order of

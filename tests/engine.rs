@@ -157,6 +157,15 @@ fn session_steps_create_nothing_after_the_first() {
         }
     });
     assert_eq!(rest, none(), "Session::step after the first call");
+    // Reading y_t back after every step reuses the context's staging buffers.
+    let (_, rest) = created_after_first(&ctx, |_| {
+        session.step(&xt).unwrap().download(&ctx).unwrap();
+    });
+    assert_eq!(
+        rest,
+        none(),
+        "Session::step + download after the first call"
+    );
     // A y_t the caller still holds is never overwritten: the next step writes another buffer.
     let held = session.step(&xt).unwrap();
     let want = held.download(&ctx).unwrap();

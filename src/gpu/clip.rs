@@ -543,7 +543,7 @@ pub(crate) fn placeholder_buffer(ctx: &Context, label: &str) -> Result<wgpu::Buf
 /// Copy the one-element `norm` into a mappable buffer within `encoder`'s submission, submit,
 /// and read it back.
 fn read_norm(ctx: &Context, mut encoder: wgpu::CommandEncoder, norm: &GpuTensor) -> Result<f32> {
-    let readback = record_readback(ctx, &mut encoder, norm.buffer(), 4, "norm readback")?;
+    let readback = record_readback(ctx, &mut encoder, norm.buffer(), 4)?;
     ctx.submit(encoder.finish())?;
-    Ok(read_back(ctx, &readback, "the norm readback")?[0])
+    Ok(read_back(ctx, readback, 4, "the norm readback")?[0])
 }

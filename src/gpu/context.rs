@@ -17,6 +17,9 @@ pub const ADAPTER_ENV: &str = "RNN_WGPU_ADAPTER";
 /// variants, and bounds what a long-lived process keeps.
 pub const PIPELINE_CACHE_CAPACITY: usize = 256;
 
+/// Free download staging buffers a context keeps for reuse.
+pub const STAGING_KEEP: usize = 8;
+
 /// How long [`Context::wait`] waits for the GPU by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -44,6 +47,8 @@ struct Inner {
     pipelines: Mutex<PipelineCache>,
     /// The clip and optimiser calls' bound resources, least recently used last.
     bound: Mutex<Vec<(BoundKey, Arc<Bound>)>>,
+    /// Free mappable staging buffers for downloads, most recently returned last.
+    staging: Mutex<Vec<wgpu::Buffer>>,
     submissions: AtomicU64,
     buffers: AtomicU64,
     uniform_buffers: AtomicU64,
@@ -272,6 +277,7 @@ impl Context {
                 limits,
                 pipelines: Mutex::new(PipelineCache::default()),
                 bound: Mutex::new(Vec::new()),
+                staging: Mutex::new(Vec::new()),
                 submissions: AtomicU64::new(0),
                 buffers: AtomicU64::new(0),
                 uniform_buffers: AtomicU64::new(0),
@@ -517,6 +523,34 @@ impl Context {
                 layout,
                 entries,
             })
+    }
+
+    /// A mappable staging buffer of at least `bytes` (at most 4x as large), from the pool when
+    /// one is free: repeated downloads of one size create no buffer.
+    pub(crate) fn take_staging(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        {
+            let mut pool = lock(&self.inner.staging);
+            let fits = |b: &wgpu::Buffer| b.size() >= bytes && b.size() <= bytes.saturating_mul(4);
+            if let Some(i) = pool.iter().rposition(fits) {
+                return Ok(pool.remove(i));
+            }
+        }
+        let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+        let size = bytes
+            .next_power_of_two()
+            .max(256)
+            .min(self.inner.limits.max_buffer_size);
+        self.create_buffer("download staging", size.max(bytes), usage)
+    }
+
+    /// Give a staging buffer (unmapped) back to the pool, which keeps the
+    /// [`STAGING_KEEP`] most recently used.
+    pub(crate) fn return_staging(&self, b: wgpu::Buffer) {
+        let mut pool = lock(&self.inner.staging);
+        pool.push(b);
+        if pool.len() > STAGING_KEEP {
+            pool.remove(0);
+        }
     }
 
     pub(crate) fn bound_cache_get(&self, key: &BoundKey) -> Option<Arc<Bound>> {

@@ -189,11 +189,11 @@ impl GpuTensor {
         }
         let staging = ctx.scoped("download", || {
             let mut enc = ctx.encoder("download");
-            let staging = record_readback(ctx, &mut enc, &self.buffer, bytes, "download")?;
+            let staging = record_readback(ctx, &mut enc, &self.buffer, bytes)?;
             ctx.submit(enc.finish())?;
             Ok(staging)
         })?;
-        read_back(ctx, &staging, "download buffer")
+        read_back(ctx, staging, bytes, "download buffer")
     }
 }
 
@@ -202,24 +202,28 @@ pub(crate) fn download_optional(ctx: &Context, t: Option<&GpuTensor>) -> Result<
     t.map(|t| t.download(ctx)).transpose()
 }
 
-/// Record a copy of the first `bytes` bytes of `src` into a new mappable buffer, so the
-/// readback travels in the same submission as the work that produced it.
+/// Record a copy of the first `bytes` bytes of `src` into a mappable staging buffer (from the
+/// context's pool), so the readback travels in the same submission as the work that produced
+/// it.
 pub(crate) fn record_readback(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     src: &wgpu::Buffer,
     bytes: u64,
-    label: &str,
 ) -> Result<wgpu::Buffer> {
-    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
-    let staging = ctx.create_buffer(label, bytes, usage)?;
+    let staging = ctx.take_staging(bytes)?;
     encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
     Ok(staging)
 }
 
-/// Wait for the queue, then map a buffer from [`record_readback`] and read it as `f32`s.
-/// `what` names the buffer in errors.
-pub(crate) fn read_back(ctx: &Context, staging: &wgpu::Buffer, what: &str) -> Result<Vec<f32>> {
+/// Wait for the queue, then map a buffer from [`record_readback`], read its first `bytes` as
+/// `f32`s and hand it back to the context's pool. `what` names the buffer in errors.
+pub(crate) fn read_back(
+    ctx: &Context,
+    staging: wgpu::Buffer,
+    bytes: u64,
+    what: &str,
+) -> Result<Vec<f32>> {
     let (tx, rx) = std::sync::mpsc::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
@@ -241,7 +245,7 @@ pub(crate) fn read_back(ctx: &Context, staging: &wgpu::Buffer, what: &str) -> Re
     }
     let data = {
         let view = staging
-            .get_mapped_range(..)
+            .get_mapped_range(..bytes)
             .map_err(|e| Error::Validation {
                 kernel: format!("reading {what}"),
                 message: e.to_string(),
@@ -249,6 +253,7 @@ pub(crate) fn read_back(ctx: &Context, staging: &wgpu::Buffer, what: &str) -> Re
         bytemuck::cast_slice::<u8, f32>(&view).to_vec()
     };
     staging.unmap();
+    ctx.return_staging(staging);
     Ok(data)
 }
 

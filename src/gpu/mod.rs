@@ -8,6 +8,7 @@
 //!
 //! `kernels/` holds one host module per shader, `dispatch.rs` the vocabulary they share.
 
+mod adapter;
 mod backward;
 pub mod clip;
 pub mod context;
@@ -27,9 +28,9 @@ mod train;
 mod uniforms;
 mod workspace;
 
+pub use adapter::{ADAPTER_ENV, ContextOptions, list_adapters};
 pub use context::{
-    ADAPTER_ENV, AllocationCounts, Context, ContextOptions, DEFAULT_TIMEOUT,
-    PIPELINE_CACHE_CAPACITY, list_adapters,
+    AllocationCounts, Context, DEFAULT_TIMEOUT, PIPELINE_CACHE_CAPACITY, STAGING_KEEP,
 };
 pub use grads::{GradMode, Grads, HostGrads, LayerGrads, ParamGrads, Tape};
 pub use kernels::dropout::apply_dropout;

@@ -102,31 +102,21 @@ pub(crate) struct Dispatch {
     pub dropout: Option<(usize, f32)>,
 }
 
+/// Copy `bytes` from byte `src_at` of `src` to byte `dst_at` of `dst` (see [`Buf::Io`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BufferCopy {
+    pub src: Buf,
+    pub src_at: u64,
+    pub dst: Buf,
+    pub dst_at: u64,
+    pub bytes: u64,
+}
+
 /// One step of a schedule.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
     Dispatch(Dispatch),
-    /// Copy `bytes` from byte `src_at` of `src` to byte `dst_at` of `dst` (see [`Buf::Io`]).
-    Copy {
-        src: Buf,
-        src_at: u64,
-        dst: Buf,
-        dst_at: u64,
-        bytes: u64,
-    },
-}
-
-impl Op {
-    /// A copy of `bytes` between the starts of two buffers.
-    pub(crate) fn copy(src: Buf, dst: Buf, bytes: u64) -> Op {
-        Op::Copy {
-            src,
-            src_at: 0,
-            dst,
-            dst_at: 0,
-            bytes,
-        }
-    }
+    Copy(BufferCopy),
 }
 
 /// Bytes of `words` f32 values.

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{Buf, BufferSpec, Io, Op, bytes, kernel_geometry};
+use crate::gpu::dispatch::{Buf, BufferCopy, BufferSpec, Io, Op, bytes, kernel_geometry};
 use crate::gpu::kernels::gemm::GEMM_TILE;
 use crate::gpu::{backward, forward};
 
@@ -196,28 +196,23 @@ impl Builder<'_> {
     /// `words` from word `at` of the caller's `io` into word `dst_at` of `dst` (zeros when the
     /// caller gave no such tensor).
     pub(crate) fn load(&mut self, io: Io, at: usize, dst: Buf, dst_at: usize, words: usize) {
-        self.push(Op::Copy {
-            src: Buf::Io(io),
-            src_at: bytes(at),
-            dst,
-            dst_at: bytes(dst_at),
-            bytes: bytes(words),
-        });
+        self.copy(Buf::Io(io), at, dst, dst_at, words);
     }
 
     /// `words` of `src` into the caller's `io` (skipped when the caller wants none).
     pub(crate) fn store(&mut self, src: Buf, words: usize, io: Io) {
-        self.push(Op::copy(src, Buf::Io(io), bytes(words)));
+        self.copy(src, 0, Buf::Io(io), 0, words);
     }
 
+    /// `n` words from word `src_at` of `src` to word `dst_at` of `dst`.
     pub(crate) fn copy(&mut self, src: Buf, src_at: usize, dst: Buf, dst_at: usize, n: usize) {
-        self.push(Op::Copy {
+        self.push(Op::Copy(BufferCopy {
             src,
             src_at: bytes(src_at),
             dst,
             dst_at: bytes(dst_at),
             bytes: bytes(n),
-        });
+        }));
     }
 }
 
@@ -555,7 +550,7 @@ impl fmt::Display for Plan {
                         e.2 += d.reads;
                         e.3 += d.writes;
                     }
-                    Op::Copy { bytes, .. } => {
+                    Op::Copy(BufferCopy { bytes, .. }) => {
                         copies.0 += 1;
                         copies.1 += bytes;
                     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::context::{CachedPipeline, Context, lock};
-use crate::gpu::dispatch::{Buf, Io, Op};
+use crate::gpu::dispatch::{Buf, BufferCopy, Io, Op};
 use crate::gpu::grads::LayerGrads;
 use crate::gpu::kernels::dropout::DropoutParams;
 use crate::gpu::model::PackedLayer;
@@ -40,13 +40,7 @@ enum Cmd {
         offset: u32,
         grid: [u32; 3],
     },
-    Copy {
-        src: Buf,
-        src_at: u64,
-        dst: Buf,
-        dst_at: u64,
-        bytes: u64,
-    },
+    Copy(BufferCopy),
 }
 
 /// A bind group and what it binds, so groups that bind the caller's gradients can be rebuilt
@@ -244,19 +238,7 @@ fn prepare(ctx: &Context, lists: &[&Vec<Op>]) -> Result<(wgpu::Buffer, Vec<Recor
                         grid: d.grid,
                     }
                 }
-                &Op::Copy {
-                    src,
-                    src_at,
-                    dst,
-                    dst_at,
-                    bytes,
-                } => Cmd::Copy {
-                    src,
-                    src_at,
-                    dst,
-                    dst_at,
-                    bytes,
-                },
+                Op::Copy(c) => Cmd::Copy(*c),
             });
         }
         recorded.push(Recorded {
@@ -335,13 +317,13 @@ fn replay<'a>(
                 p.set_bind_group(0, list.groups[*group].bind.as_ref(), &[*offset]);
                 p.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
-            &Cmd::Copy {
+            &Cmd::Copy(BufferCopy {
                 src,
                 src_at,
                 dst,
                 dst_at,
                 bytes,
-            } => {
+            }) => {
                 pass = None;
                 match (resolve(src), resolve(dst)) {
                     (Some(s), Some(d)) => {

@@ -422,7 +422,9 @@ impl Context {
         usage: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer> {
         let max = self.inner.limits.max_buffer_size;
-        if size > max {
+        // Whole 16-byte words: kernels may read any buffer as vec4s (see rnn_step.wgsl).
+        let alloc = size.max(16).next_multiple_of(16);
+        if alloc > max {
             return Err(Error::LimitExceeded {
                 limit: "max_buffer_size",
                 what: format!("buffer `{label}`"),
@@ -445,7 +447,7 @@ impl Context {
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4),
+            size: alloc,
             usage,
             mapped_at_creation: false,
         });

@@ -66,6 +66,15 @@
 // slot li and li + stride * TJ, consecutive threads on consecutive vec4s). Every order is fixed,
 // so results are bit-identical from run to run.
 
+// Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
+// from (T, B, H, S, G, I) and checks them before any GPU work. Weights are read only for
+// j < H (threads past H skip the loop) and k < S (`weights` returns zero past S), and their
+// buffer is allocated in whole vec4s. Inputs are read for k < S (`input_at`) and rows clamped
+// to B - 1; t_global < T and t_local < Tc come from the plan's uniforms. The epilogue returns
+// for j >= H and skips b >= B. `partial` is indexed by li and li + stride * TJ < 256 (stride <
+// KSPLIT). Loops are bounded by S, ROWS <= 4, KSPLIT, G <= 4 and I; no division by a runtime
+// value (the host passes nonzero B, H, S).
+
 override FPHASE: u32 = 0u; // GRU RESET_BEFORE: 1 (r, z) or 2 (n, h); else 0
 override HAS_BIAS: bool = true;
 override TJ: u32 = 16u;     // hidden units per workgroup: 4, 8 or 16

@@ -57,6 +57,15 @@
 // consecutive threads, consecutive words, no bank conflict), so results are bit-identical
 // from run to run. No workgroup memory and no barrier in the main loop.
 
+// Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
+// from (T, B, H, S, G) and checks them before any GPU work. The reduction runs only for
+// k < units (S in phase 1, else H) and reads columns n < H * G (`weights` and `grads` mask the
+// tail; the weights' buffer is allocated in whole vec4s), rows clamped to B - 1 and
+// next <= (T - 1) * B (a step t + 1 < T, or t itself in phase 4). The epilogue returns for
+// k >= units and skips b >= B; t < T comes from the plan's uniforms. `partial` is indexed by
+// li and li + stride < 256 (stride < KSPLIT, li % KSPLIT < KSPLIT - stride). Loops are bounded
+// by H * G, ROWS <= 4, KSPLIT and G; no division by a runtime value.
+
 override PHASE: u32 = 0u; // 0 fused; projection: 1 dh over the state, 2 the cell; GRU reset-before: 3, 4
 override TK: u32 = 16u;   // output units per workgroup: 1, 2, 4, 8 or 16
 override ROWS: u32 = 1u;  // batch rows per thread: 1, 2 or 4

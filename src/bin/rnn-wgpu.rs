@@ -124,6 +124,11 @@ struct Args {
     /// adapter's limits, or WebGPU's default limits when there is none.
     #[arg(long)]
     plan: bool,
+    /// Compile the kernels without wgpu's shader runtime checks (bounds clamping, loop
+    /// bounding, guarded division), to measure what they cost; see
+    /// `Context::set_unchecked_shaders`.
+    #[arg(long)]
+    unchecked_shaders: bool,
 }
 
 fn main() -> ExitCode {
@@ -164,11 +169,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    ctx.set_unchecked_shaders(args.unchecked_shaders);
     let info = ctx.adapter_info();
     let date = report::today_utc();
     println!(
-        "adapter: {} | backend: {:?} | type: {:?} | date: {date}",
-        info.name, info.backend, info.device_type
+        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {}",
+        info.name,
+        info.backend,
+        info.device_type,
+        if args.unchecked_shaders {
+            "unchecked"
+        } else {
+            "checked (wgpu default)"
+        }
     );
     println!(
         "suite: {} ({} rows), {} reps (median), {} warm-up",
@@ -228,6 +241,7 @@ fn main() -> ExitCode {
         layers,
         bidirectional: args.bidirectional,
         peak_gflops: args.peak_gflops,
+        unchecked_shaders: args.unchecked_shaders,
         note: I_EQUALS_H_NOTE,
         flops_note: FLOPS_NOTE,
         max_err_note: MAX_ERR_NOTE,

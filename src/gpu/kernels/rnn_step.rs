@@ -45,18 +45,26 @@ pub(crate) struct StepTiling {
 }
 
 impl StepTiling {
-    /// The tiling of a step over `units` outputs and `batch` rows, for a kernel whose
-    /// reduction wants at least `min_ksplit` threads per output (the backward kernel's
-    /// coalescing runs along its reduction; the forward kernel's along the units).
+    /// The tiling of a step over `units` outputs and `batch` rows whose reductions are
+    /// `reduction` long, for a kernel that wants at least `min_units` outputs per workgroup
+    /// and `min_ksplit` threads per reduction (the backward kernel's coalescing runs along
+    /// its reduction, the forward kernel's along the units).
     ///
     /// The rule: rows per thread grow with the batch (1 up to B = 16, 2 up to 32, then 4) so
-    /// each loaded weight is reused; row lanes cover the batch (a power of two, at most what
-    /// is left of the workgroup); the remaining threads split the reduction. Among the unit
-    /// counts per workgroup (16, 8, 4, 2, 1, largest first: fewer workgroups re-read the
-    /// state), the first whose grid has at least [`MIN_STEP_WORKGROUPS`] workgroups wins;
-    /// when none has, the one with the most. The forward kernel keeps at least 4 units per
-    /// workgroup (a warp's weight loads then span 4 consecutive units).
-    pub(crate) fn choose(units: usize, batch: usize, min_units: u32, min_ksplit: u32) -> Self {
+    /// each loaded weight is reused; row lanes cover the batch (a power of two); the other
+    /// threads of the 256 split the reduction, but never below 2 chunks of 4 per thread (a
+    /// thinner split only adds tree levels). Each count of outputs per workgroup (16, 8, 4,
+    /// 2, 1) gives a candidate. Among those that reach [`MIN_STEP_WORKGROUPS`], the one with
+    /// the fewest idle row lanes, then the fewest row groups (each re-reads the weights),
+    /// then the most outputs per workgroup wins; when none reaches it, the one with the
+    /// fewest idle lanes, then the most workgroups (small problems: latency, not occupancy).
+    pub(crate) fn choose(
+        units: usize,
+        batch: usize,
+        reduction: usize,
+        min_units: u32,
+        min_ksplit: u32,
+    ) -> Self {
         let rows: u32 = match batch {
             0..=16 => 1,
             17..=32 => 2,
@@ -64,24 +72,36 @@ impl StepTiling {
         };
         let lanes_wanted = (batch.div_ceil(rows as usize).max(1) as u32).next_power_of_two();
         let threads = STEP_THREADS as u32;
-        let mut best: Option<(usize, StepTiling)> = None;
-        for per_group in [16u32, 8, 4, 2, 1] {
+        let chunks = reduction.div_ceil(4).max(1) as u32;
+        let max_ksplit = (chunks / 2).max(1).next_power_of_two().max(min_ksplit);
+        let mut best: Option<((bool, u32, i64, i64), StepTiling)> = None;
+        for (order, per_group) in [16u32, 8, 4, 2, 1].into_iter().enumerate() {
             if per_group < min_units || per_group * min_ksplit > threads {
                 continue;
             }
-            let lanes = lanes_wanted.min(threads / (per_group * min_ksplit));
+            let mut lanes = lanes_wanted.min(threads / (per_group * min_ksplit));
+            let mut ksplit = threads / (per_group * lanes);
+            if ksplit > max_ksplit {
+                ksplit = max_ksplit;
+                lanes = threads / (per_group * ksplit);
+            }
             let tiling = StepTiling {
                 units: per_group,
-                ksplit: threads / (per_group * lanes),
+                ksplit,
                 rows,
             };
             let [gx, gy, _] = tiling.grid(units, batch);
-            let groups = gx as usize * gy as usize;
-            if groups >= MIN_STEP_WORKGROUPS {
-                return tiling;
-            }
-            if best.is_none_or(|(g, _)| groups > g) {
-                best = Some((groups, tiling));
+            let groups = gx as u64 * gy as u64;
+            let reaches = groups >= MIN_STEP_WORKGROUPS as u64;
+            // Idle row lanes, as a factor (1: none).
+            let waste = lanes / lanes_wanted.min(lanes);
+            let key = match reaches {
+                // Fewest row groups (each re-reads the weights), then most units per group.
+                true => (false, waste, gy as i64, order as i64),
+                false => (true, waste, -(groups as i64), 0),
+            };
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, tiling));
             }
         }
         best.map(|(_, t)| t)
@@ -122,9 +142,9 @@ impl StepTiling {
     }
 }
 
-/// The forward step's tiling for `h` units and `batch` rows.
-pub(crate) fn forward_tiling(h: usize, batch: usize) -> StepTiling {
-    StepTiling::choose(h, batch, 4, 1)
+/// The forward step's tiling for `h` units, `batch` rows and a state `state` wide.
+pub(crate) fn forward_tiling(h: usize, batch: usize, state: usize) -> StepTiling {
+    StepTiling::choose(h, batch, state, 4, 1)
 }
 
 /// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
@@ -224,7 +244,7 @@ pub(crate) fn rnn_step(
     params: StepParams,
 ) -> Op {
     let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
-    let tiling = forward_tiling(h, batch);
+    let tiling = forward_tiling(h, batch, st);
     let mut constants = cell_constants(cfg);
     constants.extend(tiling.constants("TJ"));
     constants.extend([

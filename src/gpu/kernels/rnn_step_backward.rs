@@ -46,9 +46,10 @@ pub(crate) struct StepBackwardBindings {
 /// `W_hh^T`, so 8 threads read 128 contiguous bytes of it (a whole cache line).
 const BACKWARD_MIN_KSPLIT: u32 = 8;
 
-/// The backward step's tiling for `units` outputs and `batch` rows.
-pub(crate) fn backward_tiling(units: usize, batch: usize) -> StepTiling {
-    StepTiling::choose(units, batch, 1, BACKWARD_MIN_KSPLIT)
+/// The backward step's tiling for `units` outputs, `batch` rows and reductions over the
+/// `gates` (`H * G`) columns of `W_hh^T`.
+pub(crate) fn backward_tiling(units: usize, batch: usize, gates: usize) -> StepTiling {
+    StepTiling::choose(units, batch, gates, 1, BACKWARD_MIN_KSPLIT)
 }
 
 /// One reverse step's dispatch. CPU twins: [`crate::cpu::lstm_step_backward`] and the GRU/RNN
@@ -64,7 +65,7 @@ pub(crate) fn rnn_step_backward(
     // Phase 1 (projection) produces dh for the state's P units; every other phase works on
     // the H cell units.
     let units = if phase == 1 { st } else { h };
-    let tiling = backward_tiling(units, batch);
+    let tiling = backward_tiling(units, batch, g * h);
     let mut constants = cell_constants(cfg);
     constants.extend(tiling.constants("TK"));
     constants.extend([

@@ -28,16 +28,18 @@
 //   4 read     b4    the same buffer as vec4s; bound (and read) only when VEC4_B
 //   5 read     bias  (BIAS_ROWS, N), not read when BIAS_ROWS = 0
 //   6 write    c     (c_row_offset + Z * M, N) row-major
-// Dispatch: (ceil(N / 64), ceil(M / 64), Z) workgroups of 16x16 threads.
+// Dispatch: (ceil(N / 128), ceil(M / 64), Z) workgroups of 16x16 threads.
 //
-// Each workgroup owns a 64x64 tile of c; thread (x, y) owns the 4x4 block of rows 4y..4y+3
-// and columns 4x..4x+3, so each step of its inner loop reads one vec4 of A (its 4 rows at k)
-// and one vec4 of B (its 4 columns at k) from workgroup memory and does 16 FMAs.
+// Each workgroup owns a 64x128 tile of c; thread (x, y) owns the 4x8 block of rows 4y..4y+3
+// and columns 4x..4x+3 and 64+4x..64+4x+3, so each step of its inner loop reads one vec4 of
+// A (its 4 rows at k) and two of B (its 8 columns at k) from workgroup memory for 32 FMAs.
+// The block is wide rather than tall because M is often small (B rows of one timestep).
 //
-// K is walked in slabs of 16. Both tiles are kept k-major ([16][64] plus 4 floats of padding
-// per k row), so the inner loop's vec4 reads are conflict-free: a quarter warp reads one
-// broadcast vec4 of A and 8 consecutive vec4s of B. Staging a slab, each thread loads one
-// run of 4 consecutive elements of each operand along the stored matrix's contiguous axis:
+// K is walked in slabs of 16. Both tiles are kept k-major ([16][64] and [16][128], plus 4
+// floats of padding per k row), so the inner loop's vec4 reads are conflict-free: a quarter
+// warp reads one broadcast vec4 of A and 8 consecutive vec4s of B. Staging a slab, each
+// thread loads one run (two of B) of 4 consecutive elements of each operand along the stored
+// matrix's contiguous axis:
 // one vec4 load when VEC4_A / VEC4_B (the host sets them when that axis's length is a
 // multiple of 4: then every run starts 16-byte aligned and lies wholly inside the matrix),
 // else four scalar loads. A run that is already k-major (TRANS_A's A, plain B) is stored as
@@ -81,13 +83,15 @@ struct GemmParams {
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
 
 const BM: u32 = 64u;
-const BN: u32 = 64u;
+const BN: u32 = 128u;
 const BK: u32 = 16u;
-// vec4s per k row of a tile: 64 floats plus 4 of padding (68 = 4 mod 32 banks).
-const ROW4: u32 = 17u;
+// vec4s per k row of a tile: 64 (A) or 128 (B) floats plus 4 of padding; 68 and 132 are
+// both 4 mod 32 banks.
+const A_ROW4: u32 = 17u;
+const B_ROW4: u32 = 33u;
 
-var<workgroup> a_tile: array<vec4<f32>, 272>; // [BK][ROW4]: A[m][k] at float k * 68 + m
-var<workgroup> b_tile: array<vec4<f32>, 272>; // [BK][ROW4]: B[k][n] at float k * 68 + n
+var<workgroup> a_tile: array<vec4<f32>, 272>; // [BK][A_ROW4]: A[m][k] at float k * 68 + m
+var<workgroup> b_tile: array<vec4<f32>, 528>; // [BK][B_ROW4]: B[k][n] at float k * 132 + n
 
 // Elements col..col+3 (col % 4 == 0) of row `row` of the stored a, `stride` floats a row;
 // zero at or past row_end / col_end.
@@ -141,46 +145,47 @@ fn load_a(li: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     return a_run(row0 + li / 4u, k0 + (li % 4u) * 4u, p.m, k_end, p.k);
 }
 
-// Thread li's run of the B tile of slab k0.., columns col0...
-fn load_b(li: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+// Thread li's run h (0 or 1) of the B tile of slab k0.., columns col0...
+fn load_b(li: u32, h: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     if (TRANS_B) {
         // Stored (N, K): 4 threads cover one matrix row's 16 contiguous floats of the slab.
-        return b_run(col0 + li / 4u, k0 + (li % 4u) * 4u, p.n, k_end, p.k);
+        return b_run(col0 + h * 64u + li / 4u, k0 + (li % 4u) * 4u, p.n, k_end, p.k);
     }
-    // Stored (K, N): 16 threads cover one k row's 64 contiguous floats.
-    return b_run(k0 + li / 16u, col0 + (li % 16u) * 4u, k_end, p.n, p.n);
+    // Stored (K, N): 32 threads cover one k row's 128 contiguous floats.
+    return b_run(k0 + h * 8u + li / 32u, col0 + (li % 32u) * 4u, k_end, p.n, p.n);
 }
 
 // Store a run along k (4 k values of matrix row r, k = 4q..4q+3 of the slab) into a k-major
-// tile. Float address (4q + s) * 68 + r is 16q + 4s + r mod 32; a warp holds 8 rows r and
-// all 4 q, so storing component s = j ^ (q & 2) at step j puts the 32 stores of a step in 32
-// distinct banks (the plain order s = j would pair q = 0 with 2 and 1 with 3).
-fn transposed_index(r: u32, q: u32, j: u32) -> vec2<u32> {
+// tile of row4 vec4s a k row. Float address (4q + s) * (68 or 132) + r is 16q + 4s + r mod
+// 32; a warp holds 8 rows r and all 4 q, so storing component s = j ^ (q & 2) at step j puts
+// the 32 stores of a step in 32 distinct banks (the plain order s = j would pair q = 0 with 2
+// and 1 with 3).
+fn transposed_index(r: u32, q: u32, j: u32, row4: u32) -> vec2<u32> {
     let s = j ^ (q & 2u);
-    return vec2<u32>((4u * q + s) * ROW4 + r / 4u, s);
+    return vec2<u32>((4u * q + s) * row4 + r / 4u, s);
 }
 
 fn store_a(li: u32, v: vec4<f32>) {
     if (TRANS_A) {
-        a_tile[(li / 16u) * ROW4 + li % 16u] = v;
+        a_tile[(li / 16u) * A_ROW4 + li % 16u] = v;
     } else {
         let r = li / 4u;
         for (var j = 0u; j < 4u; j++) {
-            let at = transposed_index(r, li % 4u, j);
+            let at = transposed_index(r, li % 4u, j, A_ROW4);
             a_tile[at.x][r % 4u] = v[at.y];
         }
     }
 }
 
-fn store_b(li: u32, v: vec4<f32>) {
+fn store_b(li: u32, h: u32, v: vec4<f32>) {
     if (TRANS_B) {
-        let n = li / 4u;
+        let n = h * 64u + li / 4u;
         for (var j = 0u; j < 4u; j++) {
-            let at = transposed_index(n, li % 4u, j);
+            let at = transposed_index(n, li % 4u, j, B_ROW4);
             b_tile[at.x][n % 4u] = v[at.y];
         }
     } else {
-        b_tile[(li / 16u) * ROW4 + li % 16u] = v;
+        b_tile[(h * 8u + li / 32u) * B_ROW4 + li % 32u] = v;
     }
 }
 
@@ -216,45 +221,63 @@ fn main(
     let row = row0 + lid.y * 4u;
     let col = col0 + lid.x * 4u;
     let live = row < p.m && col < p.n;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // acc_ij: row 4y + i, columns 4x.. (j = 0) and 64 + 4x.. (j = 1).
+    var acc00 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0);
+    var acc01 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc21 = vec4<f32>(0.0);
+    var acc31 = vec4<f32>(0.0);
 
     var a_next = load_a(li, row0, k_begin, k_end);
-    var b_next = load_b(li, col0, k_begin, k_end);
+    var b_next0 = load_b(li, 0u, col0, k_begin, k_end);
+    var b_next1 = load_b(li, 1u, col0, k_begin, k_end);
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         store_a(li, a_next);
-        store_b(li, b_next);
+        store_b(li, 0u, b_next0);
+        store_b(li, 1u, b_next1);
         workgroupBarrier();
         // Prefetch the next slab; its loads are in flight during the products below.
         if (k0 + BK < k_end) {
             a_next = load_a(li, row0, k0 + BK, k_end);
-            b_next = load_b(li, col0, k0 + BK, k_end);
+            b_next0 = load_b(li, 0u, col0, k0 + BK, k_end);
+            b_next1 = load_b(li, 1u, col0, k0 + BK, k_end);
         }
         if (live) {
             for (var kk = 0u; kk < BK; kk++) {
-                let av = a_tile[kk * ROW4 + lid.y];
-                let bv = b_tile[kk * ROW4 + lid.x];
-                acc0 = fma(vec4<f32>(av.x), bv, acc0);
-                acc1 = fma(vec4<f32>(av.y), bv, acc1);
-                acc2 = fma(vec4<f32>(av.z), bv, acc2);
-                acc3 = fma(vec4<f32>(av.w), bv, acc3);
+                let av = a_tile[kk * A_ROW4 + lid.y];
+                let b0 = b_tile[kk * B_ROW4 + lid.x];
+                let b1 = b_tile[kk * B_ROW4 + 16u + lid.x];
+                acc00 = fma(vec4<f32>(av.x), b0, acc00);
+                acc10 = fma(vec4<f32>(av.y), b0, acc10);
+                acc20 = fma(vec4<f32>(av.z), b0, acc20);
+                acc30 = fma(vec4<f32>(av.w), b0, acc30);
+                acc01 = fma(vec4<f32>(av.x), b1, acc01);
+                acc11 = fma(vec4<f32>(av.y), b1, acc11);
+                acc21 = fma(vec4<f32>(av.z), b1, acc21);
+                acc31 = fma(vec4<f32>(av.w), b1, acc31);
             }
         }
         workgroupBarrier();
     }
 
+    let col1 = col + 64u;
     if (row < p.m) {
-        write_row(row, col, wg.z, acc0);
+        write_row(row, col, wg.z, acc00);
+        write_row(row, col1, wg.z, acc01);
     }
     if (row + 1u < p.m) {
-        write_row(row + 1u, col, wg.z, acc1);
+        write_row(row + 1u, col, wg.z, acc10);
+        write_row(row + 1u, col1, wg.z, acc11);
     }
     if (row + 2u < p.m) {
-        write_row(row + 2u, col, wg.z, acc2);
+        write_row(row + 2u, col, wg.z, acc20);
+        write_row(row + 2u, col1, wg.z, acc21);
     }
     if (row + 3u < p.m) {
-        write_row(row + 3u, col, wg.z, acc3);
+        write_row(row + 3u, col, wg.z, acc30);
+        write_row(row + 3u, col1, wg.z, acc31);
     }
 }

@@ -127,12 +127,20 @@ struct Args {
     /// adapter's limits, or WebGPU's default limits when there is none.
     #[arg(long)]
     plan: bool,
-    /// Time the crate's GEMM alone instead of a suite: `c (M, N) = a (M, K) · b (K, N) + bias`
-    /// (plain row-major operands, `record_gemm`) on seeded random data; --warmup untimed and
-    /// --reps timed products, one submission and wait each, median reported as 2*M*N*K
-    /// flops per second; a few entries are checked against an f64 CPU product.
+    /// Time the crate's GEMM alone instead of a suite: `c (M, N) = A (M, K) · B (K, N)` as
+    /// --gemm-mode says, on seeded random data; --warmup untimed and --reps timed products,
+    /// one submission and wait each, median reported as 2*M*N*K flops per second; a few
+    /// entries are checked against an f64 CPU product.
     #[arg(long, value_name = "M,N,K", value_parser = gemm::parse_shape)]
     gemm: Option<(usize, usize, usize)>,
+    /// --gemm's product: plain (+ bias, the input projection), trans-a (`a` stored (K, M),
+    /// the weight gradients) or trans-b (`b` stored (N, K), the data gradients).
+    #[arg(long, value_enum, default_value_t = gemm::GemmMode::Plain)]
+    gemm_mode: gemm::GemmMode,
+    /// --gemm trans-a / trans-b: split K as the backward pass does (when the shapes call for
+    /// it; the line says how many chunks).
+    #[arg(long)]
+    gemm_split_k: bool,
 }
 
 fn main() -> ExitCode {
@@ -322,19 +330,17 @@ fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match gemm::run(
-        &ctx,
-        (m, n, k),
-        args.warmup as usize,
-        args.reps as usize,
-        args.seed,
-    ) {
+    let how = (args.gemm_mode, args.gemm_split_k);
+    let (warmup, reps) = (args.warmup as usize, args.reps as usize);
+    match gemm::run(&ctx, (m, n, k), how, warmup, reps, args.seed) {
         Ok(r) => {
             let min = r.samples_ms.iter().copied().fold(f64::NAN, f64::min);
             let max = r.samples_ms.iter().copied().fold(f64::NAN, f64::max);
             println!(
-                "gemm M={m} N={n} K={k} on {}: median {:.3} ms of {} (min {:.3}, max {:.3}), \
-                 max err {:.1e} (tol {:.1e}), {:.2} GFLOP/s",
+                "gemm {:?} M={m} N={n} K={k} split-K {} on {}: median {:.3} ms of {} (min {:.3}, \
+                 max {:.3}), max err {:.1e} (tol {:.1e}), {:.2} GFLOP/s",
+                args.gemm_mode,
+                r.splits,
                 ctx.adapter_info().name,
                 r.median_ms,
                 r.samples_ms.len(),

@@ -1,10 +1,13 @@
-//! `--gemm M,N,K`: times the crate's own GEMM (`rnn_wgpu::gpu::gemm::record_gemm`,
-//! `c = a · b + bias`, plain row-major operands) on seeded random data, checks a few entries
-//! against an f64 CPU product and prints one line ending in GFLOP/s (`2*M*N*K` flops).
+//! `--gemm M,N,K`: times the crate's own GEMM (`rnn_wgpu::gpu::gemm::record_gemm_with`) on
+//! seeded random data, checks a few entries against an f64 CPU product and prints one line
+//! ending in GFLOP/s (`2*M*N*K` flops). `--gemm-mode plain` is the input projection
+//! (`c = a · b + bias`, what `record_gemm` does); `trans-a` (the weight gradients,
+//! `a` stored `(K, M)`) and `trans-b` (the data gradients, `b` stored `(N, K)`) have no bias,
+//! and `--gemm-split-k` lets them split K as the backward pass does.
 
 use std::time::Instant;
 
-use rnn_wgpu::gpu::gemm::record_gemm;
+use rnn_wgpu::gpu::gemm::{GemmOptions, record_gemm_with, split_k_chunks};
 use rnn_wgpu::{Context, GpuTensor, Result};
 
 use crate::measure::{median, uniform};
@@ -35,8 +38,21 @@ pub fn parse_shape(spec: &str) -> std::result::Result<(usize, usize, usize), Str
     }
 }
 
+/// Which product `--gemm` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GemmMode {
+    /// `c = a (M, K) · b (K, N) + bias (N)`: the input projection.
+    Plain,
+    /// `c = a^T · b` with `a` stored `(K, M)`, no bias: the weight gradients.
+    TransA,
+    /// `c = a · b^T` with `b` stored `(N, K)`, no bias: the data gradients.
+    TransB,
+}
+
 /// What one `--gemm` run measured.
 pub struct GemmResult {
+    /// K chunks of the product (1: not split).
+    pub splits: usize,
     pub samples_ms: Vec<f64>,
     pub median_ms: f64,
     pub gflops: f64,
@@ -49,17 +65,28 @@ pub struct GemmResult {
 pub fn run(
     ctx: &Context,
     (m, n, k): (usize, usize, usize),
+    (mode, split_k): (GemmMode, bool),
     warmup: usize,
     reps: usize,
     seed: u64,
 ) -> Result<GemmResult> {
-    let (ha, hb, hbias) = (
-        uniform(m * k, seed),
-        uniform(k * n, seed + 1),
-        uniform(n, seed + 2),
-    );
-    let a = GpuTensor::upload(ctx, &ha, &[m, k])?;
-    let b = GpuTensor::upload(ctx, &hb, &[k, n])?;
+    let opts = GemmOptions {
+        trans_a: mode == GemmMode::TransA,
+        trans_b: mode == GemmMode::TransB,
+        split_k,
+        ..GemmOptions::default()
+    };
+    let with_bias = mode == GemmMode::Plain;
+    let (ha, hb) = (uniform(m * k, seed), uniform(k * n, seed + 1));
+    let hbias = if with_bias {
+        uniform(n, seed + 2)
+    } else {
+        vec![0.0; n]
+    };
+    let a_shape = if opts.trans_a { [k, m] } else { [m, k] };
+    let b_shape = if opts.trans_b { [n, k] } else { [k, n] };
+    let a = GpuTensor::upload(ctx, &ha, &a_shape)?;
+    let b = GpuTensor::upload(ctx, &hb, &b_shape)?;
     let bias = GpuTensor::upload(ctx, &hbias, &[n])?;
     let c = GpuTensor::zeros(ctx, &[m, n])?;
     let pass = || -> Result<()> {
@@ -68,7 +95,8 @@ pub fn run(
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("--gemm"),
             });
-        record_gemm(ctx, &mut enc, &a, &b, &bias, &c)?;
+        let bias = with_bias.then_some(&bias);
+        record_gemm_with(ctx, &mut enc, &a, &b, bias, &c, opts)?;
         ctx.submit(enc.finish())?;
         ctx.wait()
     };
@@ -94,13 +122,20 @@ pub fn run(
             3 => (m - 1, n - 1),
             _ => ((s * 7919) % m, (s * 104_729) % n),
         };
+        let a_at = |kk: usize| if opts.trans_a { kk * m + i } else { i * k + kk };
+        let b_at = |kk: usize| if opts.trans_b { j * k + kk } else { kk * n + j };
         let want = f64::from(hbias[j])
             + (0..k)
-                .map(|kk| f64::from(ha[i * k + kk]) * f64::from(hb[kk * n + j]))
+                .map(|kk| f64::from(ha[a_at(kk)]) * f64::from(hb[b_at(kk)]))
                 .sum::<f64>();
         max_err = max_err.max((f64::from(got[i * n + j]) - want).abs());
     }
     Ok(GemmResult {
+        splits: if split_k && !with_bias {
+            split_k_chunks(m, n, k)
+        } else {
+            1
+        },
         gflops: 2.0 * (m * n * k) as f64 / (median_ms * 1e6),
         samples_ms,
         median_ms,

@@ -9,8 +9,11 @@ use crate::gpu::kernels::column_sum::ColumnSum;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::tensor::GpuTensor;
 
-/// Output tile edge of the GEMM kernel (rows and columns per workgroup).
+/// Output rows per workgroup of the GEMM kernel.
 pub const GEMM_TILE: u32 = 64;
+
+/// Output columns per workgroup of the GEMM kernel.
+pub const GEMM_TILE_COLS: u32 = 128;
 
 /// K per slab of the kernel (`BK` in `shaders/gemm.wgsl`).
 const SLAB: usize = 16;
@@ -102,7 +105,6 @@ impl Gemm {
     /// `c_row_offset` (layer z at `c_row_offset + z * M`).
     fn dispatch(&self, what: String, k_split: usize, z_count: usize) -> Dispatch {
         let (m, n, k) = (self.m, self.n, self.k);
-        let tile = GEMM_TILE as usize;
         let params = GemmParams {
             m: m as u32,
             n: n as u32,
@@ -136,8 +138,8 @@ impl Gemm {
                 self.c,
             ],
             grid: [
-                n.div_ceil(tile) as u32,
-                m.div_ceil(tile) as u32,
+                n.div_ceil(GEMM_TILE_COLS as usize) as u32,
+                m.div_ceil(GEMM_TILE as usize) as u32,
                 z_count as u32,
             ],
             what,
@@ -167,8 +169,7 @@ impl Gemm {
     /// in the same order.
     pub(crate) fn split_k(&self) -> (usize, usize) {
         let (m, n, k) = (self.m, self.n, self.k);
-        let tile = GEMM_TILE as usize;
-        let tiles = m.div_ceil(tile) * n.div_ceil(tile);
+        let tiles = m.div_ceil(GEMM_TILE as usize) * n.div_ceil(GEMM_TILE_COLS as usize);
         if self.bias.is_some() || tiles == 0 || tiles >= SPLIT_K_GROUPS {
             return (1, k);
         }
@@ -239,7 +240,7 @@ pub struct GemmOptions {
 }
 
 /// The K chunks split-K uses for a bias-free `(M x K) · (K x N)` product (1: none): at least
-/// 128 workgroups when the `M x N` output has fewer 64 x 64 tiles, at most 16 chunks, each of
+/// 128 workgroups when the `M x N` output has fewer 64 x 128 tiles, at most 16 chunks, each of
 /// at least 128 of K (8 slabs of 16). Shapes alone decide it, so a given product always sums
 /// in the same order.
 pub fn split_k_chunks(m: usize, n: usize, k: usize) -> usize {

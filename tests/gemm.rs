@@ -199,6 +199,48 @@ fn every_mode_size_bias_and_accumulation_matches_f64() {
     }
 }
 
+/// A caller's buffer holding `data` and `extra` bytes more.
+fn padded(ctx: &Context, data: &[f32], shape: &[usize], extra: u64) -> GpuTensor {
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("padded operand"),
+        size: 4 * data.len() as u64 + extra,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    ctx.queue()
+        .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+    GpuTensor::from_buffer(buffer, shape).unwrap()
+}
+
+#[test]
+fn vec4_loads_read_operands_in_buffers_of_any_word_count() {
+    let Some(ctx) = ctx() else { return };
+    // Row lengths that are multiples of 4 (vec4 loads) in buffers 1 to 3 words longer than
+    // the matrix, so their sizes are not whole vec4s: the vec4 view must still reach every
+    // element of the matrix. (4, 8, 12) has K and N multiples of 4; (5, 8, 3) reads a
+    // (12-byte-row) scalar A next to a vec4 B.
+    for (size, extra) in [((4, 8, 12), 4), ((13, 20, 16), 8), ((5, 8, 3), 12)] {
+        let p = Problem::new(size, GemmOptions::default(), 1, 3);
+        let (m, n, k) = size;
+        let a = padded(ctx, &p.a, &[m, k], extra);
+        let b = padded(ctx, &p.b, &[k, n], extra);
+        let bias = padded(ctx, &p.bias, &[n], extra);
+        let c = GpuTensor::zeros(ctx, &[m, n]).unwrap();
+        let mut enc = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        record_gemm_with(ctx, &mut enc, &a, &b, Some(&bias), &c, p.opts).unwrap();
+        ctx.submit(enc.finish()).unwrap();
+        check(
+            &format!("{size:?} in buffers {extra} bytes longer"),
+            &c.download(ctx).unwrap(),
+            &p.reference(),
+        );
+    }
+}
+
 #[test]
 fn split_k_matches_the_whole_product_and_repeats_bit_identically() {
     let Some(ctx) = ctx() else { return };

@@ -23,9 +23,9 @@
 // Bindings (group 0):
 //   0 uniform  p     GemmParams
 //   1 read     a     see above
-//   2 read     a4    the same buffer as vec4s; bound (and read) only when VEC4_A
+//   2 read     a4    the same buffer as vec4s, read only when VEC4_A (else a 16-byte stand-in)
 //   3 read     b     see above
-//   4 read     b4    the same buffer as vec4s; bound (and read) only when VEC4_B
+//   4 read     b4    the same buffer as vec4s, read only when VEC4_B (else a 16-byte stand-in)
 //   5 read     bias  (BIAS_ROWS, N), not read when BIAS_ROWS = 0
 //   6 write    c     (c_row_offset + Z * M, N) row-major
 // Dispatch: (ceil(N / 128), ceil(M / 64), Z) workgroups of 16x16 threads.
@@ -37,15 +37,17 @@
 //
 // K is walked in slabs of 16. Both tiles are kept k-major ([16][64] and [16][128], plus 4
 // floats of padding per k row), so the inner loop's vec4 reads are conflict-free: a quarter
-// warp reads one broadcast vec4 of A and 8 consecutive vec4s of B. Staging a slab, each
-// thread loads one run (two of B) of 4 consecutive elements of each operand along the stored
-// matrix's contiguous axis:
-// one vec4 load when VEC4_A / VEC4_B (the host sets them when that axis's length is a
-// multiple of 4: then every run starts 16-byte aligned and lies wholly inside the matrix),
-// else four scalar loads. A run that is already k-major (TRANS_A's A, plain B) is stored as
-// one vec4, 16 threads per k row; a run along k (plain A, TRANS_B's B) is transposed into 4
-// scalar stores, 4 threads per matrix row (64 contiguous bytes) and the padding plus a
-// swizzle of the store order keep all 32 stores of a warp in distinct banks (see store_a).
+// warp reads one broadcast vec4 of A and 8 consecutive vec4s of B.
+//
+// Staging a slab, each thread loads one run of A and two of B, a run being 4 consecutive
+// elements along the stored matrix's contiguous axis: one vec4 load when VEC4_A / VEC4_B
+// (the host sets them when that axis's length is a multiple of 4: then every run starts
+// 16-byte aligned and lies wholly inside the matrix), else four scalar loads. A run that is
+// already k-major (TRANS_A's A, plain B) is stored as one vec4, 16 (A) or 32 (B) threads
+// covering a k row's contiguous floats; a run along k (plain A, TRANS_B's B) is transposed
+// into 4 scalar stores, 4 threads covering a matrix row's 64 contiguous bytes, and the
+// padding plus a swizzle of the store order keep all 32 stores of a warp in distinct banks
+// (see transposed_index).
 //
 // The next slab's global loads are issued into registers before the current slab is
 // multiplied, so their latency hides behind the FMAs (one tile buffer, two barriers a slab).

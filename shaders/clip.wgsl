@@ -33,6 +33,11 @@
 // max_compute_workgroups_per_dimension; workgroup (x, y) is number x + y * nx, and numbers
 // >= groups return at once. MODE 1: exactly one workgroup. All of WG = 256 threads.
 
+// Bounds: grad holds len elements and every read or write of it is guarded by i < p.len;
+// partials are written at partial_offset + group < partial_count (the host sizes partials as
+// the sum of every tensor's chunk count) and read for j < partial_count; `sums` is indexed by
+// li and li + stride < WG. Loops run to PER_THREAD, partial_count and log2(WG).
+
 override MODE: u32 = 0u;
 
 struct ClipParams {

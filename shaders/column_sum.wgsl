@@ -22,6 +22,11 @@
 // combined as (l0 + l1) + (l2 + l3). Every order is fixed by the shapes and there are no
 // atomics, so the result is bit-identical from run to run.
 
+// Bounds (why the kernel may run without wgpu's runtime checks): a is read at m * N + col
+// for m < min(M, end of the chunk) and col < N; out is written at out_offset + z * N + col
+// for col < N and z < chunks, which the host sizes; `partial` is indexed below 4 * 64. The
+// row loop steps by 4 up to M; no division by a runtime value.
+
 override ACCUMULATE: bool = false;
 
 struct ColumnSumParams {

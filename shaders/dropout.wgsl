@@ -12,6 +12,9 @@
 //   1 write    x  (numel)
 // Dispatch: ceil(numel / 256) workgroups of 256 threads, folded into (x, y).
 
+// Bounds: threads with i >= numel return first; x holds numel elements (the plan's layer
+// output). No loop, no division.
+
 struct DropoutParams {
     numel: u32,
     key: u32,

@@ -57,6 +57,17 @@
 // tiles but skip the products: a projection of one timestep at B = 1 (M = 1) would otherwise
 // do 64 rows of work for one.
 
+// Bounds (why the kernel may run without wgpu's runtime checks): the host sizes a, b, bias
+// and c for the shapes and offsets it passes (record_gemm_with checks the tensors' shapes;
+// plans size their buffers). a and b are read only inside the stored matrix: rows below
+// row_end (M, N or the chunk's k_end <= K) and columns below col_end (<= the row stride); a
+// vec4 run is read only when the stride is a multiple of 4, so the run ends inside the
+// matrix and its index at / 4 is below the vec4 view's length (floor(bytes / 16)); the
+// stand-in bound to an unused vec4 view is never read. bias is read for columns below N and
+// (BIAS_ROWS = 2) N + col < 2N; c is written for rows below M and columns below N of layer
+// z < Z. Tile indices stay below 16 * 17 = 272 (A) and 16 * 33 = 528 (B), vector components
+// below 4. The K loop steps by 16 up to k_end <= K < 2^30; no division by a runtime value.
+
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override BIAS_ROWS: u32 = 1u;

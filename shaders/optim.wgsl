@@ -30,6 +30,10 @@
 // x + y * nx, owns elements [256 * number, 256 * (number + 1)), and numbers >= groups return
 // at once (so no index past len + 255 is ever formed).
 
+// Bounds: workgroups numbered >= groups return, and element indices i < len are the only ones
+// read or written (the host checks grad, param and the state buffers to hold len elements);
+// a placeholder state binding is never touched (MOMENTUM / Adam only). No loop, no division.
+
 override OPTIMIZER: u32 = 0u; // 0 = SGD, 1 = Adam
 override MOMENTUM: bool = false; // SGD: momentum != 0
 override NESTEROV: bool = false; // SGD: Nesterov momentum

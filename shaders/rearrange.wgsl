@@ -21,6 +21,11 @@
 // Dispatch: ceil(T*B*F / 256) workgroups of 256 threads, folded into (x, y) under the
 // per-dimension limit; thread i handles element i of the destination in (t, b, f) order.
 
+// Bounds: threads past T*B*F return first. The host checks every length to lie in 1..=T
+// (`validate::check_lengths`; whole rows of T otherwise), so src_t = t, len - 1 - t (for
+// t < len) or len - 1 stays in 0..T, and the plan sizes src and dst for the strides and
+// offsets it passes. Divisions are by F and B, both nonzero (checked shapes).
+
 override ACCUMULATE: bool = false;
 
 struct RearrangeParams {

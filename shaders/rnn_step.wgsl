@@ -51,17 +51,35 @@
 // inactive row writes y = 0 (PROJ: h_raw = 0; GRU phase 1: r*h_prev = 0) and leaves its cell
 // state alone, so the state after the last step is the state after each row's last valid step,
 // and it saves no tape (backward skips those steps).
-// Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS.
-// Thread (x, y) owns hidden unit j0 + x. With KSPLIT = 1 it owns batch rows b0 + y*ROWS ..
-// + ROWS and the whole reduction. Small batches cannot fill 16 rows, so KSPLIT > 1 splits the
-// reduction instead: lane y = s * (16 / KSPLIT) + r works on row b0 + r and on every KSPLIT-th
-// k of each slab (k = s, s + KSPLIT, ...); the KSPLIT partial sums are then added in a fixed
-// order in workgroup memory. Every thread has work even at B = 1.
+// Dispatch: (ceil(H / TJ), ceil(B / BM), 1) workgroups of 256 threads, BM = RL * ROWS where
+// RL = 256 / (TJ * KSPLIT) row lanes. The host chooses TJ, KSPLIT and ROWS per problem
+// (`StepTiling::choose`): enough workgroups to fill a large GPU even at B = 1 (at least 128
+// whenever H >= 512), every thread busy at small batch, several rows per thread at large batch.
+// Thread li = (rl * KSPLIT + s) * TJ + x owns hidden unit j0 + x (x fastest, so a warp's weight
+// loads cover whole runs of consecutive units: coalesced), batch rows b0 + rl * ROWS .. + ROWS,
+// and the k subset s: the 4-wide chunks k = 4 * (s + KSPLIT * i) .. + 3 of the reduction.
+// Per chunk it loads the 4 weight rows of its unit (all gates of one row as one vec4), then
+// for each of its rows the 4 inputs, and chains 4 vec4 FMAs per row (weights reused ROWS
+// times, the next chunk's weights loaded before this chunk's FMAs). No workgroup memory and no
+// barrier in the main loop. With KSPLIT > 1 the KSPLIT partial sums of a (unit, row) are then
+// added by a fixed-shape tree in workgroup memory (conflict-free: thread li writes and reads
+// slot li and li + stride * TJ, consecutive threads on consecutive vec4s). Every order is fixed,
+// so results are bit-identical from run to run.
+
+// Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
+// from (T, B, H, S, G, I) and checks them before any GPU work. Weights are read only for
+// j < H (threads past H skip the loop) and k < S (`weights` returns zero past S), and their
+// buffer is allocated in whole vec4s. Inputs are read for k < S (`input_at`) and rows clamped
+// to B - 1; t_global < T and t_local < Tc come from the plan's uniforms. The epilogue returns
+// for j >= H and skips b >= B. `partial` is indexed by li and li + stride * TJ < 256 (stride <
+// KSPLIT). Loops are bounded by S, ROWS <= 4, KSPLIT, G <= 4 and I; no division by a runtime
+// value (the host passes nonzero B, H, S).
 
 override FPHASE: u32 = 0u; // GRU RESET_BEFORE: 1 (r, z) or 2 (n, h); else 0
 override HAS_BIAS: bool = true;
-override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4 (only with KSPLIT = 1)
-override KSPLIT: u32 = 1u;  // lanes sharing one row's reduction: 1, 2, 4, 8 or 16
+override TJ: u32 = 16u;     // hidden units per workgroup: 4, 8 or 16
+override KSPLIT: u32 = 1u;  // threads sharing one unit's reduction: a power of two
+override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4
 override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
 // A one-step pass (a streaming session step): the step computes its own input projection
 // x_t · W_ih^T + b_ih instead of reading a GEMM's, in the GEMM's exact arithmetic (one fma
@@ -85,7 +103,9 @@ struct StepParams {
 
 @group(0) @binding(0) var<uniform> p: StepParams;
 @group(0) @binding(1) var<storage, read> gx: array<f32>;
-@group(0) @binding(2) var<storage, read> w_hh: array<f32>;
+// Read as vec4s: with G = 4 the gates of one unit at one k are one aligned vec4. Parameter
+// buffers are allocated in whole 16-byte words, so the last vec4 is always in the buffer.
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> h_carry: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
@@ -93,98 +113,128 @@ struct StepParams {
 @group(0) @binding(7) var<storage, read_write> tape: array<f32>;
 @group(0) @binding(8) var<storage, read_write> c_all: array<f32>;
 
-const TJ: u32 = 16u;  // hidden units per workgroup
-const BK: u32 = 16u;  // k slab staged in workgroup memory
-const MAX_BM: u32 = 64u;
+const THREADS: u32 = 256u;
 
-var<workgroup> w_tile: array<f32, 1024>;      // [BK][TJ * G]
-var<workgroup> h_tile: array<f32, 1024>;      // [BK][BM]
-var<workgroup> partial: array<vec4<f32>, 256>; // [16 lanes][TJ], KSPLIT > 1 only
+var<workgroup> partial: array<vec4<f32>, 256>; // one per thread, KSPLIT > 1 only
 
-// The vector the recurrent product runs over: h_prev, or r*h_prev in FPHASE 2.
-fn gemm_input(b: u32, k: u32) -> f32 {
-    if (FPHASE == 2u) {
-        return c_state[(p.t_global * p.batch + b) * p.hidden + k];
+// The G gate weights of unit j at row k of W_hh^T; zero past the state (k >= S).
+fn weights(k: u32, j: u32) -> vec4<f32> {
+    if (k >= p.state) {
+        return vec4<f32>(0.0);
     }
-    return h_prev(b, k);
+    let e = (k * p.hidden + j) * G;
+    if (G == 4u) {
+        return w_hh[e / 4u];
+    }
+    var w = vec4<f32>(0.0);
+    for (var g = 0u; g < G; g++) {
+        let q = e + g;
+        w[g] = w_hh[q / 4u][q % 4u];
+    }
+    return w;
+}
+
+// Where row b of the vector the product runs over starts, and in which binding (0: y,
+// 1: h_carry, 2: c_state): h_prev, or r*h_prev in FPHASE 2.
+fn input_row(b: u32) -> vec2<u32> {
+    if (FPHASE == 2u) {
+        return vec2<u32>((p.t_global * p.batch + b) * p.hidden, 2u);
+    }
+    return state_row(b);
+}
+
+// Where row b of h_prev starts, and in which binding.
+fn state_row(b: u32) -> vec2<u32> {
+    if (PROJ) {
+        return vec2<u32>((p.t_global * p.batch + b) * p.state, 1u);
+    }
+    if (p.t_local == 0u) {
+        return vec2<u32>(b * p.hidden, 1u);
+    }
+    return vec2<u32>(((p.t_global - 1u) * p.batch + b) * p.hidden, 0u);
+}
+
+fn input_at(row: vec2<u32>, k: u32) -> f32 {
+    if (k >= p.state) {
+        return 0.0;
+    }
+    switch (row.y) {
+        case 0u: {
+            return y[row.x + k];
+        }
+        case 1u: {
+            return h_carry[row.x + k];
+        }
+        default: {
+            return c_state[row.x + k];
+        }
+    }
 }
 
 fn h_prev(b: u32, k: u32) -> f32 {
-    if (PROJ) {
-        return h_carry[(p.t_global * p.batch + b) * p.state + k];
-    }
-    if (p.t_local == 0u) {
-        return h_carry[b * p.hidden + k];
-    }
-    return y[((p.t_global - 1u) * p.batch + b) * p.hidden + k];
+    return input_at(state_row(b), k);
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(256, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let H = p.hidden;
     let S = p.state;
     let B = p.batch;
-    let lanes_per_split = 16u / KSPLIT;
-    let bm = lanes_per_split * ROWS;
-    let split = lid.y / lanes_per_split;            // which k subset this lane sums
-    let row0 = (lid.y % lanes_per_split) * ROWS;    // first tile row this lane owns
+    let lanes = THREADS / (TJ * KSPLIT);            // row lanes
+    let x = li % TJ;
+    let split = (li / TJ) % KSPLIT;                 // which k subset this thread sums
+    let row0 = (li / (TJ * KSPLIT)) * ROWS;         // first tile row this thread owns
     let j0 = wg.x * TJ;
-    let b0 = wg.y * bm;
-    let cols = TJ * G;                              // packed columns of this tile
+    let b0 = wg.y * lanes * ROWS;
     let n_all = H * G;
+    let j = j0 + x;
     var acc: array<vec4<f32>, 4>;                   // [row] -> gates in .xyzw
 
-    for (var k0 = 0u; k0 < S; k0 += BK) {
-        // W tile: 16 k x (16 units * G gates), consecutive threads on consecutive columns.
-        for (var e = li; e < BK * cols; e += 256u) {
-            let kw = e / cols;
-            let cw = e % cols;
-            var w = 0.0;
-            if (k0 + kw < S && j0 * G + cw < n_all) {
-                w = w_hh[(k0 + kw) * n_all + j0 * G + cw];
-            }
-            w_tile[kw * cols + cw] = w;
+    if (j < H) {
+        var rows: array<vec2<u32>, 4>;
+        for (var r = 0u; r < ROWS; r++) {
+            rows[r] = input_row(min(b0 + row0 + r, B - 1u));
         }
-        // h tile: bm rows x 16 k, consecutive threads on consecutive k.
-        for (var e = li; e < bm * BK; e += 256u) {
-            let r = e / BK;
-            let kk = e % BK;
-            var v = 0.0;
-            if (b0 + r < B && k0 + kk < S) {
-                v = gemm_input(b0 + r, k0 + kk);
-            }
-            h_tile[kk * MAX_BM + r] = v;
-        }
-        workgroupBarrier();
-        for (var kk = split; kk < BK; kk += KSPLIT) {
-            var wv = vec4<f32>(0.0);
-            for (var g = 0u; g < G; g++) {
-                wv[g] = w_tile[kk * cols + lid.x * G + g];
-            }
+        let step = 4u * KSPLIT;
+        var k = 4u * split;
+        var w = array<vec4<f32>, 4>(weights(k, j), weights(k + 1u, j), weights(k + 2u, j),
+                                    weights(k + 3u, j));
+        while (k < S) {
+            // Prefetch the next chunk's weights before this chunk's FMAs.
+            let kn = k + step;
+            let wn = array<vec4<f32>, 4>(weights(kn, j), weights(kn + 1u, j),
+                                         weights(kn + 2u, j), weights(kn + 3u, j));
             for (var r = 0u; r < ROWS; r++) {
-                acc[r] = fma(vec4<f32>(h_tile[kk * MAX_BM + row0 + r]), wv, acc[r]);
+                var a = acc[r];
+                a = fma(vec4<f32>(input_at(rows[r], k)), w[0], a);
+                a = fma(vec4<f32>(input_at(rows[r], k + 1u)), w[1], a);
+                a = fma(vec4<f32>(input_at(rows[r], k + 2u)), w[2], a);
+                a = fma(vec4<f32>(input_at(rows[r], k + 3u)), w[3], a);
+                acc[r] = a;
             }
+            w = wn;
+            k = kn;
         }
-        workgroupBarrier();
     }
 
     if (KSPLIT > 1u) {
-        partial[lid.y * TJ + lid.x] = acc[0];
-        workgroupBarrier();
-        if (split == 0u) {
-            var total = partial[lid.y * TJ + lid.x];
-            for (var s = 1u; s < KSPLIT; s++) {
-                total += partial[(s * lanes_per_split + lid.y) * TJ + lid.x];
+        for (var r = 0u; r < ROWS; r++) {
+            partial[li] = acc[r];
+            workgroupBarrier();
+            for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
+                if (split < stride) {
+                    partial[li] = partial[li] + partial[li + stride * TJ];
+                }
+                workgroupBarrier();
             }
-            acc[0] = total;
+            acc[r] = partial[li];
+            workgroupBarrier();
         }
     }
 
-    let j = j0 + lid.x;
     if (j >= H || split != 0u) {
         return;
     }

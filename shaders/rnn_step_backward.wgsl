@@ -45,13 +45,34 @@
 // Lengths: a step at or past row b's length (t >= lengths[b]) was never run forward; it writes
 // zero gate gradients (so the step before sees no recurrent term from it) and leaves carry and
 // dc alone, so dh_n / dc_n reach the row's last valid step untouched and padding gets nothing.
-// Dispatch: (ceil(H / 16), ceil(B / BM), 1) workgroups of 16x16 threads, BM = 16 / KSPLIT * ROWS;
-// lanes split batch rows and the reduction exactly as in rnn_step.wgsl.
+// Dispatch: (ceil(units / TK), ceil(B / BM), 1) workgroups of 256 threads, BM = RL * ROWS,
+// RL = 256 / (TK * KSPLIT) row lanes; the host chooses TK, KSPLIT and ROWS per problem
+// (`StepTiling::choose`, as for rnn_step.wgsl, but with at least 8 threads per reduction).
+// Thread li = (rl * TK + x) * KSPLIT + s owns output unit k0 + x and rows b0 + rl * ROWS ..
+// + ROWS; s is fastest, because the reduction runs along a row of W_hh^T (contiguous in n):
+// the KSPLIT threads of a unit read KSPLIT consecutive vec4s of that row (coalesced), chunk
+// n = 4 * (s + KSPLIT * i) .. + 3, and the same columns of dG[t+1] for each of their rows.
+// The next chunk's weights are loaded before this chunk's FMAs. The KSPLIT partial sums are
+// added by a fixed-shape tree in workgroup memory (thread li reads slots li and li + stride:
+// consecutive threads, consecutive words, no bank conflict), so results are bit-identical
+// from run to run. No workgroup memory and no barrier in the main loop.
+
+// Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
+// from (T, B, H, S, G) and checks them before any GPU work. The reduction runs only for
+// k < units (S in phase 1, else H) and reads columns n < H * G (`weights` and `grads` mask the
+// tail; the weights' buffer is allocated in whole vec4s), rows clamped to B - 1 and
+// next <= (T - 1) * B (a step t + 1 < T, or t itself in phase 4). The epilogue returns for
+// k >= units and skips b >= B; t < T comes from the plan's uniforms. `partial` is indexed by
+// li and li + stride < 256 (stride < KSPLIT, li % KSPLIT < KSPLIT - stride). Loops are bounded
+// by H * G, ROWS <= 4, KSPLIT and G; no division by a runtime value.
 
 override PHASE: u32 = 0u; // 0 fused; projection: 1 dh over the state, 2 the cell; GRU reset-before: 3, 4
-override ROWS: u32 = 1u;
-override KSPLIT: u32 = 1u;
+override TK: u32 = 16u;   // output units per workgroup: 1, 2, 4, 8 or 16
+override ROWS: u32 = 1u;  // batch rows per thread: 1, 2 or 4
+override KSPLIT: u32 = 8u; // threads sharing one unit's reduction: a power of two >= 8
 override HAS_DY: bool = true;
+// W_hh^T rows start on a vec4 boundary (H * G is a multiple of 4), so chunks load as vec4s.
+override ALIGNED: bool = false;
 
 struct StepBackParams {
     batch: u32,
@@ -67,25 +88,52 @@ struct StepBackParams {
 @group(0) @binding(0) var<uniform> p: StepBackParams;
 @group(0) @binding(1) var<storage, read> tape: array<f32>;
 @group(0) @binding(2) var<storage, read> c_all: array<f32>;
-@group(0) @binding(3) var<storage, read> w_hh: array<f32>;
+// Read as vec4s; parameter buffers are allocated in whole 16-byte words.
+@group(0) @binding(3) var<storage, read> w_hh: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dG: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dGx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dc: array<f32>;
 @group(0) @binding(8) var<storage, read_write> carry: array<f32>;
 
-const TK: u32 = 16u;   // output units per workgroup
-const SLAB: u32 = 32u; // columns n of the reduction per staged slab
-const MAX_BM: u32 = 64u;
+const THREADS: u32 = 256u;
 
-var<workgroup> w_tile: array<f32, 512>;   // [TK][SLAB]
-var<workgroup> g_tile: array<f32, 2048>;  // [BM][SLAB]
-var<workgroup> partial: array<f32, 256>;  // [16 lanes][TK], KSPLIT > 1 only
+var<workgroup> partial: array<f32, 256>; // one per thread, KSPLIT > 1
 
-@compute @workgroup_size(16, 16, 1)
+// Columns n .. n + 3 of row k of W_hh^T (zero past the row's n_all columns).
+fn weights(k: u32, n: u32, n_all: u32) -> vec4<f32> {
+    let e = k * n_all + n;
+    if (ALIGNED && n + 4u <= n_all) {
+        return w_hh[e / 4u];
+    }
+    var w = vec4<f32>(0.0);
+    for (var q = 0u; q < 4u; q++) {
+        if (n + q < n_all) {
+            w[q] = w_hh[(e + q) / 4u][(e + q) % 4u];
+        }
+    }
+    return w;
+}
+
+// Columns n .. n + 3 of row `row` of the gradient being reduced (dG[t+1], or dG_n[t] in
+// phase 4), zero past n_all.
+fn grads(row: u32, n: u32, n_all: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var q = 0u; q < 4u; q++) {
+        if (n + q < n_all) {
+            if (PHASE == 4u) {
+                v[q] = dc[row * n_all + n + q];
+            } else {
+                v[q] = dG[row * n_all + n + q];
+            }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(256, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let H = p.hidden;
@@ -93,66 +141,52 @@ fn main(
     let n_all = H * G;
     // Output units: the state's S in phase 1, the H cell units otherwise.
     let units = select(H, p.state, PHASE == 1u);
-    let lanes_per_split = 16u / KSPLIT;
-    let bm = lanes_per_split * ROWS;
-    let split = lid.y / lanes_per_split;
-    let row0 = (lid.y % lanes_per_split) * ROWS;
+    let lanes = THREADS / (TK * KSPLIT);
+    let split = li % KSPLIT;
+    let x = (li / KSPLIT) % TK;
+    let row0 = (li / (TK * KSPLIT)) * ROWS;
     let k0 = wg.x * TK;
-    let b0 = wg.y * bm;
+    let b0 = wg.y * lanes * ROWS;
+    let k = k0 + x;
     var acc: array<f32, 4>;
 
     // Phase 4 reduces this step's dG_n; every other reducing phase the next step's dG.
-    if ((p.t + 1u < p.steps && PHASE != 2u) || PHASE == 4u) {
+    if (((p.t + 1u < p.steps && PHASE != 2u) || PHASE == 4u) && k < units) {
         let next = select((p.t + 1u) * B, p.t * B, PHASE == 4u);
-        for (var n0 = 0u; n0 < n_all; n0 += SLAB) {
-            // W tile: 16 rows k x 32 columns n; consecutive threads walk n along a row.
-            for (var e = li; e < TK * SLAB; e += 256u) {
-                let kk = e / SLAB;
-                let nn = e % SLAB;
-                var w = 0.0;
-                if (k0 + kk < units && n0 + nn < n_all) {
-                    w = w_hh[(k0 + kk) * n_all + n0 + nn];
-                }
-                w_tile[kk * SLAB + nn] = w;
+        var acc4: array<vec4<f32>, 4>;
+        let step = 4u * KSPLIT;
+        var n = 4u * split;
+        var w = weights(k, n, n_all);
+        while (n < n_all) {
+            let nn = n + step;
+            let wn = weights(k, nn, n_all);
+            for (var r = 0u; r < ROWS; r++) {
+                let b = min(b0 + row0 + r, B - 1u);
+                acc4[r] = fma(grads(next + b, n, n_all), w, acc4[r]);
             }
-            // dG[t+1] tile: bm rows x 32 columns.
-            for (var e = li; e < bm * SLAB; e += 256u) {
-                let r = e / SLAB;
-                let nn = e % SLAB;
-                var v = 0.0;
-                if (b0 + r < B && n0 + nn < n_all) {
-                    if (PHASE == 4u) {
-                        v = dc[(next + b0 + r) * n_all + n0 + nn];
-                    } else {
-                        v = dG[(next + b0 + r) * n_all + n0 + nn];
-                    }
-                }
-                g_tile[r * SLAB + nn] = v;
-            }
-            workgroupBarrier();
-            for (var nn = split; nn < SLAB; nn += KSPLIT) {
-                let w = w_tile[lid.x * SLAB + nn];
-                for (var r = 0u; r < ROWS; r++) {
-                    acc[r] = fma(g_tile[(row0 + r) * SLAB + nn], w, acc[r]);
-                }
-            }
-            workgroupBarrier();
+            w = wn;
+            n = nn;
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            acc[r] = (acc4[r].x + acc4[r].y) + (acc4[r].z + acc4[r].w);
         }
     }
 
     if (KSPLIT > 1u) {
-        partial[lid.y * TK + lid.x] = acc[0];
-        workgroupBarrier();
-        if (split == 0u) {
-            var total = partial[lid.y * TK + lid.x];
-            for (var s = 1u; s < KSPLIT; s++) {
-                total += partial[(s * lanes_per_split + lid.y) * TK + lid.x];
+        for (var r = 0u; r < ROWS; r++) {
+            partial[li] = acc[r];
+            workgroupBarrier();
+            for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
+                if (split < stride) {
+                    partial[li] = partial[li] + partial[li + stride];
+                }
+                workgroupBarrier();
             }
-            acc[0] = total;
+            acc[r] = partial[li];
+            workgroupBarrier();
         }
     }
 
-    let k = k0 + lid.x;
     if (k >= units || split != 0u) {
         return;
     }

@@ -484,3 +484,51 @@ fn pools_let_go_of_results_no_longer_held() {
         AllocationCounts::default()
     );
 }
+
+#[test]
+fn unchecked_shaders_compute_what_checked_ones_do() {
+    let Some(ctx) = own_ctx() else { return };
+    let models = [
+        RnnConfig::lstm(3, 5)
+            .proj_size(4)
+            .num_layers(2)
+            .build()
+            .unwrap(),
+        RnnConfig::gru(3, 6)
+            .linear_before_reset(false)
+            .build()
+            .unwrap(),
+        RnnConfig::rnn(3, 7, rnn_wgpu::Nonlinearity::Relu)
+            .build()
+            .unwrap(),
+    ];
+    for cfg in &models {
+        let rnn = Rnn::new(&ctx, cfg, &Weights::init(cfg, 15)).unwrap();
+        let run = |ctx: &Context| -> Vec<f32> {
+            (0..8)
+                .flat_map(|k| mixed_call(ctx, &rnn, k))
+                .map(f32::from_bits)
+                .collect()
+        };
+        ctx.set_unchecked_shaders(false);
+        let checked = run(&ctx);
+        let before = ctx.cached_pipelines();
+        ctx.set_unchecked_shaders(true);
+        let unchecked = run(&ctx);
+        ctx.set_unchecked_shaders(false);
+        // The unchecked kernels were compiled anew (pipelines are cached per setting).
+        assert!(ctx.cached_pipelines() > before);
+        assert_eq!(checked.len(), unchecked.len());
+        // The same WGSL with the same explicit fma chains; only the driver's freedom to
+        // contract a plain `a * b + c` differently without the bounds clamps could change a
+        // bit, one rounding (~6e-8 relative) per operation, far below 1e-5 after these few
+        // small steps.
+        for (i, (a, b)) in checked.iter().zip(&unchecked).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{:?}: value {i}: checked {a}, unchecked {b}",
+                cfg.cell()
+            );
+        }
+    }
+}

@@ -141,6 +141,11 @@ struct Args {
     /// it; the line says how many chunks).
     #[arg(long)]
     gemm_split_k: bool,
+    /// Compile the kernels without wgpu's shader runtime checks (bounds clamping, loop
+    /// bounding, guarded division), to measure what they cost; see
+    /// `Context::set_unchecked_shaders`.
+    #[arg(long)]
+    unchecked_shaders: bool,
 }
 
 fn main() -> ExitCode {
@@ -184,11 +189,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    ctx.set_unchecked_shaders(args.unchecked_shaders);
     let info = ctx.adapter_info();
     let date = report::today_utc();
     println!(
-        "adapter: {} | backend: {:?} | type: {:?} | date: {date}",
-        info.name, info.backend, info.device_type
+        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {}",
+        info.name,
+        info.backend,
+        info.device_type,
+        if args.unchecked_shaders {
+            "unchecked"
+        } else {
+            "checked (wgpu default)"
+        }
     );
     println!(
         "suite: {} ({} rows), {} reps (median), {} warm-up",
@@ -248,6 +261,7 @@ fn main() -> ExitCode {
         layers,
         bidirectional: args.bidirectional,
         peak_gflops: args.peak_gflops,
+        unchecked_shaders: args.unchecked_shaders,
         note: I_EQUALS_H_NOTE,
         flops_note: FLOPS_NOTE,
         max_err_note: MAX_ERR_NOTE,
@@ -330,6 +344,7 @@ fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    ctx.set_unchecked_shaders(args.unchecked_shaders);
     let how = (args.gemm_mode, args.gemm_split_k);
     let (warmup, reps) = (args.warmup as usize, args.reps as usize);
     match gemm::run(&ctx, (m, n, k), how, warmup, reps, args.seed) {
@@ -337,11 +352,16 @@ fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
             let min = r.samples_ms.iter().copied().fold(f64::NAN, f64::min);
             let max = r.samples_ms.iter().copied().fold(f64::NAN, f64::max);
             println!(
-                "gemm {:?} M={m} N={n} K={k} split-K {} on {}: median {:.3} ms of {} (min {:.3}, \
+                "gemm {:?} M={m} N={n} K={k} split-K {} on {}{}: median {:.3} ms of {} (min {:.3}, \
                  max {:.3}), max err {:.1e} (tol {:.1e}), {:.2} GFLOP/s",
                 args.gemm_mode,
                 r.splits,
                 ctx.adapter_info().name,
+                if args.unchecked_shaders {
+                    ", unchecked shaders"
+                } else {
+                    ""
+                },
                 r.median_ms,
                 r.samples_ms.len(),
                 min,

@@ -15,6 +15,9 @@ pub struct ContextOptions {
     /// How long [`crate::Context::wait`] (and every blocking call) waits for the GPU before
     /// [`crate::Error::Timeout`]; `None`: [`crate::gpu::DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// Compile kernels without wgpu's shader runtime checks
+    /// (see [`crate::Context::set_unchecked_shaders`]); off by default.
+    pub unchecked_shaders: bool,
 }
 
 impl ContextOptions {
@@ -23,6 +26,7 @@ impl ContextOptions {
         ContextOptions {
             adapter: std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty()),
             timeout: None,
+            unchecked_shaders: false,
         }
     }
 }

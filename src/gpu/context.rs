@@ -1,7 +1,7 @@
 //! The GPU context: adapter, device, queue, limits, and the pipeline cache.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,8 @@ struct Inner {
     uniform_buffers: AtomicU64,
     bind_groups: AtomicU64,
     timeout_ms: AtomicU64,
+    /// Compile kernels without wgpu's runtime checks (see [`Context::set_unchecked_shaders`]).
+    unchecked: AtomicBool,
     /// Fault injection: the buffer creation with this 1-based count fails as out of memory
     /// (0: none). See [`Context::fail_allocation`].
     fail_at: AtomicU64,
@@ -77,6 +79,7 @@ pub(crate) struct CachedPipeline {
 struct PipelineKey {
     kernel: Kernel,
     constants: Vec<(&'static str, u64)>,
+    unchecked: bool,
 }
 
 #[derive(Default)]
@@ -151,6 +154,7 @@ impl Context {
         if let Some(t) = opts.timeout {
             ctx.set_timeout(t);
         }
+        ctx.set_unchecked_shaders(opts.unchecked_shaders);
         Ok(ctx)
     }
 
@@ -230,6 +234,7 @@ impl Context {
                 uniform_buffers: AtomicU64::new(0),
                 bind_groups: AtomicU64::new(0),
                 timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
+                unchecked: AtomicBool::new(false),
                 fail_at: AtomicU64::new(0),
                 uncaptured,
                 lost,
@@ -302,6 +307,23 @@ impl Context {
     pub fn set_timeout(&self, timeout: Duration) {
         let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether kernels compiled from now on skip wgpu's shader runtime checks.
+    pub fn unchecked_shaders(&self) -> bool {
+        self.inner.unchecked.load(Ordering::Relaxed)
+    }
+
+    /// Compile the crate's kernels without wgpu's shader runtime checks (bounds-check
+    /// clamping, loop bounding, guarded division: `ShaderRuntimeChecks::unchecked()`), or with
+    /// them again (the default). Pipelines are cached per setting, so both can be timed on one
+    /// context (the harness's `--unchecked-shaders`).
+    ///
+    /// The crate vouches for its own kernels: every dispatch comes from a plan whose shape and
+    /// limit checks run before any GPU work, and each kernel's header says why its indices
+    /// stay inside its buffers. It stays off by default until a GPU measurement shows a gain.
+    pub fn set_unchecked_shaders(&self, unchecked: bool) {
+        self.inner.unchecked.store(unchecked, Ordering::Relaxed);
     }
 
     /// Submit one command buffer and count it (see [`Context::submission_count`]).
@@ -422,7 +444,9 @@ impl Context {
         usage: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer> {
         let max = self.inner.limits.max_buffer_size;
-        if size > max {
+        // Whole 16-byte words: kernels may read any buffer as vec4s (see rnn_step.wgsl).
+        let alloc = size.max(16).next_multiple_of(16);
+        if alloc > max {
             return Err(Error::LimitExceeded {
                 limit: "max_buffer_size",
                 what: format!("buffer `{label}`"),
@@ -445,7 +469,7 @@ impl Context {
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4),
+            size: alloc,
             usage,
             mapped_at_creation: false,
         });
@@ -531,6 +555,7 @@ impl Context {
                 .iter()
                 .map(|&(n, v)| (n, if v == 0.0 { 0 } else { v.to_bits() }))
                 .collect(),
+            unchecked: self.unchecked_shaders(),
         };
         {
             let mut cache = lock(&self.inner.pipelines);
@@ -541,8 +566,9 @@ impl Context {
                 return Ok(p.clone());
             }
         }
-        let compiled =
-            Arc::new(self.scoped(kernel.name(), || Ok(self.compile(kernel, constants)))?);
+        let compiled = Arc::new(self.scoped(kernel.name(), || {
+            Ok(self.compile(kernel, constants, key.unchecked))
+        })?);
         let mut cache = lock(&self.inner.pipelines);
         cache.clock += 1;
         let now = cache.clock;
@@ -565,12 +591,31 @@ impl Context {
         Ok(p)
     }
 
-    fn compile(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> CachedPipeline {
+    fn compile(
+        &self,
+        kernel: Kernel,
+        constants: &[(&'static str, f64)],
+        unchecked: bool,
+    ) -> CachedPipeline {
         let dev = &self.inner.device;
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name()),
             source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-        });
+        };
+        let module = if unchecked {
+            // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
+            // unbounded loops and division by zero. Each kernel's header ("Bounds") says why
+            // none of its indices leaves its bound buffers or workgroup arrays for any
+            // dispatch this crate records: every dispatch comes from a `Plan`, whose shape
+            // and limit checks run before any GPU work, and the kernels guard every index
+            // that a grid's edge can push past a shape. Every loop is bounded by a shape or
+            // an override constant, and every divisor is a nonzero shape or constant.
+            unsafe {
+                dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            dev.create_shader_module(desc)
+        };
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .bindings()
             .iter()

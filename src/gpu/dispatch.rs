@@ -139,8 +139,8 @@ pub(crate) fn fold_grid(n: u64, per_group: u64, max_x: u32) -> [u32; 3] {
 pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),
-        Kernel::RnnStep => (256, 3 * 1024 * 4),
-        Kernel::RnnStepBackward => (256, (512 + 2048 + 256) * 4),
+        Kernel::RnnStep => (256, 256 * 16),
+        Kernel::RnnStepBackward => (256, 256 * 4),
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),
         Kernel::Rearrange | Kernel::Dropout | Kernel::OptimizerStep => (256, 0),

@@ -509,8 +509,8 @@ impl fmt::Display for Plan {
             )?;
             writeln!(
                 f,
-                "  {:<18} {:>16} {:>7} {:>8} {:>12} {:>12}  what",
-                "kernel", "grid", "threads", "wg bytes", "reads B", "writes B"
+                "  {:<18} {:>16} {:>18} {:>7} {:>8} {:>12} {:>12}  what",
+                "kernel", "grid", "", "threads", "wg bytes", "reads B", "writes B"
             )?;
             let first_step = ops.iter().find_map(|op| match op {
                 Op::Dispatch(d) => d.step,
@@ -524,11 +524,13 @@ impl fmt::Display for Plan {
                     continue;
                 }
                 let (threads, shared) = kernel_geometry(d.kernel);
+                let groups: u64 = d.grid.iter().map(|&n| n as u64).product();
                 writeln!(
                     f,
-                    "  {:<18} {:>16} {:>7} {:>8} {:>12} {:>12}  {}",
+                    "  {:<18} {:>16} {:>18} {:>7} {:>8} {:>12} {:>12}  {}",
                     d.kernel.name(),
                     format!("{}x{}x{}", d.grid[0], d.grid[1], d.grid[2]),
+                    format!("workgroups={groups}"),
                     threads,
                     shared,
                     d.reads,

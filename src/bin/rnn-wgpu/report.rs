@@ -128,6 +128,8 @@ pub struct Report {
     /// `--bidirectional`: every row made bidirectional (`false`: each row's own).
     pub bidirectional: bool,
     pub peak_gflops: Option<f64>,
+    /// `--unchecked-shaders`: kernels compiled without wgpu's runtime checks.
+    pub unchecked_shaders: bool,
     pub note: &'static str,
     /// The FLOP count of each cell.
     pub flops_note: &'static str,
@@ -484,6 +486,7 @@ mod tests {
             layers: None,
             bidirectional: false,
             peak_gflops: None,
+            unchecked_shaders: false,
             note: I_EQUALS_H_NOTE,
             flops_note: FLOPS_NOTE,
             max_err_note: MAX_ERR_NOTE,

@@ -5,8 +5,13 @@ use crate::config::{Activation, CellKind, GruReset, RnnConfig};
 use crate::gpu::dispatch::{Buf, Dispatch, Op, bytes};
 use crate::gpu::shaders::Kernel;
 
-/// Hidden units per workgroup (the kernels' `TJ` / `TK`).
-pub(crate) const UNITS_PER_GROUP: usize = 16;
+/// Threads per workgroup of both step kernels.
+pub(crate) const STEP_THREADS: usize = 256;
+
+/// Workgroups a step dispatch should have to fill a large GPU: about one per streaming
+/// multiprocessor of an H100 (132). Geometry is chosen so that every step dispatch reaches it
+/// whenever `H >= 512`, at any batch.
+pub(crate) const MIN_STEP_WORKGROUPS: usize = 128;
 
 /// Per-step uniforms; one slot per timestep, bound with dynamic offsets.
 #[repr(C)]
@@ -29,47 +34,97 @@ pub(crate) struct StepParams {
     pub _pad: [u32; 2],
 }
 
-/// How a step kernel spreads one workgroup's 16x16 threads over batch rows and the
-/// reduction: `16 / ksplit` lanes of batch rows, each lane `rows` rows deep, and `ksplit` lanes
-/// sharing each row's reduction (small batches would otherwise leave most threads idle).
+/// How a step kernel spreads one workgroup's 256 threads: `units` output units per workgroup,
+/// `ksplit` threads sharing each (unit, row)'s reduction, and the rest as row lanes of `rows`
+/// batch rows each (`256 / (units * ksplit)` lanes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StepTiling {
+    pub units: u32,
     pub ksplit: u32,
     pub rows: u32,
 }
 
 impl StepTiling {
-    /// The tiling for `batch` rows. Large batches give each thread several rows so every
-    /// loaded weight is reused.
-    pub(crate) fn for_batch(batch: usize) -> StepTiling {
-        let (ksplit, rows) = match batch {
-            1 => (16, 1),
-            2 => (8, 1),
-            3..=4 => (4, 1),
-            5..=8 => (2, 1),
-            9..=16 => (1, 1),
-            17..=32 => (1, 2),
-            _ => (1, 4),
+    /// The tiling of a step over `units` outputs and `batch` rows, for a kernel whose
+    /// reduction wants at least `min_ksplit` threads per output (the backward kernel's
+    /// coalescing runs along its reduction; the forward kernel's along the units).
+    ///
+    /// The rule: rows per thread grow with the batch (1 up to B = 16, 2 up to 32, then 4) so
+    /// each loaded weight is reused; row lanes cover the batch (a power of two, at most what
+    /// is left of the workgroup); the remaining threads split the reduction. Among the unit
+    /// counts per workgroup (16, 8, 4, 2, 1, largest first: fewer workgroups re-read the
+    /// state), the first whose grid has at least [`MIN_STEP_WORKGROUPS`] workgroups wins;
+    /// when none has, the one with the most. The forward kernel keeps at least 4 units per
+    /// workgroup (a warp's weight loads then span 4 consecutive units).
+    pub(crate) fn choose(units: usize, batch: usize, min_units: u32, min_ksplit: u32) -> Self {
+        let rows: u32 = match batch {
+            0..=16 => 1,
+            17..=32 => 2,
+            _ => 4,
         };
-        StepTiling { ksplit, rows }
+        let lanes_wanted = (batch.div_ceil(rows as usize).max(1) as u32).next_power_of_two();
+        let threads = STEP_THREADS as u32;
+        let mut best: Option<(usize, StepTiling)> = None;
+        for per_group in [16u32, 8, 4, 2, 1] {
+            if per_group < min_units || per_group * min_ksplit > threads {
+                continue;
+            }
+            let lanes = lanes_wanted.min(threads / (per_group * min_ksplit));
+            let tiling = StepTiling {
+                units: per_group,
+                ksplit: threads / (per_group * lanes),
+                rows,
+            };
+            let [gx, gy, _] = tiling.grid(units, batch);
+            let groups = gx as usize * gy as usize;
+            if groups >= MIN_STEP_WORKGROUPS {
+                return tiling;
+            }
+            if best.is_none_or(|(g, _)| groups > g) {
+                best = Some((groups, tiling));
+            }
+        }
+        best.map(|(_, t)| t)
+            .expect("1 unit per group is always a candidate")
     }
 
     /// Batch rows one workgroup covers.
     pub(crate) fn rows_per_group(self) -> usize {
-        (16 / self.ksplit * self.rows) as usize
+        (STEP_THREADS as u32 / (self.units * self.ksplit) * self.rows) as usize
     }
 
     /// The workgroup grid over `units` output units and `batch` rows.
     pub(crate) fn grid(self, units: usize, batch: usize) -> [u32; 3] {
-        let gx = units.div_ceil(UNITS_PER_GROUP);
+        let gx = units.div_ceil(self.units as usize);
         let gy = batch.div_ceil(self.rows_per_group());
-        [gx.min(u32::MAX as usize) as u32, gy as u32, 1]
+        [
+            gx.min(u32::MAX as usize) as u32,
+            gy.min(u32::MAX as usize) as u32,
+            1,
+        ]
     }
 
-    /// The override constants of both step kernels.
-    pub(crate) fn constants(self) -> [(&'static str, f64); 2] {
-        [("ROWS", self.rows as f64), ("KSPLIT", self.ksplit as f64)]
+    /// The tiling's override constants (`units_name`: the kernel's name for units per group).
+    pub(crate) fn constants(self, units_name: &'static str) -> [(&'static str, f64); 3] {
+        [
+            (units_name, self.units as f64),
+            ("ROWS", self.rows as f64),
+            ("KSPLIT", self.ksplit as f64),
+        ]
     }
+
+    /// `units=.. ksplit=.. rows=..`, for plan printouts.
+    pub(crate) fn describe(self) -> String {
+        format!(
+            "units/wg={} ksplit={} rows={}",
+            self.units, self.ksplit, self.rows
+        )
+    }
+}
+
+/// The forward step's tiling for `h` units and `batch` rows.
+pub(crate) fn forward_tiling(h: usize, batch: usize) -> StepTiling {
+    StepTiling::choose(h, batch, 4, 1)
 }
 
 /// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
@@ -168,14 +223,12 @@ pub(crate) fn rnn_step(
     bufs: &StepBindings,
     params: StepParams,
 ) -> Op {
-    let tiling = StepTiling::for_batch(batch);
     let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
+    let tiling = forward_tiling(h, batch);
     let mut constants = cell_constants(cfg);
-    let [rows, ksplit] = tiling.constants();
+    constants.extend(tiling.constants("TJ"));
     constants.extend([
         ("HAS_BIAS", bufs.bias.is_some() as u8 as f64),
-        rows,
-        ksplit,
         ("SAVE", bufs.tape.is_some() as u8 as f64),
         ("FPHASE", phase as f64),
         ("FUSED_INPUT", bufs.fused_input as u8 as f64),
@@ -199,8 +252,9 @@ pub(crate) fn rnn_step(
         ],
         grid: tiling.grid(h, batch),
         what: format!(
-            "rnn_step t={} (H={h}, B={batch}, KSPLIT={}, ROWS={})",
-            params.t_global, tiling.ksplit, tiling.rows
+            "rnn_step t={} (H={h}, B={batch}, {})",
+            params.t_global,
+            tiling.describe()
         ),
         reads: bytes(
             st * g * h

@@ -42,6 +42,15 @@ pub(crate) struct StepBackwardBindings {
     pub carry: Buf,
 }
 
+/// Threads that share one output's reduction at least: the reduction runs along a row of
+/// `W_hh^T`, so 8 threads read 128 contiguous bytes of it (a whole cache line).
+const BACKWARD_MIN_KSPLIT: u32 = 8;
+
+/// The backward step's tiling for `units` outputs and `batch` rows.
+pub(crate) fn backward_tiling(units: usize, batch: usize) -> StepTiling {
+    StepTiling::choose(units, batch, 1, BACKWARD_MIN_KSPLIT)
+}
+
 /// One reverse step's dispatch. CPU twins: [`crate::cpu::lstm_step_backward`] and the GRU/RNN
 /// steps.
 pub(crate) fn rnn_step_backward(
@@ -51,16 +60,15 @@ pub(crate) fn rnn_step_backward(
     bufs: &StepBackwardBindings,
     params: StepBackParams,
 ) -> Op {
-    let tiling = StepTiling::for_batch(batch);
     let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
     // Phase 1 (projection) produces dh for the state's P units; every other phase works on
     // the H cell units.
     let units = if phase == 1 { st } else { h };
+    let tiling = backward_tiling(units, batch);
     let mut constants = cell_constants(cfg);
-    let [rows, ksplit] = tiling.constants();
+    constants.extend(tiling.constants("TK"));
     constants.extend([
-        rows,
-        ksplit,
+        ("ALIGNED", ((g * h) % 4 == 0) as u8 as f64),
         ("HAS_DY", bufs.dy.is_some() as u8 as f64),
         ("PHASE", phase as f64),
     ]);
@@ -81,8 +89,9 @@ pub(crate) fn rnn_step_backward(
         ],
         grid: tiling.grid(units, batch),
         what: format!(
-            "rnn_step_backward t={} phase {phase} (units={units}, B={batch}, KSPLIT={}, ROWS={})",
-            params.t, tiling.ksplit, tiling.rows
+            "rnn_step_backward t={} phase {phase} (units={units}, B={batch}, {})",
+            params.t,
+            tiling.describe()
         ),
         reads: bytes(st * g * h + batch * g * h * 2 + batch * h * 2),
         writes: bytes(batch * g * h * 2 + batch * h * 2),

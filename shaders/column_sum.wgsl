@@ -1,18 +1,31 @@
-// Deterministic column sums: the bias gradients of every gate over all timesteps and rows.
+// Deterministic column sums: the bias gradients of every gate over all timesteps and rows,
+// and the reduce of split-K GEMMs (the sum of S stacked partial products).
 //
-//   out[o + n] = sum_m a[m, n]          (ACCUMULATE: out[o + n] += ...), o = out_offset
+//   out[o + z * N + n] (+)= sum over rows m of chunk z of a[m, n]      o = out_offset
+//
+// Chunk z holds rows [z * rows_per_chunk, min(M, (z + 1) * rows_per_chunk)). One chunk is a
+// whole column sum; with several, the host sums the (chunks, N) partials again with one
+// chunk (a two-level reduction), so a tall matrix with few columns still spreads over many
+// workgroups.
 //
 // CPU twin: the `d_bias` loop of rnn_wgpu::cpu::lstm_backward.
 //
 // Bindings (group 0):
 //   0 uniform  p    ColumnSumParams
 //   1 read     a    (M, N) row-major
-//   2 write    out  (out_offset + N)
-// Dispatch: (ceil(N / 64), 1, 1) workgroups of 64x4 threads.
+//   2 write    out  (out_offset + chunks * N)
+// Dispatch: (gx, gy, chunks) workgroups of 64x4 threads; workgroup (x, y) owns columns
+// 64 * (x + y * gx) .. +63 (the column tiles folded into x and y).
 //
-// Each workgroup owns 64 columns; its 4 lanes per column stride over the rows (coalesced
-// loads across the 64 columns), then the 4 partial sums are combined in a fixed order.
-// No atomics anywhere, so the result is bit-identical from run to run.
+// The 4 lanes of a column stride over the chunk's rows (lane l: rows l, l + 4, ...; the 64
+// columns of a lane row are contiguous, so loads are coalesced), then the 4 partial sums are
+// combined as (l0 + l1) + (l2 + l3). Every order is fixed by the shapes and there are no
+// atomics, so the result is bit-identical from run to run.
+
+// Bounds (why the kernel may run without wgpu's runtime checks): a is read at m * N + col
+// for m < min(M, end of the chunk) and col < N; out is written at out_offset + z * N + col
+// for col < N and z < chunks, which the host sizes; `partial` is indexed below 4 * 64. The
+// row loop steps by 4 up to M; no division by a runtime value.
 
 override ACCUMULATE: bool = false;
 
@@ -20,7 +33,7 @@ struct ColumnSumParams {
     m: u32,
     n: u32,
     out_offset: u32,
-    _pad: u32,
+    rows_per_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ColumnSumParams;
@@ -33,11 +46,17 @@ const LANES: u32 = 4u;
 var<workgroup> partial: array<f32, 256>; // [LANES][COLS]
 
 @compute @workgroup_size(64, 4, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wg.x * COLS + lid.x;
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let col = (wg.x + wg.y * groups.x) * COLS + lid.x;
+    let first = wg.z * p.rows_per_chunk;
+    let end = min(p.m, first + p.rows_per_chunk);
     var acc = 0.0;
     if (col < p.n) {
-        for (var m = lid.y; m < p.m; m += LANES) {
+        for (var m = first + lid.y; m < end; m += LANES) {
             acc += a[m * p.n + col];
         }
     }
@@ -45,9 +64,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     workgroupBarrier();
     if (lid.y == 0u && col < p.n) {
         var s = (partial[lid.x] + partial[COLS + lid.x]) + (partial[2u * COLS + lid.x] + partial[3u * COLS + lid.x]);
+        let at = p.out_offset + wg.z * p.n + col;
         if (ACCUMULATE) {
-            s += out[p.out_offset + col];
+            s += out[at];
         }
-        out[p.out_offset + col] = s;
+        out[at] = s;
     }
 }

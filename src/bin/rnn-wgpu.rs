@@ -1,6 +1,7 @@
 //! The benchmark harness:
 //! `cargo run --release [-- --suite quick|lite|deepbench] [--cell lstm|gru|rnn|all]
-//! [--mode inference|train|stream|both|all] [--layers N] [--bidirectional]`.
+//! [--mode inference|train|stream|both|all] [--layers N] [--bidirectional]`, or
+//! `cargo run --release -- --gemm M,N,K` to time the GEMM kernel alone.
 //!
 //! Rows are PyTorch's plain cells with `I = H`: `nn.LSTM`, `nn.GRU` and `nn.RNN` (relu; the
 //! "vanilla" rows of DeepBench), with one or more layers, forward or bidirectional. Opens the
@@ -16,6 +17,8 @@
 //! stream) or `--train-tol` (train).
 
 // A crate root's modules live beside it, so these name the folder named after the binary.
+#[path = "rnn-wgpu/gemm.rs"]
+mod gemm;
 #[path = "rnn-wgpu/measure.rs"]
 mod measure;
 #[path = "rnn-wgpu/report.rs"]
@@ -124,6 +127,20 @@ struct Args {
     /// adapter's limits, or WebGPU's default limits when there is none.
     #[arg(long)]
     plan: bool,
+    /// Time the crate's GEMM alone instead of a suite: `c (M, N) = A (M, K) · B (K, N)` as
+    /// --gemm-mode says, on seeded random data; --warmup untimed and --reps timed products,
+    /// one submission and wait each, median reported as 2*M*N*K flops per second; a few
+    /// entries are checked against an f64 CPU product.
+    #[arg(long, value_name = "M,N,K", value_parser = gemm::parse_shape)]
+    gemm: Option<(usize, usize, usize)>,
+    /// --gemm's product: plain (+ bias, the input projection), trans-a (`a` stored (K, M),
+    /// the weight gradients) or trans-b (`b` stored (N, K), the data gradients).
+    #[arg(long, value_enum, default_value_t = gemm::GemmMode::Plain)]
+    gemm_mode: gemm::GemmMode,
+    /// --gemm trans-a / trans-b: split K as the backward pass does (when the shapes call for
+    /// it; the line says how many chunks).
+    #[arg(long)]
+    gemm_split_k: bool,
     /// Compile the kernels without wgpu's shader runtime checks (bounds clamping, loop
     /// bounding, guarded division), to measure what they cost; see
     /// `Context::set_unchecked_shaders`.
@@ -133,6 +150,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shape) = args.gemm {
+        return run_gemm(&args, shape);
+    }
     let suite = match &args.rows {
         Some(spec) => match suite::parse_rows(spec, args.cell.cells(), args.mode.modes()) {
             Ok(s) => s,
@@ -313,6 +333,55 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// `--gemm M,N,K`: one line, ending in GFLOP/s.
+fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
+    let ctx = match Context::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            report_no_context(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    ctx.set_unchecked_shaders(args.unchecked_shaders);
+    let how = (args.gemm_mode, args.gemm_split_k);
+    let (warmup, reps) = (args.warmup as usize, args.reps as usize);
+    match gemm::run(&ctx, (m, n, k), how, warmup, reps, args.seed) {
+        Ok(r) => {
+            let min = r.samples_ms.iter().copied().fold(f64::NAN, f64::min);
+            let max = r.samples_ms.iter().copied().fold(f64::NAN, f64::max);
+            println!(
+                "gemm {:?} M={m} N={n} K={k} split-K {} on {}{}: median {:.3} ms of {} (min {:.3}, \
+                 max {:.3}), max err {:.1e} (tol {:.1e}), {:.2} GFLOP/s",
+                args.gemm_mode,
+                r.splits,
+                ctx.adapter_info().name,
+                if args.unchecked_shaders {
+                    ", unchecked shaders"
+                } else {
+                    ""
+                },
+                r.median_ms,
+                r.samples_ms.len(),
+                min,
+                max,
+                r.max_err,
+                r.tol,
+                r.gflops
+            );
+            if r.max_err <= r.tol {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: max err {:e} above tol {:e}", r.max_err, r.tol);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Measure one row, turning a skip or an error into a table row.

@@ -21,7 +21,7 @@ use crate::config::{CellKind, Layout, RnnConfig};
 use crate::error::Result;
 use crate::gpu::dispatch::{Buf, Io, ParamKind};
 use crate::gpu::forward::{io_view, reversed, time_map};
-use crate::gpu::kernels::column_sum::column_sum;
+use crate::gpu::kernels::column_sum::ColumnSum;
 use crate::gpu::kernels::dropout::dropout;
 use crate::gpu::kernels::gemm::Gemm;
 use crate::gpu::kernels::rearrange::{View, rearrange};
@@ -317,7 +317,10 @@ impl BackPrepared {
         }
     }
 
-    /// The GEMMs and column sums over all steps at once.
+    /// The GEMMs and column sums over all steps at once. Products with a small output and a
+    /// long K (the weight gradients, K = T*B) run split-K ([`Gemm::split_k`]) and tall bias
+    /// sums in two levels; both share one scratch buffer for their partial sums (the
+    /// dispatches run one after another).
     fn schedule_gemms(&self, b: &mut Builder<'_>, job: &BackJob<'_>, dh0: Buf, accumulate: bool) {
         let cfg = job.cfg;
         let (t, bt) = (b.steps, b.batch);
@@ -331,10 +334,9 @@ impl BackPrepared {
         let dgx = self.d_gates_x.unwrap_or(dg);
         let w_hh = Buf::Param(j, ParamKind::WHh);
         let w_ih = Buf::Param(j, ParamKind::WIh);
-        let gemm = |b: &mut Builder<'_>, op: Gemm, what: &str| b.push_opt(op.op(what));
+        let mut products: Vec<(Gemm, &str)> = Vec::new();
         // W_hh^T is stored (S, H*G), i.e. transposed for this product.
-        gemm(
-            b,
+        products.push((
             Gemm {
                 trans_b: true,
                 accumulate: true,
@@ -342,61 +344,55 @@ impl BackPrepared {
                 ..Gemm::new(dg, w_hh, dh0, (bt, st, hg))
             },
             "dh0 += dG_0 · W_hh",
-        );
-        gemm(
-            b,
+        ));
+        products.push((
             Gemm {
                 trans_b: true,
                 ..Gemm::new(dgx, w_ih, job.dx, (t * bt, i, hg))
             },
             "dx = dGx · W_ih",
-        );
-        gemm(
-            b,
+        ));
+        products.push((
             Gemm {
                 trans_a: true,
                 accumulate,
                 ..Gemm::new(tp.x, dgx, grad(ParamKind::WIh), (i, hg, t * bt))
             },
             "dW_ih^T = x^T · dGx",
-        );
+        ));
         match tp.projection {
             // dW_hh^T = [h0; h_0 .. h_{T-2}]^T · dG over the projected states, and
             // dW_hr^T = h_raw^T · dh.
             Some((h_raw, states)) => {
-                gemm(
-                    b,
+                products.push((
                     Gemm {
                         trans_a: true,
                         accumulate,
                         ..Gemm::new(states, dg, grad(ParamKind::WHh), (st, hg, t * bt))
                     },
                     "dW_hh^T = states^T · dG",
-                );
-                gemm(
-                    b,
+                ));
+                products.push((
                     Gemm {
                         trans_a: true,
                         accumulate,
                         ..Gemm::new(h_raw, self.dh_hist, grad(ParamKind::WHr), (h, st, t * bt))
                     },
                     "dW_hr^T = h_raw^T · dh",
-                );
+                ));
             }
             // dW_hh^T = h0^T · dG_0 + y[0..T-1]^T · dG[1..T].
             None => {
-                gemm(
-                    b,
+                products.push((
                     Gemm {
                         trans_a: true,
                         accumulate,
                         ..Gemm::new(tp.h0, dg, grad(ParamKind::WHh), (h, hg, bt))
                     },
                     "dW_hh^T = h0^T · dG_0",
-                );
+                ));
                 if t > 1 {
-                    gemm(
-                        b,
+                    products.push((
                         Gemm {
                             trans_a: true,
                             accumulate: true,
@@ -404,42 +400,65 @@ impl BackPrepared {
                             ..Gemm::new(tp.y, dg, grad(ParamKind::WHh), (h, hg, (t - 1) * bt))
                         },
                         "dW_hh^T += y^T · dG[1..]",
-                    );
+                    ));
                 }
             }
         }
         // GRU reset-before: W_hn multiplied r * h_prev, not h_prev, and dG kept n's columns
         // zero; they come from dG_n.
         if let (Some(rh), Some(dgn)) = (tp.reset_products, self.d_gates_n) {
-            gemm(
-                b,
+            products.push((
                 Gemm {
                     trans_a: true,
                     accumulate: true,
                     ..Gemm::new(rh, dgn, grad(ParamKind::WHh), (h, hg, t * bt))
                 },
                 "dW_hh^T += (r*h)^T · dG_n",
-            );
+            ));
         }
+        let rows = t * bt;
+        let sum = |a, out, out_offset, n, accumulate| ColumnSum {
+            a,
+            out,
+            out_offset,
+            m: rows,
+            n,
+            accumulate,
+        };
+        let mut sums: Vec<(ColumnSum, &str)> = Vec::new();
         // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n).
         if cfg.bias() {
             let bias = grad(ParamKind::Bias);
-            b.push(column_sum(dgx, bias, 0, (t * bt, hg), accumulate, "d b_ih"));
-            b.push(column_sum(dg, bias, hg, (t * bt, hg), accumulate, "d b_hh"));
+            sums.push((sum(dgx, bias, 0, hg, accumulate), "d b_ih"));
+            sums.push((sum(dg, bias, hg, hg, accumulate), "d b_hh"));
             // ... and d b_hn too (after the sums above, which may overwrite).
             if let Some(dgn) = self.d_gates_n {
-                b.push(column_sum(dgn, bias, hg, (t * bt, hg), true, "d b_hn"));
+                sums.push((sum(dgn, bias, hg, hg, true), "d b_hn"));
             }
         }
         if let Some(terms) = self.peephole_terms {
-            b.push(column_sum(
-                terms,
-                grad(ParamKind::Peephole),
-                0,
-                (t * bt, 3 * h),
-                accumulate,
+            sums.push((
+                sum(terms, grad(ParamKind::Peephole), 0, 3 * h, accumulate),
                 "d peepholes",
             ));
+        }
+        let words = products
+            .iter()
+            .map(|(p, _)| p.split_words())
+            .chain(sums.iter().map(|(s, _)| s.scratch_words()))
+            .max()
+            .unwrap_or(0);
+        let partials = if words > 0 {
+            b.buffer("partial sums", words)
+        } else {
+            Buf::Unused(0)
+        };
+        let max_x = b.limits.max_groups;
+        for (p, what) in products {
+            b.ops.extend(p.split_ops(partials, max_x, what));
+        }
+        for (s, what) in sums {
+            b.ops.extend(s.ops(partials, max_x, what));
         }
     }
 }

@@ -138,7 +138,7 @@ pub(crate) fn fold_grid(n: u64, per_group: u64, max_x: u32) -> [u32; 3] {
 /// plan's limit checks and printout.
 pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
-        Kernel::Gemm => (256, 2 * 1024 * 4),
+        Kernel::Gemm => (256, (272 + 528) * 16),
         Kernel::RnnStep => (256, 256 * 16),
         Kernel::RnnStepBackward => (256, 256 * 4),
         Kernel::ColumnSum => (256, 256 * 4),

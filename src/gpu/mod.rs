@@ -34,7 +34,7 @@ pub use context::{
 };
 pub use grads::{GradMode, Grads, HostGrads, LayerGrads, ParamGrads, Tape};
 pub use kernels::dropout::apply_dropout;
-pub use kernels::gemm;
+pub use kernels::{column_sum, gemm};
 pub use model::{POOL_KEEP, Rnn, WORKSPACE_CACHE_SHAPES};
 pub use plan::{Plan, PlanMode};
 pub use run::{HostOutput, Output, RunOptions, State};

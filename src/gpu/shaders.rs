@@ -81,7 +81,8 @@ impl Kernel {
         match self {
             Kernel::GradClip => &[DynamicUniform, ReadWrite, ReadWrite, ReadWrite],
             Kernel::OptimizerStep => &[DynamicUniform, Read, ReadWrite, ReadWrite, ReadWrite],
-            Kernel::Gemm => &[DynamicUniform, Read, Read, Read, ReadWrite],
+            // a and b twice each: as f32s and as vec4s (see shaders/gemm.wgsl).
+            Kernel::Gemm => &[DynamicUniform, Read, Read, Read, Read, Read, ReadWrite],
             Kernel::ColumnSum => &[DynamicUniform, Read, ReadWrite],
             Kernel::Rearrange => &[DynamicUniform, Read, Read, ReadWrite],
             Kernel::Dropout => &[DynamicUniform, ReadWrite],

@@ -94,7 +94,7 @@ pub fn config(row: &Row) -> Result<RnnConfig> {
 }
 
 /// `n` seeded values, uniform in ±1.
-fn uniform(n: usize, seed: u64) -> Vec<f32> {
+pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
 }
@@ -590,7 +590,7 @@ fn scaled_diff(gpu: &[f32], reference: &[f64]) -> f64 {
     if scale > 0.0 { e / scale } else { e }
 }
 
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();

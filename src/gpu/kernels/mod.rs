@@ -1,7 +1,7 @@
 //! One host module per shader. Each turns its arguments into [`crate::gpu::dispatch::Op`]s
 //! over symbolic buffers; none creates a GPU object.
 
-pub(crate) mod column_sum;
+pub mod column_sum;
 pub(crate) mod dropout;
 pub mod gemm;
 pub(crate) mod rearrange;

@@ -113,7 +113,8 @@ struct StepParams {
 @group(0) @binding(7) var<storage, read_write> tape: array<f32>;
 @group(0) @binding(8) var<storage, read_write> c_all: array<f32>;
 
-const THREADS: u32 = 256u;
+// Threads per workgroup (at most 256): TJ * KSPLIT * row lanes, chosen by the host.
+override WG: u32 = 256u;
 
 var<workgroup> partial: array<vec4<f32>, 256>; // one per thread, KSPLIT > 1 only
 
@@ -175,7 +176,7 @@ fn h_prev(b: u32, k: u32) -> f32 {
     return input_at(state_row(b), k);
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -183,7 +184,7 @@ fn main(
     let H = p.hidden;
     let S = p.state;
     let B = p.batch;
-    let lanes = THREADS / (TJ * KSPLIT);            // row lanes
+    let lanes = WG / (TJ * KSPLIT);            // row lanes
     let x = li % TJ;
     let split = (li / TJ) % KSPLIT;                 // which k subset this thread sums
     let row0 = (li / (TJ * KSPLIT)) * ROWS;         // first tile row this thread owns

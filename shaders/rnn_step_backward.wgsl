@@ -96,7 +96,8 @@ struct StepBackParams {
 @group(0) @binding(7) var<storage, read_write> dc: array<f32>;
 @group(0) @binding(8) var<storage, read_write> carry: array<f32>;
 
-const THREADS: u32 = 256u;
+// Threads per workgroup (at most 256): TK * KSPLIT * row lanes, chosen by the host.
+override WG: u32 = 256u;
 
 var<workgroup> partial: array<f32, 256>; // one per thread, KSPLIT > 1
 
@@ -131,7 +132,7 @@ fn grads(row: u32, n: u32, n_all: u32) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -141,7 +142,7 @@ fn main(
     let n_all = H * G;
     // Output units: the state's S in phase 1, the H cell units otherwise.
     let units = select(H, p.state, PHASE == 1u);
-    let lanes = THREADS / (TK * KSPLIT);
+    let lanes = WG / (TK * KSPLIT);
     let split = li % KSPLIT;
     let x = (li / KSPLIT) % TK;
     let row0 = (li / (TK * KSPLIT)) * ROWS;

@@ -134,8 +134,18 @@ pub(crate) fn fold_grid(n: u64, per_group: u64, max_x: u32) -> [u32; 3] {
     [gx as u32, gy.min(u32::MAX as u64) as u32, 1]
 }
 
-/// Threads in one workgroup and workgroup-memory bytes of each kernel (from its WGSL), for the
-/// plan's limit checks and printout.
+/// Threads in one workgroup and workgroup-memory bytes of a dispatch: its `WG` override when
+/// it sets one (the step kernels), else the kernel's fixed size (from its WGSL).
+pub(crate) fn dispatch_geometry(d: &Dispatch) -> (u32, u64) {
+    let (threads, shared) = kernel_geometry(d.kernel);
+    match d.constants.iter().find(|(name, _)| *name == "WG") {
+        Some(&(_, wg)) => (wg as u32, shared),
+        None => (threads, shared),
+    }
+}
+
+/// Threads in one workgroup (the most, for kernels with a `WG` override) and
+/// workgroup-memory bytes of each kernel (from its WGSL), for the plan's limit checks.
 pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),

@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{Buf, BufferCopy, BufferSpec, Io, Op, bytes, kernel_geometry};
+use crate::gpu::dispatch::{Buf, BufferCopy, BufferSpec, Io, Op, bytes, dispatch_geometry};
 use crate::gpu::kernels::gemm::GEMM_TILE;
 use crate::gpu::{backward, forward};
 
@@ -332,7 +332,7 @@ impl Plan {
             let Op::Dispatch(d) = op else { continue };
             slots += 1;
             limits.fits_grid(d)?;
-            let (threads, shared) = kernel_geometry(d.kernel);
+            let (threads, shared) = dispatch_geometry(d);
             if threads > limits.max_invocations {
                 return Err(Error::LimitExceeded {
                     limit: "max_compute_invocations_per_workgroup",
@@ -523,7 +523,7 @@ impl fmt::Display for Plan {
                     elided += 1;
                     continue;
                 }
-                let (threads, shared) = kernel_geometry(d.kernel);
+                let (threads, shared) = dispatch_geometry(d);
                 let groups: u64 = d.grid.iter().map(|&n| n as u64).product();
                 writeln!(
                     f,

@@ -13,6 +13,10 @@ pub(crate) const STEP_THREADS: usize = 256;
 /// whenever `H >= 512`, at any batch.
 pub(crate) const MIN_STEP_WORKGROUPS: usize = 128;
 
+/// The fewest 4-wide chunks of a reduction one thread sums: a thinner split only adds tree
+/// levels and threads that each do almost nothing.
+const MIN_CHUNKS: u32 = 4;
+
 /// Per-step uniforms; one slot per timestep, bound with dynamic offsets.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -34,13 +38,14 @@ pub(crate) struct StepParams {
     pub _pad: [u32; 2],
 }
 
-/// How a step kernel spreads one workgroup's 256 threads: `units` output units per workgroup,
-/// `ksplit` threads sharing each (unit, row)'s reduction, and the rest as row lanes of `rows`
-/// batch rows each (`256 / (units * ksplit)` lanes).
+/// How a step kernel spreads a workgroup's threads: `units` output units per workgroup,
+/// `ksplit` threads sharing each (unit, row)'s reduction, and `lanes` row lanes of `rows`
+/// batch rows each; `units * ksplit * lanes` threads in all (at most 256, the WGSL `WG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StepTiling {
     pub units: u32,
     pub ksplit: u32,
+    pub lanes: u32,
     pub rows: u32,
 }
 
@@ -51,13 +56,13 @@ impl StepTiling {
     /// its reduction, the forward kernel's along the units).
     ///
     /// The rule: rows per thread grow with the batch (1 up to B = 16, 2 up to 32, then 4) so
-    /// each loaded weight is reused; row lanes cover the batch (a power of two); the other
-    /// threads of the 256 split the reduction, but never below 2 chunks of 4 per thread (a
-    /// thinner split only adds tree levels). Each count of outputs per workgroup (16, 8, 4,
-    /// 2, 1) gives a candidate. Among those that reach [`MIN_STEP_WORKGROUPS`], the one with
-    /// the fewest idle row lanes, then the fewest row groups (each re-reads the weights),
-    /// then the most outputs per workgroup wins; when none reaches it, the one with the
-    /// fewest idle lanes, then the most workgroups (small problems: latency, not occupancy).
+    /// each loaded weight is reused; row lanes cover the batch (a power of two, no idle
+    /// lanes); the reduction is split over as many threads as fit in 256, but never below
+    /// [`MIN_CHUNKS`] chunks of 4 per thread (smaller workgroups then, rather than threads
+    /// with nothing to do). Each count of outputs per workgroup (16, 8, 4, 2, 1) gives a
+    /// candidate. Among those whose grid reaches [`MIN_STEP_WORKGROUPS`], the one with the
+    /// fewest row groups (each re-reads the weights), then the most outputs per workgroup
+    /// wins; when none reaches it, the one with the most workgroups.
     pub(crate) fn choose(
         units: usize,
         batch: usize,
@@ -73,32 +78,27 @@ impl StepTiling {
         let lanes_wanted = (batch.div_ceil(rows as usize).max(1) as u32).next_power_of_two();
         let threads = STEP_THREADS as u32;
         let chunks = reduction.div_ceil(4).max(1) as u32;
-        let max_ksplit = (chunks / 2).max(1).next_power_of_two().max(min_ksplit);
-        let mut best: Option<((bool, u32, i64, i64), StepTiling)> = None;
+        // At least MIN_CHUNKS chunks per thread: the largest power of two not above.
+        let most = (chunks / MIN_CHUNKS).max(1);
+        let max_ksplit = (1u32 << (31 - most.leading_zeros())).max(min_ksplit);
+        let mut best: Option<((bool, i64, i64), StepTiling)> = None;
         for (order, per_group) in [16u32, 8, 4, 2, 1].into_iter().enumerate() {
             if per_group < min_units || per_group * min_ksplit > threads {
                 continue;
             }
-            let mut lanes = lanes_wanted.min(threads / (per_group * min_ksplit));
-            let mut ksplit = threads / (per_group * lanes);
-            if ksplit > max_ksplit {
-                ksplit = max_ksplit;
-                lanes = threads / (per_group * ksplit);
-            }
+            let lanes = lanes_wanted.min(threads / (per_group * min_ksplit));
+            let ksplit = (threads / (per_group * lanes)).min(max_ksplit);
             let tiling = StepTiling {
                 units: per_group,
                 ksplit,
+                lanes,
                 rows,
             };
             let [gx, gy, _] = tiling.grid(units, batch);
             let groups = gx as u64 * gy as u64;
-            let reaches = groups >= MIN_STEP_WORKGROUPS as u64;
-            // Idle row lanes, as a factor (1: none).
-            let waste = lanes / lanes_wanted.min(lanes);
-            let key = match reaches {
-                // Fewest row groups (each re-reads the weights), then most units per group.
-                true => (false, waste, gy as i64, order as i64),
-                false => (true, waste, -(groups as i64), 0),
+            let key = match groups >= MIN_STEP_WORKGROUPS as u64 {
+                true => (false, gy as i64, order as i64),
+                false => (true, -(groups as i64), order as i64),
             };
             if best.as_ref().is_none_or(|(k, _)| key < *k) {
                 best = Some((key, tiling));
@@ -108,9 +108,14 @@ impl StepTiling {
             .expect("1 unit per group is always a candidate")
     }
 
+    /// Threads per workgroup.
+    pub(crate) fn threads(self) -> u32 {
+        self.units * self.ksplit * self.lanes
+    }
+
     /// Batch rows one workgroup covers.
     pub(crate) fn rows_per_group(self) -> usize {
-        (STEP_THREADS as u32 / (self.units * self.ksplit) * self.rows) as usize
+        (self.lanes * self.rows) as usize
     }
 
     /// The workgroup grid over `units` output units and `batch` rows.
@@ -125,8 +130,9 @@ impl StepTiling {
     }
 
     /// The tiling's override constants (`units_name`: the kernel's name for units per group).
-    pub(crate) fn constants(self, units_name: &'static str) -> [(&'static str, f64); 3] {
+    pub(crate) fn constants(self, units_name: &'static str) -> [(&'static str, f64); 4] {
         [
+            ("WG", self.threads() as f64),
             (units_name, self.units as f64),
             ("ROWS", self.rows as f64),
             ("KSPLIT", self.ksplit as f64),
@@ -136,8 +142,11 @@ impl StepTiling {
     /// `units=.. ksplit=.. rows=..`, for plan printouts.
     pub(crate) fn describe(self) -> String {
         format!(
-            "units/wg={} ksplit={} rows={}",
-            self.units, self.ksplit, self.rows
+            "threads={} units/wg={} ksplit={} rows={}",
+            self.threads(),
+            self.units,
+            self.ksplit,
+            self.rows
         )
     }
 }

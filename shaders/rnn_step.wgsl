@@ -172,6 +172,27 @@ fn input_at(row: vec2<u32>, k: u32) -> f32 {
     }
 }
 
+// Inputs k .. k + 3 of a row: one branch on the (uniform) source per chunk, and no bounds
+// test for a whole chunk inside the state.
+fn inputs4(row: vec2<u32>, k: u32) -> vec4<f32> {
+    if (k + 4u > p.state) {
+        return vec4<f32>(input_at(row, k), input_at(row, k + 1u), input_at(row, k + 2u),
+                         input_at(row, k + 3u));
+    }
+    let at = row.x + k;
+    switch (row.y) {
+        case 0u: {
+            return vec4<f32>(y[at], y[at + 1u], y[at + 2u], y[at + 3u]);
+        }
+        case 1u: {
+            return vec4<f32>(h_carry[at], h_carry[at + 1u], h_carry[at + 2u], h_carry[at + 3u]);
+        }
+        default: {
+            return vec4<f32>(c_state[at], c_state[at + 1u], c_state[at + 2u], c_state[at + 3u]);
+        }
+    }
+}
+
 fn h_prev(b: u32, k: u32) -> f32 {
     return input_at(state_row(b), k);
 }
@@ -209,11 +230,12 @@ fn main(
             let wn = array<vec4<f32>, 4>(weights(kn, j), weights(kn + 1u, j),
                                          weights(kn + 2u, j), weights(kn + 3u, j));
             for (var r = 0u; r < ROWS; r++) {
+                let h = inputs4(rows[r], k);
                 var a = acc[r];
-                a = fma(vec4<f32>(input_at(rows[r], k)), w[0], a);
-                a = fma(vec4<f32>(input_at(rows[r], k + 1u)), w[1], a);
-                a = fma(vec4<f32>(input_at(rows[r], k + 2u)), w[2], a);
-                a = fma(vec4<f32>(input_at(rows[r], k + 3u)), w[3], a);
+                a = fma(vec4<f32>(h.x), w[0], a);
+                a = fma(vec4<f32>(h.y), w[1], a);
+                a = fma(vec4<f32>(h.z), w[2], a);
+                a = fma(vec4<f32>(h.w), w[3], a);
                 acc[r] = a;
             }
             w = wn;

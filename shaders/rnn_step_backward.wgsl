@@ -119,6 +119,13 @@ fn weights(k: u32, n: u32, n_all: u32) -> vec4<f32> {
 // Columns n .. n + 3 of row `row` of the gradient being reduced (dG[t+1], or dG_n[t] in
 // phase 4), zero past n_all.
 fn grads(row: u32, n: u32, n_all: u32) -> vec4<f32> {
+    let at = row * n_all + n;
+    if (n + 4u <= n_all) {
+        if (PHASE == 4u) {
+            return vec4<f32>(dc[at], dc[at + 1u], dc[at + 2u], dc[at + 3u]);
+        }
+        return vec4<f32>(dG[at], dG[at + 1u], dG[at + 2u], dG[at + 3u]);
+    }
     var v = vec4<f32>(0.0);
     for (var q = 0u; q < 4u; q++) {
         if (n + q < n_all) {

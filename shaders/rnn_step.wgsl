@@ -258,6 +258,35 @@ fn main(
         }
     }
 
+    // A fused input projection (a session step) spreads its G gate chains over the first G
+    // threads of each unit's k split, one chain each, in the GEMM's exact order (k ascending
+    // from zero, then + b_ih), and meets in workgroup memory: bit-identical to the batched
+    // path, G times shorter than one thread running all of them.
+    var fused: array<vec4<f32>, 4>;
+    if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
+        for (var r = 0u; r < ROWS; r++) {
+            let b = b0 + row0 + r;
+            var a = 0.0;
+            if (j < H && split < G && b < B) {
+                let x_row = p.x_at + b * p.input;
+                for (var k = 0u; k < p.input; k++) {
+                    a = fma(h_carry[x_row + k], gx[k * n_all + j * G + split], a);
+                }
+                if (HAS_BIAS) {
+                    a += bias[j * G + split];
+                }
+            }
+            partial[li] = vec4<f32>(a, 0.0, 0.0, 0.0);
+            workgroupBarrier();
+            if (split == 0u) {
+                for (var g = 0u; g < G; g++) {
+                    fused[r][g] = partial[li + g * TJ].x;
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+
     if (j >= H || split != 0u) {
         return;
     }
@@ -282,7 +311,9 @@ fn main(
             continue;
         }
         let gh = acc[r] + b_hh;
-        if (FUSED_INPUT) {
+        if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
+            gx_t = fused[r];
+        } else if (FUSED_INPUT) {
             let x_row = p.x_at + b * p.input;
             for (var g = 0u; g < G; g++) {
                 var a = 0.0;

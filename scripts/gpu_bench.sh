@@ -16,7 +16,8 @@
 #   1. quick  : the harness's quick suite with the CPU-reference parity check   (quick.json)
 #   2. slope  : LSTM H = 256, B = 1 at T = 25, 50, 100, 200 (time per step = the slope)
 #   3. lstm / gru : the DeepBench LSTM and GRU rows, inference and train, with checked and
-#               then unchecked shaders (--unchecked-shaders), no CPU check (parity is stage 1)
+#               then unchecked shaders (--unchecked-shaders), and the LSTM rows once more with
+#               subgroups off (--no-subgroups), no CPU check (parity is stage 1)
 #   4. torch  : scripts/bench_torch.py on CUDA, fp32 with TF32 off and with TF32 on, on the
 #               same DeepBench LSTM and GRU rows and the slope rows
 # and writes every JSON file and log into one archive, $OUT/gpu_bench.tar.gz (or
@@ -83,10 +84,13 @@ run() {
     stage slope "${SLOPE_S:-40}" "$bin" --rows "$slope_rows" --cell lstm --mode inference \
         --json "$dir/slope.json" --svg "$dir/slope.svg"
     for cell in lstm gru; do
-        for shaders in checked unchecked; do
+        for shaders in checked unchecked nosubgroups; do
             local flag=()
             [ "$shaders" = unchecked ] && flag=(--unchecked-shaders)
-            stage "db-$cell-$shaders" "${DB_S:-75}" "$bin" --suite deepbench --cell "$cell" \
+            [ "$shaders" = nosubgroups ] && flag=(--no-subgroups)
+            # Subgroups on/off for the LSTM rows only (time).
+            [ "$shaders" = nosubgroups ] && [ "$cell" != lstm ] && continue
+            stage "db-$cell-$shaders" "${DB_S:-65}" "$bin" --suite deepbench --cell "$cell" \
                 --mode both --no-check --reps 3 "${flag[@]}" \
                 --json "$dir/db-$cell-$shaders.json" --svg "$dir/db-$cell-$shaders.svg"
         done

@@ -91,21 +91,22 @@ def main() -> int:
     for cell in ["lstm", "gru"]:
         checked = rows_of(load(d / f"db-{cell}-checked.json"))
         unchecked = rows_of(load(d / f"db-{cell}-unchecked.json"))
+        nosg = rows_of(load(d / f"db-{cell}-nosubgroups.json"))
         torch = load(d / f"torch-db-{cell}.json")
         fp32, tf32 = rows_of(torch, "cuda"), rows_of(torch, "cuda+tf32")
         if not (checked or unchecked or fp32):
             continue
         print(f"### DeepBench {cell.upper()} (ms, median; ratio = torch ms / our checked ms, "
               f"> 1 means we are faster)\n")
-        print("| H | B | T | mode | ours checked | ours unchecked | GFLOP/s | torch fp32 | ratio "
-              "| torch tf32 | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| H | B | T | mode | ours checked | ours unchecked | ours no subgroups | GFLOP/s "
+              "| torch fp32 | ratio | torch tf32 | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for k in sorted(set(checked) | set(unchecked) | set(fp32), key=lambda k: (k[6], k[3], k[4], k[5])):
-            c, u, f, t = (x.get(k) for x in (checked, unchecked, fp32, tf32))
+            c, u, n, f, t = (x.get(k) for x in (checked, unchecked, nosg, fp32, tf32))
             cms = c["ms"] if c else None
             ratio = lambda o: fmt(o["ms"] / cms, ".2f") if (o and cms) else ""
             print(f"| {k[3]} | {k[4]} | {k[5]} | {k[6]} | {fmt(cms)} | {fmt(u and u['ms'])} "
-                  f"| {fmt(c and c.get('gflops'), '.1f')} | {fmt(f and f['ms'])} | {ratio(f)} "
+                  f"| {fmt(n and n['ms'])} | {fmt(c and c.get('gflops'), '.1f')} | {fmt(f and f['ms'])} | {ratio(f)} "
                   f"| {fmt(t and t['ms'])} | {ratio(t)} |")
         print()
     return 0

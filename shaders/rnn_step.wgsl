@@ -86,6 +86,9 @@ override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
 // chain over k = 0..I-1 from zero, then + b_ih), so the result is bit-identical to the
 // batched path and a session step needs one dispatch instead of two.
 override FUSED_INPUT: bool = false;
+// Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
+// the device has subgroups and a reduction's KSPLIT * TJ threads fit in its smallest one).
+override SUBGROUPS: bool = false;
 
 struct StepParams {
     batch: u32,
@@ -243,7 +246,17 @@ fn main(
         }
     }
 
-    if (KSPLIT > 1u) {
+    if (KSPLIT > 1u && SUBGROUPS) {
+        // The same tree in registers: the KSPLIT threads of a (unit, row) lie in one subgroup,
+        // TJ lanes apart, and each level adds the partner stride * TJ lanes away.
+        for (var r = 0u; r < ROWS; r++) {
+            var v = acc[r];
+            for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
+                v = v + xor_shuffle4(v, stride * TJ);
+            }
+            acc[r] = v;
+        }
+    } else if (KSPLIT > 1u) {
         for (var r = 0u; r < ROWS; r++) {
             partial[li] = acc[r];
             workgroupBarrier();

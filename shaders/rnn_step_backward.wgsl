@@ -73,6 +73,9 @@ override KSPLIT: u32 = 8u; // threads sharing one unit's reduction: a power of t
 override HAS_DY: bool = true;
 // W_hh^T rows start on a vec4 boundary (H * G is a multiple of 4), so chunks load as vec4s.
 override ALIGNED: bool = false;
+// Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
+// the device has subgroups and KSPLIT fits in its smallest one).
+override SUBGROUPS: bool = false;
 
 struct StepBackParams {
     batch: u32,
@@ -180,7 +183,17 @@ fn main(
         }
     }
 
-    if (KSPLIT > 1u) {
+    if (KSPLIT > 1u && SUBGROUPS) {
+        // The same tree in registers: the KSPLIT threads of a (unit, row) are consecutive lanes
+        // of one subgroup, and each level adds the partner `stride` lanes away.
+        for (var r = 0u; r < ROWS; r++) {
+            var v = acc[r];
+            for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
+                v = v + xor_shuffle(v, stride);
+            }
+            acc[r] = v;
+        }
+    } else if (KSPLIT > 1u) {
         for (var r = 0u; r < ROWS; r++) {
             partial[li] = acc[r];
             workgroupBarrier();

@@ -503,8 +503,10 @@ fn unchecked_shaders_compute_what_checked_ones_do() {
             .unwrap(),
     ];
     for cfg in &models {
-        let rnn = Rnn::new(&ctx, cfg, &Weights::init(cfg, 15)).unwrap();
+        // A model's workspaces keep the pipelines they were built with, so each setting gets
+        // a model of its own.
         let run = |ctx: &Context| -> Vec<f32> {
+            let rnn = Rnn::new(ctx, cfg, &Weights::init(cfg, 15)).unwrap();
             (0..8)
                 .flat_map(|k| mixed_call(ctx, &rnn, k))
                 .map(f32::from_bits)
@@ -530,5 +532,59 @@ fn unchecked_shaders_compute_what_checked_ones_do() {
                 cfg.cell()
             );
         }
+    }
+}
+
+#[test]
+fn subgroup_reductions_give_the_same_bits_as_workgroup_memory() {
+    let Some(ctx) = own_ctx() else { return };
+    let Some(min) = ctx.subgroups() else {
+        // wgpu's GL backend has no subgroups; llvmpipe's Vulkan driver has them, so there the
+        // comparison must run.
+        assert_ne!(
+            ctx.adapter_info().backend,
+            wgpu::Backend::Vulkan,
+            "llvmpipe's Vulkan adapter offers SUBGROUP; the context should have requested it"
+        );
+        return;
+    };
+    eprintln!("smallest subgroup: {min}");
+    let models = [
+        // B = 128: the forward step splits each reduction over 2 threads 4 lanes apart, and
+        // backward over 8 consecutive lanes: both fit a subgroup of 8 or more.
+        (RnnConfig::lstm(16, 128).build().unwrap(), 3, 128),
+        (RnnConfig::gru(8, 256).build().unwrap(), 2, 16),
+    ];
+    for (cfg, t, b) in &models {
+        let i = cfg.input_size();
+        let x = GpuTensor::upload(&ctx, &seeded(17, t * b * i, 1.0), &[*t, *b, i]).unwrap();
+        // A model's workspaces keep the pipelines they were built with: one model per setting.
+        let run = || -> Vec<u32> {
+            let rnn = Rnn::new(&ctx, cfg, &Weights::init(cfg, 16)).unwrap();
+            let (out, tape) = rnn.forward_train(&x, None).unwrap();
+            let g = rnn.backward(&tape, Some(&out.y), None, None).unwrap();
+            let mut v: Vec<f32> = out.y.download(&ctx).unwrap();
+            v.extend(g.dx.download(&ctx).unwrap());
+            v.extend(g.params.layers[0].w_hh.download(&ctx).unwrap());
+            v.into_iter().map(f32::to_bits).collect()
+        };
+        ctx.set_subgroups(true);
+        let with = run();
+        let before = ctx.cached_pipelines();
+        ctx.set_subgroups(false);
+        let without = run();
+        ctx.set_subgroups(true);
+        // Some step kernel took the subgroup path: switching it off compiled new variants.
+        assert!(
+            ctx.cached_pipelines() > before,
+            "{:?}: no subgroup variant",
+            cfg.cell()
+        );
+        // Both paths add the same partial sums in the same tree order.
+        assert!(
+            with == without,
+            "{:?}: subgroup and workgroup-memory results differ",
+            cfg.cell()
+        );
     }
 }

@@ -146,6 +146,11 @@ struct Args {
     /// `Context::set_unchecked_shaders`.
     #[arg(long)]
     unchecked_shaders: bool,
+    /// Reduce the step kernels' split reductions through workgroup memory even where the
+    /// device has subgroups (results are bit-identical either way); see
+    /// `Context::set_subgroups`.
+    #[arg(long)]
+    no_subgroups: bool,
 }
 
 fn main() -> ExitCode {
@@ -190,10 +195,11 @@ fn main() -> ExitCode {
         }
     };
     ctx.set_unchecked_shaders(args.unchecked_shaders);
+    ctx.set_subgroups(!args.no_subgroups);
     let info = ctx.adapter_info();
     let date = report::today_utc();
     println!(
-        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {}",
+        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {} | subgroups: {}",
         info.name,
         info.backend,
         info.device_type,
@@ -201,6 +207,10 @@ fn main() -> ExitCode {
             "unchecked"
         } else {
             "checked (wgpu default)"
+        },
+        match ctx.subgroups() {
+            Some(n) => format!("on (smallest {n})"),
+            None => "off".to_string(),
         }
     );
     println!(
@@ -262,6 +272,7 @@ fn main() -> ExitCode {
         bidirectional: args.bidirectional,
         peak_gflops: args.peak_gflops,
         unchecked_shaders: args.unchecked_shaders,
+        subgroups: ctx.subgroups(),
         note: I_EQUALS_H_NOTE,
         flops_note: FLOPS_NOTE,
         max_err_note: MAX_ERR_NOTE,

@@ -54,6 +54,11 @@ struct Inner {
     timeout_ms: AtomicU64,
     /// Compile kernels without wgpu's runtime checks (see [`Context::set_unchecked_shaders`]).
     unchecked: AtomicBool,
+    /// The device's smallest subgroup size when it has `SUBGROUP`, else 0.
+    subgroup_min: u32,
+    /// Whether the step kernels may reduce with subgroup shuffles (see
+    /// [`Context::set_subgroups`]).
+    use_subgroups: AtomicBool,
     /// Fault injection: the buffer creation with this 1-based count fails as out of memory
     /// (0: none). See [`Context::fail_allocation`].
     fail_at: AtomicU64,
@@ -80,6 +85,7 @@ struct PipelineKey {
     kernel: Kernel,
     constants: Vec<(&'static str, u64)>,
     unchecked: bool,
+    subgroups: bool,
 }
 
 #[derive(Default)]
@@ -164,7 +170,8 @@ impl Context {
         let (device, queue) =
             pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("rnn-wgpu"),
-                required_features: wgpu::Features::empty(),
+                // Subgroup operations where the adapter has them (the step kernels' reductions).
+                required_features: adapter.features() & wgpu::Features::SUBGROUP,
                 required_limits: adapter.limits(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -219,6 +226,10 @@ impl Context {
         lost: Arc<Mutex<Option<String>>>,
     ) -> Context {
         let limits = device.limits();
+        let subgroup_min = match device.features().contains(wgpu::Features::SUBGROUP) {
+            true => info.subgroup_min_size,
+            false => 0,
+        };
         Context {
             inner: Arc::new(Inner {
                 id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -235,6 +246,8 @@ impl Context {
                 bind_groups: AtomicU64::new(0),
                 timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
                 unchecked: AtomicBool::new(false),
+                subgroup_min,
+                use_subgroups: AtomicBool::new(true),
                 fail_at: AtomicU64::new(0),
                 uncaptured,
                 lost,
@@ -319,11 +332,32 @@ impl Context {
     /// them again (the default). Pipelines are cached per setting, so both can be timed on one
     /// context (the harness's `--unchecked-shaders`).
     ///
+    /// It applies to pipelines compiled afterwards: a model's workspaces keep the pipelines
+    /// they were built with, so set it before building models (or build a new [`crate::Rnn`]).
+    ///
     /// The crate vouches for its own kernels: every dispatch comes from a plan whose shape and
     /// limit checks run before any GPU work, and each kernel's header says why its indices
     /// stay inside its buffers. It stays off by default until a GPU measurement shows a gain.
     pub fn set_unchecked_shaders(&self, unchecked: bool) {
         self.inner.unchecked.store(unchecked, Ordering::Relaxed);
+    }
+
+    /// The smallest subgroup size of the device when the step kernels may reduce with
+    /// subgroup shuffles (the device has `SUBGROUP`, requested by [`Context::new`] where the
+    /// adapter offers it, and [`Context::set_subgroups`] did not switch them off); `None`
+    /// otherwise.
+    pub fn subgroups(&self) -> Option<u32> {
+        let on = self.inner.use_subgroups.load(Ordering::Relaxed);
+        (self.inner.subgroup_min > 0 && on).then_some(self.inner.subgroup_min)
+    }
+
+    /// Let the step kernels reduce a split reduction with subgroup shuffles where the device
+    /// has them (the default), or always through workgroup memory. Both add the partial sums
+    /// in the same fixed order, so results are bit-identical either way; pipelines are cached
+    /// per setting. Like [`Context::set_unchecked_shaders`], it applies to workspaces built
+    /// afterwards.
+    pub fn set_subgroups(&self, on: bool) {
+        self.inner.use_subgroups.store(on, Ordering::Relaxed);
     }
 
     /// Submit one command buffer and count it (see [`Context::submission_count`]).
@@ -556,6 +590,7 @@ impl Context {
                 .map(|&(n, v)| (n, if v == 0.0 { 0 } else { v.to_bits() }))
                 .collect(),
             unchecked: self.unchecked_shaders(),
+            subgroups: self.subgroup_reduction(kernel, constants),
         };
         {
             let mut cache = lock(&self.inner.pipelines);
@@ -567,7 +602,7 @@ impl Context {
             }
         }
         let compiled = Arc::new(self.scoped(kernel.name(), || {
-            Ok(self.compile(kernel, constants, key.unchecked))
+            Ok(self.compile(kernel, constants, key.unchecked, key.subgroups))
         })?);
         let mut cache = lock(&self.inner.pipelines);
         cache.clock += 1;
@@ -591,16 +626,43 @@ impl Context {
         Ok(p)
     }
 
+    /// Whether a step kernel with these constants reduces its k split with subgroup shuffles:
+    /// the device has `SUBGROUP`, it is not switched off, and the threads that share one
+    /// reduction lie in one subgroup of the smallest size the device may use (backward: the
+    /// KSPLIT consecutive threads; forward: KSPLIT threads TJ apart, a block of KSPLIT * TJ).
+    /// This relies on a 1-D workgroup's subgroups being runs of consecutive
+    /// `local_invocation_index` values, as the Vulkan, Metal and D3D12 drivers lay them out;
+    /// `tests/engine.rs` compares both paths bit for bit on the test adapter.
+    fn subgroup_reduction(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> bool {
+        let min = self.inner.subgroup_min;
+        if min == 0 || !self.inner.use_subgroups.load(Ordering::Relaxed) {
+            return false;
+        }
+        let get = |name: &str| {
+            constants
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(1, |&(_, v)| v as u32)
+        };
+        let span = match kernel {
+            Kernel::RnnStep => get("KSPLIT") * get("TJ"),
+            Kernel::RnnStepBackward => get("KSPLIT"),
+            _ => return false,
+        };
+        get("KSPLIT") > 1 && span <= min
+    }
+
     fn compile(
         &self,
         kernel: Kernel,
         constants: &[(&'static str, f64)],
         unchecked: bool,
+        subgroups: bool,
     ) -> CachedPipeline {
         let dev = &self.inner.device;
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name()),
-            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
         };
         let module = if unchecked {
             // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
@@ -644,7 +706,10 @@ impl Context {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let consts: Vec<(&str, f64)> = constants.to_vec();
+        let mut consts: Vec<(&str, f64)> = constants.to_vec();
+        if matches!(kernel, Kernel::RnnStep | Kernel::RnnStepBackward) {
+            consts.push(("SUBGROUPS", subgroups as u8 as f64));
+        }
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.name()),
             layout: Some(&pipeline_layout),

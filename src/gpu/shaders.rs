@@ -22,6 +22,15 @@ const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 const REARRANGE: &str = include_str!("../../shaders/rearrange.wgsl");
 const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
 
+/// `xor_shuffle(v, m)`: lane `i` gets lane `i ^ m`'s value, within one subgroup.
+/// (Naga takes subgroup builtins without WGSL's `enable subgroups;`, which it does not parse
+/// yet; the device's `SUBGROUP` feature allows them.)
+const SUBGROUP_SHUFFLE: &str =
+    "fn xor_shuffle(v: f32, m: u32) -> f32 { return subgroupShuffleXor(v, m); }
+fn xor_shuffle4(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v, m); }";
+const NO_SUBGROUP_SHUFFLE: &str = "fn xor_shuffle(v: f32, m: u32) -> f32 { return v; }
+fn xor_shuffle4(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }";
+
 /// Every compute kernel of the crate. Names, not strings, select pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
@@ -57,8 +66,10 @@ impl Kernel {
         }
     }
 
-    /// Full WGSL: the shared snippets, then the kernel's own file.
-    pub(crate) fn source(self) -> String {
+    /// Full WGSL: the shared snippets, then the kernel's own file. With `subgroups` (step
+    /// kernels only, on a device with `SUBGROUP`), `xor_shuffle` is `subgroupShuffleXor`;
+    /// otherwise a stand-in that the kernels never call (their `SUBGROUPS` is false then).
+    pub(crate) fn source(self, subgroups: bool) -> String {
         let body = match self {
             Kernel::GradClip => GRAD_CLIP,
             Kernel::OptimizerStep => OPTIMIZER_STEP,
@@ -71,7 +82,13 @@ impl Kernel {
         };
         match self {
             // The step kernels share the cell description (its constants and helpers).
-            Kernel::RnnStep | Kernel::RnnStepBackward => format!("{ACTIVATIONS}\n{CELL}\n{body}"),
+            Kernel::RnnStep | Kernel::RnnStepBackward => {
+                let shuffle = match subgroups {
+                    true => SUBGROUP_SHUFFLE,
+                    false => NO_SUBGROUP_SHUFFLE,
+                };
+                format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{body}")
+            }
             _ => format!("{ACTIVATIONS}\n{body}"),
         }
     }

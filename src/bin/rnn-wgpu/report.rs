@@ -130,6 +130,8 @@ pub struct Report {
     pub peak_gflops: Option<f64>,
     /// `--unchecked-shaders`: kernels compiled without wgpu's runtime checks.
     pub unchecked_shaders: bool,
+    /// The smallest subgroup size when the step kernels may use subgroups (`null`: off).
+    pub subgroups: Option<u32>,
     pub note: &'static str,
     /// The FLOP count of each cell.
     pub flops_note: &'static str,
@@ -487,6 +489,7 @@ mod tests {
             bidirectional: false,
             peak_gflops: None,
             unchecked_shaders: false,
+            subgroups: None,
             note: I_EQUALS_H_NOTE,
             flops_note: FLOPS_NOTE,
             max_err_note: MAX_ERR_NOTE,

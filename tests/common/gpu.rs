@@ -48,7 +48,8 @@ pub fn own_ctx() -> Option<Context> {
 
 /// A device of its own on the shared context's adapter with some limits lowered by `f`, to
 /// exercise limit handling (checks, time tiling, 2-D grids) without allocating gigabytes.
-/// `None` where the GPU tests are skipped (see [`ctx`]).
+/// `None` only where the GPU tests are skipped (see [`ctx`]); an adapter that opened once but
+/// cannot be found again fails the test instead of letting it pass without running.
 pub fn limited(f: impl FnOnce(&mut wgpu::Limits)) -> Option<Context> {
     let shared = ctx()?;
     let instance =
@@ -59,7 +60,13 @@ pub fn limited(f: impl FnOnce(&mut wgpu::Limits)) -> Option<Context> {
         .find(|a| {
             let info = a.get_info();
             info.name == want.name && info.backend == want.backend
-        })?;
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the test adapter {} ({:?}) could not be opened again with lowered limits",
+                want.name, want.backend
+            )
+        });
     let mut limits = adapter.limits();
     f(&mut limits);
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {

@@ -187,15 +187,9 @@ fn main() -> ExitCode {
     if args.plan {
         return print_plans(&suite.rows);
     }
-    let ctx = match Context::new() {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            report_no_context(&e);
-            return ExitCode::FAILURE;
-        }
+    let Some(ctx) = open_context(&args) else {
+        return ExitCode::FAILURE;
     };
-    ctx.set_unchecked_shaders(args.unchecked_shaders);
-    ctx.set_subgroups(!args.no_subgroups);
     let info = ctx.adapter_info();
     let date = report::today_utc();
     println!(
@@ -347,15 +341,26 @@ fn main() -> ExitCode {
 }
 
 /// `--gemm M,N,K`: one line, ending in GFLOP/s.
-fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
-    let ctx = match Context::new() {
-        Ok(ctx) => ctx,
+/// The best adapter's context with the shader settings of `args` (`--unchecked-shaders`,
+/// `--no-subgroups`); `None` after explaining why there is none.
+fn open_context(args: &Args) -> Option<Context> {
+    match Context::new() {
+        Ok(ctx) => {
+            ctx.set_unchecked_shaders(args.unchecked_shaders);
+            ctx.set_subgroups(!args.no_subgroups);
+            Some(ctx)
+        }
         Err(e) => {
             report_no_context(&e);
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
+    let Some(ctx) = open_context(args) else {
+        return ExitCode::FAILURE;
     };
-    ctx.set_unchecked_shaders(args.unchecked_shaders);
     let how = (args.gemm_mode, args.gemm_split_k);
     let (warmup, reps) = (args.warmup as usize, args.reps as usize);
     match gemm::run(&ctx, (m, n, k), how, warmup, reps, args.seed) {

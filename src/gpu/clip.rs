@@ -16,8 +16,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::context::{CachedPipeline, Context};
+use crate::gpu::context::Context;
 use crate::gpu::dispatch::compute_pass;
+use crate::gpu::pipelines::CachedPipeline;
 use crate::gpu::shaders::Kernel;
 use crate::gpu::tensor::{GpuTensor, read_back, record_readback};
 use crate::gpu::uniforms::{Bound, BoundKey, UniformSlots};

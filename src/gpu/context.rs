@@ -1,13 +1,15 @@
 //! The GPU context: adapter, device, queue, limits, and the pipeline cache.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::gpu::adapter::{ContextOptions, adapter_rank, enumerate};
-use crate::gpu::shaders::{Binding, Kernel};
+use crate::gpu::pipelines::{
+    CachedPipeline, PipelineCache, PipelineKey, compile, subgroup_reduction,
+};
+use crate::gpu::shaders::Kernel;
 use crate::gpu::uniforms::{BOUND_CACHE_CAPACITY, Bound, BoundKey};
 
 /// Compiled pipelines kept per context (least recently used evicted first). Every kernel
@@ -70,29 +72,6 @@ struct Inner {
 }
 
 static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A compiled pipeline and its bind group layout.
-pub(crate) struct CachedPipeline {
-    pub pipeline: wgpu::ComputePipeline,
-    pub layout: wgpu::BindGroupLayout,
-}
-
-/// Pipelines are keyed by kernel and the values of its `override` constants. wgpu takes every
-/// override as an `f64`; the key holds their bit patterns with `-0.0` folded into `0.0`, so
-/// equal values share one pipeline.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct PipelineKey {
-    kernel: Kernel,
-    constants: Vec<(&'static str, u64)>,
-    unchecked: bool,
-    subgroups: bool,
-}
-
-#[derive(Default)]
-struct PipelineCache {
-    entries: HashMap<PipelineKey, (Arc<CachedPipeline>, u64)>,
-    clock: u64,
-}
 
 /// How many GPU objects this crate has created on a context (see
 /// [`Context::allocation_counts`]). Every buffer and bind group the crate makes goes through
@@ -308,7 +287,7 @@ impl Context {
 
     /// Compiled pipelines in the cache (at most [`PIPELINE_CACHE_CAPACITY`]).
     pub fn cached_pipelines(&self) -> usize {
-        lock(&self.inner.pipelines).entries.len()
+        lock(&self.inner.pipelines).len()
     }
 
     /// The bound on every wait for the GPU.
@@ -583,145 +562,25 @@ impl Context {
         kernel: Kernel,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<CachedPipeline>> {
-        let key = PipelineKey {
+        let key = PipelineKey::new(
             kernel,
-            constants: constants
-                .iter()
-                .map(|&(n, v)| (n, if v == 0.0 { 0 } else { v.to_bits() }))
-                .collect(),
-            unchecked: self.unchecked_shaders(),
-            subgroups: self.subgroup_reduction(kernel, constants),
-        };
-        {
-            let mut cache = lock(&self.inner.pipelines);
-            cache.clock += 1;
-            let now = cache.clock;
-            if let Some((p, used)) = cache.entries.get_mut(&key) {
-                *used = now;
-                return Ok(p.clone());
-            }
+            constants,
+            self.unchecked_shaders(),
+            subgroup_reduction(self.subgroups(), kernel, constants),
+        );
+        if let Some(p) = lock(&self.inner.pipelines).get(&key) {
+            return Ok(p);
         }
         let compiled = Arc::new(self.scoped(kernel.name(), || {
-            Ok(self.compile(kernel, constants, key.unchecked, key.subgroups))
+            Ok(compile(
+                &self.inner.device,
+                kernel,
+                constants,
+                key.unchecked,
+                key.subgroups,
+            ))
         })?);
-        let mut cache = lock(&self.inner.pipelines);
-        cache.clock += 1;
-        let now = cache.clock;
-        let p = cache
-            .entries
-            .entry(key)
-            .or_insert((compiled, now))
-            .0
-            .clone();
-        if cache.entries.len() > PIPELINE_CACHE_CAPACITY {
-            let oldest = cache
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                cache.entries.remove(&k);
-            }
-        }
-        Ok(p)
-    }
-
-    /// Whether a step kernel with these constants reduces its k split with subgroup shuffles:
-    /// the device has `SUBGROUP`, it is not switched off, and the threads that share one
-    /// reduction lie in one subgroup of the smallest size the device may use (backward: the
-    /// KSPLIT consecutive threads; forward: KSPLIT threads TJ apart, a block of KSPLIT * TJ).
-    /// This relies on a 1-D workgroup's subgroups being runs of consecutive
-    /// `local_invocation_index` values, as the Vulkan, Metal and D3D12 drivers lay them out;
-    /// `tests/engine.rs` compares both paths bit for bit on the test adapter.
-    fn subgroup_reduction(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> bool {
-        let min = self.inner.subgroup_min;
-        if min == 0 || !self.inner.use_subgroups.load(Ordering::Relaxed) {
-            return false;
-        }
-        let get = |name: &str| {
-            constants
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(1, |&(_, v)| v as u32)
-        };
-        let span = match kernel {
-            Kernel::RnnStep => get("KSPLIT") * get("TJ"),
-            Kernel::RnnStepBackward => get("KSPLIT"),
-            _ => return false,
-        };
-        get("KSPLIT") > 1 && span <= min
-    }
-
-    fn compile(
-        &self,
-        kernel: Kernel,
-        constants: &[(&'static str, f64)],
-        unchecked: bool,
-        subgroups: bool,
-    ) -> CachedPipeline {
-        let dev = &self.inner.device;
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.name()),
-            source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
-        };
-        let module = if unchecked {
-            // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
-            // unbounded loops and division by zero. Each kernel's header ("Bounds") says why
-            // none of its indices leaves its bound buffers or workgroup arrays for any
-            // dispatch this crate records: every dispatch comes from a `Plan`, whose shape
-            // and limit checks run before any GPU work, and the kernels guard every index
-            // that a grid's edge can push past a shape. Every loop is bounded by a shape or
-            // an override constant, and every divisor is a nonzero shape or constant.
-            unsafe {
-                dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-            }
-        } else {
-            dev.create_shader_module(desc)
-        };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
-            .bindings()
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match b {
-                        Binding::DynamicUniform => wgpu::BufferBindingType::Uniform,
-                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    },
-                    has_dynamic_offset: matches!(b, Binding::DynamicUniform),
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
-        let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(kernel.name()),
-            entries: &entries,
-        });
-        let pipeline_layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(kernel.name()),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let mut consts: Vec<(&str, f64)> = constants.to_vec();
-        if matches!(kernel, Kernel::RnnStep | Kernel::RnnStepBackward) {
-            consts.push(("SUBGROUPS", subgroups as u8 as f64));
-        }
-        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name()),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &consts,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        CachedPipeline { pipeline, layout }
+        Ok(lock(&self.inner.pipelines).insert(key, compiled, PIPELINE_CACHE_CAPACITY))
     }
 }
 

@@ -19,6 +19,7 @@ mod kernels;
 mod model;
 pub mod optim;
 pub mod pack;
+mod pipelines;
 mod plan;
 mod run;
 mod session;

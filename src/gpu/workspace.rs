@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::context::{CachedPipeline, Context, lock};
+use crate::gpu::context::{Context, lock};
 use crate::gpu::dispatch::{Buf, BufferCopy, Io, Op};
 use crate::gpu::grads::LayerGrads;
 use crate::gpu::kernels::dropout::DropoutParams;
 use crate::gpu::model::PackedLayer;
+use crate::gpu::pipelines::CachedPipeline;
 use crate::gpu::plan::Plan;
 use crate::gpu::tensor::{GpuTensor, TENSOR_USAGES};
 

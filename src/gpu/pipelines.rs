@@ -1,0 +1,189 @@
+//! Compiled pipelines: the cache key (kernel, override constants, shader checks, subgroup
+//! path), a bounded least-recently-used cache, and the one place kernels are compiled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::gpu::shaders::{Binding, Kernel};
+
+/// A compiled pipeline and its bind group layout.
+pub(crate) struct CachedPipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Pipelines are keyed by kernel and the values of its `override` constants. wgpu takes every
+/// override as an `f64`; the key holds their bit patterns with `-0.0` folded into `0.0`, so
+/// equal values share one pipeline.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    kernel: Kernel,
+    constants: Vec<(&'static str, u64)>,
+    pub unchecked: bool,
+    pub subgroups: bool,
+}
+
+impl PipelineKey {
+    pub(crate) fn new(
+        kernel: Kernel,
+        constants: &[(&'static str, f64)],
+        unchecked: bool,
+        subgroups: bool,
+    ) -> PipelineKey {
+        PipelineKey {
+            kernel,
+            constants: constants
+                .iter()
+                .map(|&(n, v)| (n, if v == 0.0 { 0 } else { v.to_bits() }))
+                .collect(),
+            unchecked,
+            subgroups,
+        }
+    }
+}
+
+/// Compiled pipelines with their last use, evicted least recently used first.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    entries: HashMap<PipelineKey, (Arc<CachedPipeline>, u64)>,
+    clock: u64,
+}
+
+impl PipelineCache {
+    /// The cached pipeline of `key`, marked as just used.
+    pub(crate) fn get(&mut self, key: &PipelineKey) -> Option<Arc<CachedPipeline>> {
+        self.clock += 1;
+        let now = self.clock;
+        let (p, used) = self.entries.get_mut(key)?;
+        *used = now;
+        Some(p.clone())
+    }
+
+    /// Keep `compiled` under `key` (or the one another thread kept first), then evict the
+    /// least recently used entries beyond `capacity`.
+    pub(crate) fn insert(
+        &mut self,
+        key: PipelineKey,
+        compiled: Arc<CachedPipeline>,
+        capacity: usize,
+    ) -> Arc<CachedPipeline> {
+        self.clock += 1;
+        let now = self.clock;
+        let p = self.entries.entry(key).or_insert((compiled, now)).0.clone();
+        if self.entries.len() > capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.entries.remove(&k);
+            }
+        }
+        p
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Whether a step kernel with these constants reduces its k split with subgroup shuffles,
+/// given the device's smallest subgroup when subgroups are on (`subgroup_min`): the threads
+/// that share one reduction must lie in one subgroup of that size (backward: the KSPLIT
+/// consecutive threads; forward: KSPLIT threads TJ apart, a block of KSPLIT * TJ). This
+/// relies on a 1-D workgroup's subgroups being runs of consecutive `local_invocation_index`
+/// values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
+/// both paths bit for bit on the test adapter.
+pub(crate) fn subgroup_reduction(
+    subgroup_min: Option<u32>,
+    kernel: Kernel,
+    constants: &[(&'static str, f64)],
+) -> bool {
+    let Some(min) = subgroup_min else {
+        return false;
+    };
+    let get = |name: &str| {
+        constants
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(1, |&(_, v)| v as u32)
+    };
+    let span = match kernel {
+        Kernel::RnnStep => get("KSPLIT") * get("TJ"),
+        Kernel::RnnStepBackward => get("KSPLIT"),
+        _ => return false,
+    };
+    get("KSPLIT") > 1 && span <= min
+}
+
+/// Compile `kernel` specialised with `constants` (plus `SUBGROUPS` for the step kernels),
+/// with or without wgpu's shader runtime checks.
+pub(crate) fn compile(
+    dev: &wgpu::Device,
+    kernel: Kernel,
+    constants: &[(&'static str, f64)],
+    unchecked: bool,
+    subgroups: bool,
+) -> CachedPipeline {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(kernel.name()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
+    };
+    let module = if unchecked {
+        // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
+        // unbounded loops and division by zero. Each kernel's header ("Bounds") says why
+        // none of its indices leaves its bound buffers or workgroup arrays for any
+        // dispatch this crate records: every dispatch comes from a `Plan`, whose shape
+        // and limit checks run before any GPU work, and the kernels guard every index
+        // that a grid's edge can push past a shape. Every loop is bounded by a shape or
+        // an override constant, and every divisor is a nonzero shape or constant.
+        unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    } else {
+        dev.create_shader_module(desc)
+    };
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+        .bindings()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b {
+                    Binding::DynamicUniform => wgpu::BufferBindingType::Uniform,
+                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: matches!(b, Binding::DynamicUniform),
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(kernel.name()),
+        entries: &entries,
+    });
+    let pipeline_layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(kernel.name()),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let mut consts: Vec<(&str, f64)> = constants.to_vec();
+    if matches!(kernel, Kernel::RnnStep | Kernel::RnnStepBackward) {
+        consts.push(("SUBGROUPS", subgroups as u8 as f64));
+    }
+    let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(kernel.name()),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &consts,
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    });
+    CachedPipeline { pipeline, layout }
+}

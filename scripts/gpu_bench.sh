@@ -13,6 +13,8 @@
 #
 # `run` unpacks the loader, points Vulkan at the NVIDIA driver when none is found by default,
 # and runs, each stage under its own time limit so one slow stage cannot eat the others:
+#   0. plans  : the DeepBench LSTM rows' plans on the GPU's limits (plans.log: workgroups= per
+#               dispatch)
 #   1. quick  : the harness's quick suite with the CPU-reference parity check   (quick.json)
 #   2. slope  : LSTM H = 256, B = 1 at T = 25, 50, 100, 200 (time per step = the slope)
 #   3. lstm / gru : the DeepBench LSTM and GRU rows, inference and train, with checked and
@@ -80,6 +82,7 @@ run() {
         tail -n 40 "$dir/$name.log"
         echo "=== $name: rc=$rc in $((SECONDS - t0))s"
     }
+    stage plans 20 "$bin" --suite deepbench --cell lstm --mode train --plan
     stage quick "${QUICK_S:-90}" "$bin" --suite quick --json "$dir/quick.json" --svg "$dir/quick.svg"
     stage slope "${SLOPE_S:-40}" "$bin" --rows "$slope_rows" --cell lstm --mode inference \
         --json "$dir/slope.json" --svg "$dir/slope.svg"

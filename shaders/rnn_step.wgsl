@@ -51,10 +51,10 @@
 // inactive row writes y = 0 (PROJ: h_raw = 0; GRU phase 1: r*h_prev = 0) and leaves its cell
 // state alone, so the state after the last step is the state after each row's last valid step,
 // and it saves no tape (backward skips those steps).
-// Dispatch: (ceil(H / TJ), ceil(B / BM), 1) workgroups of 256 threads, BM = RL * ROWS where
-// RL = 256 / (TJ * KSPLIT) row lanes. The host chooses TJ, KSPLIT and ROWS per problem
+// Dispatch: (ceil(H / TJ), ceil(B / BM), 1) workgroups of WG <= 256 threads, BM = RL * ROWS
+// where RL = WG / (TJ * KSPLIT) row lanes. The host chooses TJ, KSPLIT, ROWS and WG per problem
 // (`StepTiling::choose`): enough workgroups to fill a large GPU even at B = 1 (at least 128
-// whenever H >= 512), every thread busy at small batch, several rows per thread at large batch.
+// whenever H >= 512), no idle lanes, several rows per thread at large batch.
 // Thread li = (rl * KSPLIT + s) * TJ + x owns hidden unit j0 + x (x fastest, so a warp's weight
 // loads cover whole runs of consecutive units: coalesced), batch rows b0 + rl * ROWS .. + ROWS,
 // and the k subset s: the 4-wide chunks k = 4 * (s + KSPLIT * i) .. + 3 of the reduction.
@@ -63,8 +63,9 @@
 // times, the next chunk's weights loaded before this chunk's FMAs). No workgroup memory and no
 // barrier in the main loop. With KSPLIT > 1 the KSPLIT partial sums of a (unit, row) are then
 // added by a fixed-shape tree in workgroup memory (conflict-free: thread li writes and reads
-// slot li and li + stride * TJ, consecutive threads on consecutive vec4s). Every order is fixed,
-// so results are bit-identical from run to run.
+// slot li and li + stride * TJ, consecutive threads on consecutive vec4s), or with SUBGROUPS
+// by the same tree of subgroup shuffles. Every order is fixed, so results are bit-identical
+// from run to run.
 
 // Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
 // from (T, B, H, S, G, I) and checks them before any GPU work. Weights are read only for

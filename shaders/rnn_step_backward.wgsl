@@ -45,8 +45,8 @@
 // Lengths: a step at or past row b's length (t >= lengths[b]) was never run forward; it writes
 // zero gate gradients (so the step before sees no recurrent term from it) and leaves carry and
 // dc alone, so dh_n / dc_n reach the row's last valid step untouched and padding gets nothing.
-// Dispatch: (ceil(units / TK), ceil(B / BM), 1) workgroups of 256 threads, BM = RL * ROWS,
-// RL = 256 / (TK * KSPLIT) row lanes; the host chooses TK, KSPLIT and ROWS per problem
+// Dispatch: (ceil(units / TK), ceil(B / BM), 1) workgroups of WG <= 256 threads, BM = RL * ROWS,
+// RL = WG / (TK * KSPLIT) row lanes; the host chooses TK, KSPLIT, ROWS and WG per problem
 // (`StepTiling::choose`, as for rnn_step.wgsl, but with at least 8 threads per reduction).
 // Thread li = (rl * TK + x) * KSPLIT + s owns output unit k0 + x and rows b0 + rl * ROWS ..
 // + ROWS; s is fastest, because the reduction runs along a row of W_hh^T (contiguous in n):
@@ -54,8 +54,9 @@
 // n = 4 * (s + KSPLIT * i) .. + 3, and the same columns of dG[t+1] for each of their rows.
 // The next chunk's weights are loaded before this chunk's FMAs. The KSPLIT partial sums are
 // added by a fixed-shape tree in workgroup memory (thread li reads slots li and li + stride:
-// consecutive threads, consecutive words, no bank conflict), so results are bit-identical
-// from run to run. No workgroup memory and no barrier in the main loop.
+// consecutive threads, consecutive words, no bank conflict), or with SUBGROUPS by the same
+// tree of subgroup shuffles, so results are bit-identical from run to run. No workgroup memory
+// and no barrier in the main loop.
 
 // Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
 // from (T, B, H, S, G) and checks them before any GPU work. The reduction runs only for

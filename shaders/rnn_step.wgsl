@@ -55,7 +55,8 @@
 // where RL = WG / (TJ * KSPLIT) row lanes. The host chooses TJ, KSPLIT, ROWS and WG per problem
 // (`StepTiling::choose`): enough workgroups to fill a large GPU even at B = 1 (at least 128
 // whenever H >= 512), no idle lanes, several rows per thread at large batch.
-// Thread li = (rl * KSPLIT + s) * TJ + x owns hidden unit j0 + x (x fastest, so a warp's weight
+// Thread li = (rl * KSPLIT + s) * TJ + x owns hidden unit j0 + x (with PACK, the plain RNN:
+// units 4 * (j0 + x) .. + 3, one vec4 of weights per k; x fastest, so a warp's weight
 // loads cover whole runs of consecutive units: coalesced), batch rows b0 + rl * ROWS .. + ROWS,
 // and the k subset s: the 4-wide chunks k = 4 * (s + KSPLIT * i) .. + 3 of the reduction.
 // Per chunk it loads the 4 weight rows of its unit (all gates of one row as one vec4), then
@@ -90,6 +91,10 @@ override FUSED_INPUT: bool = false;
 // Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
 // the device has subgroups and a reduction's KSPLIT * TJ threads fit in its smallest one).
 override SUBGROUPS: bool = false;
+// The plain RNN (G = 1): each thread owns 4 consecutive units, whose weights at one k are one
+// vec4, instead of one unit whose vec4 would be 3/4 empty. TJ then counts groups of 4 units.
+override PACK: bool = false;
+override UNIT_SPAN: u32 = select(1u, 4u, PACK);
 
 struct StepParams {
     batch: u32,
@@ -123,9 +128,23 @@ override WG: u32 = 256u;
 var<workgroup> partial: array<vec4<f32>, 256>; // one per thread, KSPLIT > 1 only
 
 // The G gate weights of unit j at row k of W_hh^T; zero past the state (k >= S).
+// PACK (the plain RNN, G = 1): the weights of units j .. j + 3 instead, zero past H.
 fn weights(k: u32, j: u32) -> vec4<f32> {
     if (k >= p.state) {
         return vec4<f32>(0.0);
+    }
+    if (PACK) {
+        let e = k * p.hidden + j;
+        if (p.hidden % 4u == 0u) {
+            return w_hh[e / 4u];
+        }
+        var w = vec4<f32>(0.0);
+        for (var u = 0u; u < 4u; u++) {
+            if (j + u < p.hidden) {
+                w[u] = w_hh[(e + u) / 4u][(e + u) % 4u];
+            }
+        }
+        return w;
     }
     let e = (k * p.hidden + j) * G;
     if (G == 4u) {
@@ -216,7 +235,7 @@ fn main(
     let j0 = wg.x * TJ;
     let b0 = wg.y * lanes * ROWS;
     let n_all = H * G;
-    let j = j0 + x;
+    let j = (j0 + x) * UNIT_SPAN;                   // first unit of this thread
     var acc: array<vec4<f32>, 4>;                   // [row] -> gates in .xyzw
 
     if (j < H) {
@@ -302,6 +321,46 @@ fn main(
     }
 
     if (j >= H || split != 0u) {
+        return;
+    }
+    if (PACK) {
+        // The plain RNN, four units per thread: acc[r][u] is unit j + u's recurrent sum.
+        for (var r = 0u; r < ROWS; r++) {
+            let b = b0 + row0 + r;
+            if (b >= B) {
+                continue;
+            }
+            let live = p.t_global < u32(h_carry[p.len_at + b]);
+            for (var u = 0u; u < 4u && j + u < H; u++) {
+                let ju = j + u;
+                let out = (p.t_global * B + b) * H + ju;
+                if (!live) {
+                    y[out] = 0.0;
+                    continue;
+                }
+                var gx_u = 0.0;
+                if (FUSED_INPUT) {
+                    let x_row = p.x_at + b * p.input;
+                    for (var k = 0u; k < p.input; k++) {
+                        gx_u = fma(h_carry[x_row + k], gx[k * n_all + ju], gx_u);
+                    }
+                    if (HAS_BIAS) {
+                        gx_u += bias[ju];
+                    }
+                } else {
+                    gx_u = gx[(p.t_local * B + b) * n_all + ju];
+                }
+                var gh = acc[r][u];
+                if (HAS_BIAS) {
+                    gh += bias[n_all + ju];
+                }
+                let pre = gx_u + gh;
+                y[out] = act_g(pre);
+                if (SAVE) {
+                    tape[out] = pre;
+                }
+            }
+        }
         return;
     }
     var b_hh = vec4<f32>(0.0);

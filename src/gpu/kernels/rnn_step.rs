@@ -156,6 +156,13 @@ pub(crate) fn forward_tiling(h: usize, batch: usize, state: usize) -> StepTiling
     StepTiling::choose(h, batch, state, 4, 1)
 }
 
+/// The forward step of a plain RNN (G = 1) packs 4 units per thread (the kernel's `PACK`): its
+/// tiling runs over `ceil(H / 4)` columns of units, and a column's 16 bytes per weight row are
+/// enough for a sector, so any number of columns per workgroup will do.
+fn packed_tiling(h: usize, batch: usize, state: usize) -> StepTiling {
+    StepTiling::choose(h.div_ceil(4), batch, state, 1, 1)
+}
+
 /// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
 /// alpha and beta.
 pub(crate) fn activation_constants(act: Activation) -> (f64, f64, f64) {
@@ -253,10 +260,16 @@ pub(crate) fn rnn_step(
     params: StepParams,
 ) -> Op {
     let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
-    let tiling = forward_tiling(h, batch, st);
+    let pack = cfg.cell() == CellKind::Rnn;
+    // Columns the grid covers: units, or groups of 4 units with PACK.
+    let (tiling, columns) = match pack {
+        true => (packed_tiling(h, batch, st), h.div_ceil(4)),
+        false => (forward_tiling(h, batch, st), h),
+    };
     let mut constants = cell_constants(cfg);
     constants.extend(tiling.constants("TJ"));
     constants.extend([
+        ("PACK", pack as u8 as f64),
         ("HAS_BIAS", bufs.bias.is_some() as u8 as f64),
         ("SAVE", bufs.tape.is_some() as u8 as f64),
         ("FPHASE", phase as f64),
@@ -279,7 +292,7 @@ pub(crate) fn rnn_step(
             tape,
             c_all,
         ],
-        grid: tiling.grid(h, batch),
+        grid: tiling.grid(columns, batch),
         what: format!(
             "rnn_step t={} (H={h}, B={batch}, {})",
             params.t_global,

@@ -112,7 +112,7 @@ fn bench_one_forward(
     t: usize,
 ) {
     let h = cfg.hidden_size();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 0)).expect("model");
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 0)).expect("model");
     let x = GpuTensor::upload(ctx, &uniform(t * b * h, 4), &[t, b, h]).expect("upload x");
     group.throughput(Throughput::Elements(cfg.forward_flops(b, t) as u64));
     group.bench_function(format!("{name}_fwd_H{h}_B{b}_T{t}"), |bench| {
@@ -130,7 +130,7 @@ fn bench_one_forward(
 fn bench_lstm_train(group: &mut BenchmarkGroup<'_, WallTime>, ctx: &Context) {
     for &(h, b, t) in TRAIN_SIZES {
         let cfg = RnnConfig::lstm(h, h).build().expect("config");
-        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 0)).expect("model");
+        let rnn = Rnn::new(ctx, &Weights::init(&cfg, 0)).expect("model");
         let x = GpuTensor::upload(ctx, &uniform(t * b * h, 4), &[t, b, h]).expect("upload x");
         let dy = GpuTensor::upload(ctx, &uniform(t * b * h, 5), &[t, b, h]).expect("upload dy");
         group.throughput(Throughput::Elements(3 * cfg.forward_flops(b, t) as u64));

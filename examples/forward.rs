@@ -17,7 +17,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
 
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.describe());
-    let rnn = Rnn::new(&ctx, &cfg, &weights)?;
+    let rnn = Rnn::new(&ctx, &weights)?;
 
     // x is [T, B, I], seq-major like PyTorch's default.
     let x: Vec<f32> = (0..steps * batch * input)

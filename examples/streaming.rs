@@ -11,7 +11,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let cfg = RnnConfig::lstm(input, hidden).num_layers(2).build()?;
     let ctx = Context::new()?;
     println!("adapter: {}", ctx.describe());
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 0))?;
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 0))?;
     let mut session = rnn.session(rows)?;
 
     // Row r carries a stream of length 3 + r; when it ends, the row starts a new stream.

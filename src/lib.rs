@@ -18,7 +18,7 @@
 //! let cfg = RnnConfig::lstm(16, 32).build()?;         // nn.LSTM(16, 32)
 //! let weights = Weights::init(&cfg, 0);                // or Weights::load(&cfg, "lstm.safetensors")?
 //! let ctx = Context::new()?;                           // best adapter; RNN_WGPU_ADAPTER picks one
-//! let rnn = Rnn::new(&ctx, &cfg, &weights)?;           // packs and uploads once
+//! let rnn = Rnn::new(&ctx, &weights)?;                // packs and uploads once
 //! let (t, b) = (20, 4);
 //! let x = vec![0.5f32; t * b * 16];                    // [T, B, I], seq-major
 //! let out = rnn.forward_host(&x, t, b, None, None)?;   // y [T, B, H], h_n / c_n [1, B, H]
@@ -37,7 +37,7 @@
 //!     .layout(Layout::BatchFirst)
 //!     .build()?;
 //! let ctx = Context::new()?;
-//! let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 0))?;
+//! let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 0))?;
 //! let x = GpuTensor::zeros(&ctx, &[3, 10, 16])?;       // [B, T, I], padded
 //! let lengths = [10, 4, 7];                             // any order (enforce_sorted=False)
 //! let opts = RunOptions { lengths: Some(&lengths), ..Default::default() };
@@ -45,7 +45,7 @@
 //! assert_eq!(out.h_n.shape(), &[4, 3, 32]);             // [layers*dirs, B, H]
 //!
 //! let uni = RnnConfig::lstm(16, 32).num_layers(2).build()?;
-//! let lstm = Rnn::new(&ctx, &uni, &Weights::init(&uni, 0))?;
+//! let lstm = Rnn::new(&ctx, &Weights::init(&uni, 0))?;
 //! let mut session = lstm.session(8)?;                   // 8 independent streams
 //! let y_t = session.step(&GpuTensor::zeros(&ctx, &[8, 16])?)?; // [B, H]; one submission
 //! session.reset(&[false, true, false, false, false, false, false, false])?; // restart row 1

@@ -48,7 +48,7 @@ fn configs(i: usize, h: usize, bias: bool) -> Vec<(&'static str, RnnConfig)> {
 fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize, seed: u64) {
     let (i, h, st) = (cfg.input_size(), cfg.hidden_size(), cfg.state_size());
     let w = Weights::init(cfg, seed);
-    let rnn = Rnn::new(ctx, cfg, &w).unwrap();
+    let rnn = Rnn::with_config(ctx, cfg, &w).unwrap();
     let lstm = cfg.cell() == CellKind::Lstm;
     let x = seeded(seed + 1, t * b * i, 1.0);
     let h0 = seeded(seed + 2, b * st, 1.0);
@@ -204,14 +204,14 @@ fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
         let w = Weights::init(&cfg, 9);
         let (t, b) = (30, 3);
         let x = seeded(10, t * b * 4, 1.0);
-        let whole = Rnn::new(&ctx, &cfg, &w).unwrap();
+        let whole = Rnn::with_config(&ctx, &cfg, &w).unwrap();
         let before = ctx.submission_count();
         let out = whole
             .forward(&GpuTensor::upload(&ctx, &x, &[t, b, 4]).unwrap(), None)
             .unwrap();
         assert_eq!(ctx.submission_count() - before, 1, "{cell}");
         let y = out.y.download(&ctx).unwrap();
-        let chunked = Rnn::new(&ctx, &cfg, &w)
+        let chunked = Rnn::with_config(&ctx, &cfg, &w)
             .unwrap()
             .with_max_chunk_steps(7)
             .unwrap();
@@ -378,7 +378,7 @@ fn gpu_matches_onnxruntime_fixtures() {
         let cfg = fx.config();
         let w = rnn_wgpu::onnx::import_layer(&cfg, &fx.w, &fx.r, fx.b.as_deref(), fx.p.as_deref())
             .unwrap();
-        let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
+        let rnn = Rnn::with_config(ctx, &cfg, &w).unwrap();
         let out = rnn
             .forward_host(
                 &fx.x,
@@ -410,7 +410,7 @@ fn gpu_matches_pytorch_cell_fixtures() {
         let (t, b, i) = (fx.steps, fx.batch, cfg.input_size());
         let (h, st) = (cfg.hidden_size(), cfg.state_size());
         let lstm = fx.has_cell_state();
-        let rnn = Rnn::new(ctx, cfg, &fx.weights).unwrap();
+        let rnn = Rnn::with_config(ctx, cfg, &fx.weights).unwrap();
         let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
         let state = State {
             h: up(&fx.h0, &[1, b, st]),

@@ -72,7 +72,7 @@ fn train(
 }
 
 fn model(ctx: &Context, cfg: &RnnConfig) -> Rnn {
-    Rnn::new(ctx, cfg, &Weights::init(cfg, 3)).unwrap()
+    Rnn::with_config(ctx, cfg, &Weights::init(cfg, 3)).unwrap()
 }
 
 fn lstm_l2_bi(p: f32) -> RnnConfig {

@@ -51,7 +51,7 @@ fn models(ctx: &Context) -> Vec<Rnn> {
         .unwrap();
     [lstm, gru]
         .iter()
-        .map(|c| Rnn::new(ctx, c, &Weights::init(c, 1)).unwrap())
+        .map(|c| Rnn::with_config(ctx, c, &Weights::init(c, 1)).unwrap())
         .collect()
 }
 
@@ -145,7 +145,7 @@ fn a_training_step_is_one_submission_and_allocates_nothing_after_the_first() {
 fn session_steps_create_nothing_after_the_first() {
     let Some(ctx) = own_ctx() else { return };
     let cfg = RnnConfig::lstm(4, 16).num_layers(2).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 3)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 3)).unwrap();
     let mut session: Session = rnn.session(3).unwrap();
     let xt = GpuTensor::upload(&ctx, &seeded(3, 12, 1.0), &[3, 4]).unwrap();
     let host = seeded(4, 12, 1.0);
@@ -178,7 +178,7 @@ fn session_steps_create_nothing_after_the_first() {
 fn held_results_are_never_overwritten() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::gru(2, 4).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 5)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 5)).unwrap();
     let x1 = GpuTensor::upload(ctx, &seeded(5, 8, 1.0), &[2, 2, 2]).unwrap();
     let x2 = GpuTensor::upload(ctx, &seeded(6, 8, 1.0), &[2, 2, 2]).unwrap();
     let a = rnn.forward(&x1, None).unwrap().y;
@@ -194,7 +194,7 @@ fn a_tape_is_refused_after_the_parameters_change() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(2, 4).build().unwrap();
     let w = Weights::init(&cfg, 6);
-    let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
+    let rnn = Rnn::with_config(ctx, &cfg, &w).unwrap();
     let x = GpuTensor::upload(ctx, &seeded(7, 12, 1.0), &[3, 2, 2]).unwrap();
 
     // An optimiser step on the model's parameters.
@@ -263,7 +263,7 @@ fn a_buffer_over_the_device_limit_is_refused_before_any_gpu_work() {
 fn a_destroyed_device_gives_device_lost_promptly() {
     let Some(ctx) = own_ctx() else { return };
     let cfg = RnnConfig::lstm(3, 8).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 8)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 8)).unwrap();
     let x = GpuTensor::upload(&ctx, &seeded(8, 12, 1.0), &[2, 2, 3]).unwrap();
     rnn.forward(&x, None).unwrap().y.download(&ctx).unwrap();
     ctx.device().destroy();
@@ -281,7 +281,7 @@ fn a_buffer_of_another_device_is_a_typed_error() {
     let Some(ctx) = own_ctx() else { return };
     let Some(other) = own_ctx() else { return };
     let cfg = RnnConfig::gru(2, 4).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 9)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 9)).unwrap();
     let foreign = GpuTensor::upload(&other, &seeded(9, 8, 1.0), &[2, 2, 2]).unwrap();
     let r = rnn.forward(&foreign, None);
     assert!(
@@ -333,7 +333,7 @@ fn the_caches_are_bounded() {
     let cfg = RnnConfig::rnn(2, 3, rnn_wgpu::Nonlinearity::Relu)
         .build()
         .unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 11)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 11)).unwrap();
     for t in 1..=3 * rnn_wgpu::gpu::WORKSPACE_CACHE_SHAPES {
         let x = GpuTensor::zeros(&ctx, &[t, 1, 2]).unwrap();
         rnn.forward(&x, None).unwrap();
@@ -391,7 +391,7 @@ fn mixed_call(ctx: &Context, rnn: &Rnn, k: usize) -> Vec<u32> {
 fn four_threads_share_one_context_and_model_bit_identically() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(3, 6).num_layers(2).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 12)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 12)).unwrap();
     const THREADS: usize = 4;
     const PER_THREAD: usize = 50;
     let serial: Vec<Vec<u32>> = (0..THREADS * PER_THREAD)
@@ -427,7 +427,7 @@ fn waits_are_bounded_by_the_context_timeout() {
     let Some(ctx) = own_ctx() else { return };
     // About a second of work on a software adapter, far more than a millisecond anywhere.
     let cfg = RnnConfig::lstm(128, 128).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 13)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 13)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[400, 16, 128]).unwrap();
     rnn.forward(&x, None).unwrap();
     ctx.wait().unwrap();
@@ -462,7 +462,7 @@ fn waits_are_bounded_by_the_context_timeout() {
 fn pools_let_go_of_results_no_longer_held() {
     let Some(ctx) = own_ctx() else { return };
     let cfg = RnnConfig::gru(2, 3).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 14)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 14)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[2, 1, 2]).unwrap();
     // Twenty results held at once: twenty output sets.
     let held: Vec<_> = (0..20).map(|_| rnn.forward(&x, None).unwrap()).collect();
@@ -506,7 +506,7 @@ fn unchecked_shaders_compute_what_checked_ones_do() {
         // A model's workspaces keep the pipelines they were built with, so each setting gets
         // a model of its own.
         let run = |ctx: &Context| -> Vec<f32> {
-            let rnn = Rnn::new(ctx, cfg, &Weights::init(cfg, 15)).unwrap();
+            let rnn = Rnn::with_config(ctx, cfg, &Weights::init(cfg, 15)).unwrap();
             (0..8)
                 .flat_map(|k| mixed_call(ctx, &rnn, k))
                 .map(f32::from_bits)
@@ -560,7 +560,7 @@ fn subgroup_reductions_give_the_same_bits_as_workgroup_memory() {
         let x = GpuTensor::upload(&ctx, &seeded(17, t * b * i, 1.0), &[*t, *b, i]).unwrap();
         // A model's workspaces keep the pipelines they were built with: one model per setting.
         let run = || -> Vec<u32> {
-            let rnn = Rnn::new(&ctx, cfg, &Weights::init(cfg, 16)).unwrap();
+            let rnn = Rnn::with_config(&ctx, cfg, &Weights::init(cfg, 16)).unwrap();
             let (out, tape) = rnn.forward_train(&x, None).unwrap();
             let g = rnn.backward(&tape, Some(&out.y), None, None).unwrap();
             let mut v: Vec<f32> = out.y.download(&ctx).unwrap();

@@ -141,7 +141,7 @@ fn model_rejects_weights_of_another_config() {
     let Some(ctx) = ctx() else { return };
     let w = Weights::init(&lstm(3, 6), 1);
     assert!(matches!(
-        Rnn::new(ctx, &lstm(3, 5), &w),
+        Rnn::with_config(ctx, &lstm(3, 5), &w),
         Err(Error::InvalidConfig(_))
     ));
 }
@@ -150,7 +150,7 @@ fn model_rejects_weights_of_another_config() {
 fn forward_rejects_bad_shapes_and_empty_sizes() {
     let Some(ctx) = ctx() else { return };
     let cfg = lstm(3, 5);
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
     let shape_err = |r: rnn_wgpu::Result<rnn_wgpu::Output>| match r {
         Err(Error::ShapeMismatch { name, .. }) => name,
         other => panic!("expected ShapeMismatch, got {other:?}"),
@@ -195,7 +195,7 @@ fn forward_rejects_bad_shapes_and_empty_sizes() {
         Err(Error::ZeroSize(_))
     ));
     assert!(matches!(
-        Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1))
+        Rnn::new(ctx, &Weights::init(&cfg, 1))
             .unwrap()
             .with_max_chunk_steps(0),
         Err(Error::ZeroSize(_))
@@ -270,7 +270,7 @@ fn limit_name<T: std::fmt::Debug>(r: rnn_wgpu::Result<T>) -> &'static str {
 fn chunked_forward_matches_reference(ctx: &Context, seed: u64, (t, b): (usize, usize)) {
     let cfg = lstm(5, 13);
     let w = Weights::init(&cfg, seed);
-    let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
+    let rnn = Rnn::with_config(ctx, &cfg, &w).unwrap();
     let x = seeded(seed + 1, t * b * 5, 1.0);
     let out = rnn.forward_host(&x, t, b, None, None).unwrap();
     let r = cpu::lstm_forward(
@@ -295,12 +295,12 @@ fn storage_binding_limit_is_checked_or_tiled() {
     // Weights of 4*80*80 floats = 100 KiB do not fit a 64 KiB binding.
     let big = lstm(8, 80);
     assert_eq!(
-        limit_name(Rnn::new(&ctx, &big, &Weights::init(&big, 1))),
+        limit_name(Rnn::new(&ctx, &Weights::init(&big, 1))),
         "max_storage_buffer_binding_size"
     );
     // An input of 1000*3*8 floats = 94 KiB does not either.
     let cfg = lstm(8, 8);
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 1)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[1000, 3, 8]).unwrap();
     assert_eq!(
         limit_name(rnn.forward(&x, None)),
@@ -319,7 +319,7 @@ fn workgroup_count_limit_is_checked_or_tiled() {
     };
     // 100 hidden units need 7 step workgroups along x (16 units each): refused.
     let wide = lstm(1, 100);
-    let rnn = Rnn::new(&ctx, &wide, &Weights::init(&wide, 1)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&wide, 1)).unwrap();
     let x = GpuTensor::zeros(&ctx, &[2, 1, 1]).unwrap();
     assert_eq!(
         limit_name(rnn.forward(&x, None)),
@@ -389,7 +389,7 @@ fn streaming_sessions_refuse_reverse_directions_and_bad_shapes() {
     // A reverse direction needs the sequence's end before its first output.
     for direction in [Direction::Reverse, Direction::Bidirectional] {
         let cfg = RnnConfig::lstm(4, 8).direction(direction).build().unwrap();
-        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+        let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
         assert!(
             matches!(rnn.session(2), Err(Error::Unsupported(_))),
             "{direction:?}"
@@ -400,7 +400,7 @@ fn streaming_sessions_refuse_reverse_directions_and_bad_shapes() {
         .layout(Layout::BatchFirst)
         .build()
         .unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
     assert!(matches!(rnn.session(0), Err(Error::ZeroSize(_))));
     let mut s = rnn.session(3).unwrap();
     let x = GpuTensor::zeros(ctx, &[2, 4]).unwrap();
@@ -795,8 +795,8 @@ fn gradients_of_another_model_are_typed_errors() {
     let Some(ctx) = ctx() else { return };
     let small = lstm(3, 4);
     let big = RnnConfig::lstm(3, 4).num_layers(2).build().unwrap();
-    let a = Rnn::new(ctx, &small, &Weights::init(&small, 1)).unwrap();
-    let b = Rnn::new(ctx, &big, &Weights::init(&big, 1)).unwrap();
+    let a = Rnn::new(ctx, &Weights::init(&small, 1)).unwrap();
+    let b = Rnn::new(ctx, &Weights::init(&big, 1)).unwrap();
     let x = GpuTensor::zeros(ctx, &[2, 1, 3]).unwrap();
     let (out, tape) = b.forward_train(&x, None).unwrap();
     let grads = b.backward(&tape, Some(&out.y), None, None).unwrap();
@@ -811,7 +811,7 @@ fn gradients_of_another_model_are_typed_errors() {
     ));
     // Same layer count, other sizes.
     let wide = lstm(3, 6);
-    let c = Rnn::new(ctx, &wide, &Weights::init(&wide, 1)).unwrap();
+    let c = Rnn::new(ctx, &Weights::init(&wide, 1)).unwrap();
     let g = rnn_wgpu::ParamGrads::zeros(&c).unwrap();
     assert!(matches!(
         g.to_host(&a),

@@ -146,7 +146,7 @@ fn gradients_match_reference_on_the_grid() {
             c.input, c.hidden, c.batch, c.steps, c.bias
         );
         let p = Problem::new(c, 200 + n as u64);
-        let rnn = Rnn::new(ctx, &p.cfg, &p.w).unwrap();
+        let rnn = Rnn::with_config(ctx, &p.cfg, &p.w).unwrap();
         let g = p.gpu(ctx, &rnn);
         let r = p.reference();
         eprintln!(
@@ -171,7 +171,7 @@ fn gradients_match_pytorch_autograd() {
             fx.cfg.hidden_size(),
             fx.cfg.input_size(),
         );
-        let rnn = Rnn::new(ctx, &fx.cfg, &fx.weights).unwrap();
+        let rnn = Rnn::with_config(ctx, &fx.cfg, &fx.weights).unwrap();
         let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
         let state = State {
             h: up(&fx.h0, &[1, b, h]),
@@ -240,7 +240,7 @@ fn gradients_are_bit_identical_across_runs() {
         },
         7,
     );
-    let rnn = Rnn::new(ctx, &p.cfg, &p.w).unwrap();
+    let rnn = Rnn::with_config(ctx, &p.cfg, &p.w).unwrap();
     let first = p.gpu(ctx, &rnn);
     let second = p.gpu(ctx, &rnn);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -271,7 +271,7 @@ fn absent_upstream_gradients_are_zero() {
         bias: true,
     };
     let p = Problem::new(&c, 11);
-    let rnn = Rnn::new(ctx, &p.cfg, &p.w).unwrap();
+    let rnn = Rnn::with_config(ctx, &p.cfg, &p.w).unwrap();
     let (t, b, h, i) = (p.t, p.b, c.hidden, c.input);
     let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
     let (_, tape) = rnn.forward_train(&up(&p.x, &[t, b, i]), None).unwrap();
@@ -323,7 +323,7 @@ fn accumulation_adds_parameter_gradients() {
         bias: true,
     };
     let (p1, p2) = (Problem::new(&c, 21), Problem::new(&c, 22));
-    let rnn = Rnn::new(ctx, &p1.cfg, &p1.w).unwrap();
+    let rnn = Rnn::with_config(ctx, &p1.cfg, &p1.w).unwrap();
     let (t, b, h, i) = (c.steps, c.batch, c.hidden, c.input);
     let up = |v: &[f32], s: &[usize]| GpuTensor::upload(ctx, v, s).unwrap();
     let run = |p: &Problem| {
@@ -393,7 +393,7 @@ fn backward_is_one_submission() {
     };
     let ctx = &ctx;
     let cfg = RnnConfig::lstm(3, 8).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
     for t in [1usize, 40] {
         let x = GpuTensor::upload(ctx, &seeded(1, t * 2 * 3, 1.0), &[t, 2, 3]).unwrap();
         let (_, tape) = rnn.forward_train(&x, None).unwrap();
@@ -409,8 +409,8 @@ fn backward_is_one_submission() {
 fn bad_upstream_gradients_and_foreign_tapes_are_errors() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(3, 8).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
-    let other = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 2)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
+    let other = Rnn::new(ctx, &Weights::init(&cfg, 2)).unwrap();
     let x = GpuTensor::zeros(ctx, &[5, 2, 3]).unwrap();
     let (_, tape) = rnn.forward_train(&x, None).unwrap();
     let z = |s: &[usize]| GpuTensor::zeros(ctx, s).unwrap();
@@ -440,7 +440,7 @@ fn bad_upstream_gradients_and_foreign_tapes_are_errors() {
     ));
     // Gradients for another architecture cannot be accumulated into.
     let cfg2 = RnnConfig::lstm(3, 9).build().unwrap();
-    let rnn2 = Rnn::new(ctx, &cfg2, &Weights::init(&cfg2, 1)).unwrap();
+    let rnn2 = Rnn::new(ctx, &Weights::init(&cfg2, 1)).unwrap();
     let (_, tape2) = rnn2.forward_train(&z(&[5, 2, 3]), None).unwrap();
     let mut g2 = rnn2.backward(&tape2, None, None, None).unwrap();
     assert!(matches!(
@@ -463,7 +463,7 @@ fn every_batch_tiling_matches_reference() {
             bias: true,
         };
         let p = Problem::new(&c, 400 + batch as u64);
-        let rnn = Rnn::new(ctx, &p.cfg, &p.w).unwrap();
+        let rnn = Rnn::with_config(ctx, &p.cfg, &p.w).unwrap();
         compare(
             &format!("B={batch}"),
             &p.gpu(ctx, &rnn),

@@ -26,7 +26,7 @@ fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::Lstm
         .build()
         .unwrap();
     let w = Weights::init(&cfg, seed);
-    let rnn = Rnn::new(ctx, &cfg, &w).unwrap();
+    let rnn = Rnn::with_config(ctx, &cfg, &w).unwrap();
     let (t, b, h) = (c.steps, c.batch, c.hidden);
     let x = seeded(seed + 1, t * b * c.input, scale);
     let h0 = seeded(seed + 2, b * h, 1.0);
@@ -116,13 +116,13 @@ fn time_chunking_is_bit_identical() {
     let w = Weights::init(&cfg, 3);
     let (t, b) = (50, 6);
     let x = seeded(4, t * b * 5, 1.0);
-    let whole = Rnn::new(ctx, &cfg, &w)
+    let whole = Rnn::with_config(ctx, &cfg, &w)
         .unwrap()
         .forward_host(&x, t, b, None, None)
         .unwrap();
     // 7 does not divide 50: the last chunk is short, and every chunk boundary goes through
     // the h carry copy. Each output element is summed in the same order either way.
-    let chunked = Rnn::new(ctx, &cfg, &w)
+    let chunked = Rnn::with_config(ctx, &cfg, &w)
         .unwrap()
         .with_max_chunk_steps(7)
         .unwrap()
@@ -139,7 +139,7 @@ fn one_submission_per_forward_regardless_of_t() {
     };
     let ctx = &ctx;
     let cfg = RnnConfig::lstm(8, 16).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1))
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1))
         .unwrap()
         .with_max_chunk_steps(64)
         .unwrap();
@@ -157,7 +157,7 @@ fn one_submission_per_forward_regardless_of_t() {
 fn state_carries_across_calls() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(3, 10).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 9)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 9)).unwrap();
     let (b, t1, t2) = (4, 6, 9);
     let x = seeded(10, (t1 + t2) * b * 3, 1.0);
     let whole = rnn.forward_host(&x, t1 + t2, b, None, None).unwrap();
@@ -195,7 +195,7 @@ fn framework_device_and_buffers() {
 
     let cfg = RnnConfig::lstm(4, 9).build().unwrap();
     let w = Weights::init(&cfg, 5);
-    let rnn = Rnn::new(&ctx, &cfg, &w).unwrap();
+    let rnn = Rnn::with_config(&ctx, &cfg, &w).unwrap();
     let (t, b) = (5, 2);
     let xs = seeded(6, t * b * 4, 1.0);
     // The schedule copies its inputs into its workspace (so its bind groups never depend on

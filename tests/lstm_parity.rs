@@ -12,7 +12,7 @@ fn gpu_forward_matches_pytorch() {
     let Some(ctx) = ctx() else { return };
     for case in all_cases() {
         let fx = fixtures::load(case);
-        let rnn = Rnn::new(ctx, &fx.cfg, &fx.weights).unwrap();
+        let rnn = Rnn::with_config(ctx, &fx.cfg, &fx.weights).unwrap();
         let out = rnn
             .forward_host(&fx.x, fx.steps, fx.batch, Some(&fx.h0), Some(&fx.c0))
             .unwrap();

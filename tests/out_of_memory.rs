@@ -15,7 +15,7 @@ use rnn_wgpu::{Error, GpuTensor, Rnn, RnnConfig, Weights};
 fn an_allocation_failure_is_typed_and_the_context_stays_usable() {
     let Some(ctx) = own_ctx() else { return };
     let cfg = RnnConfig::lstm(3, 8).num_layers(2).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 1)).unwrap();
     let x = GpuTensor::upload(&ctx, &seeded(1, 12, 1.0), &[2, 2, 3]).unwrap();
     let want = rnn.forward(&x, None).unwrap().y.download(&ctx).unwrap();
     let x2 = GpuTensor::upload(&ctx, &seeded(2, 15, 1.0), &[5, 1, 3]).unwrap();

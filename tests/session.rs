@@ -65,7 +65,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn equivalence(ctx: &Context, name: &str, cfg: &RnnConfig) {
     let (t, b) = (6, 3);
     let (i, s) = (cfg.input_size(), cfg.state_size());
-    let rnn = Rnn::new(ctx, cfg, &Weights::init(cfg, 5)).unwrap();
+    let rnn = Rnn::with_config(ctx, cfg, &Weights::init(cfg, 5)).unwrap();
     let x = common::seeded(9, t * b * i, 1.0);
     let shape = match cfg.layout() {
         Layout::BatchFirst => [b, t, i],
@@ -112,7 +112,7 @@ fn stepping_a_session_equals_one_forward_bit_for_bit() {
 fn a_session_step_is_one_submission() {
     let Some(ctx) = own_ctx() else { return };
     let cfg = RnnConfig::lstm(4, 8).num_layers(3).build().unwrap();
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 1)).unwrap();
     let mut session = rnn.session(2).unwrap();
     let xt = GpuTensor::upload(&ctx, &[0.5; 8], &[2, 4]).unwrap();
     for _ in 0..3 {
@@ -131,7 +131,7 @@ fn resetting_a_row_restarts_only_that_stream() {
     for (name, cfg) in configs() {
         let b = 3;
         let i = cfg.input_size();
-        let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 2)).unwrap();
+        let rnn = Rnn::new(ctx, &Weights::init(&cfg, 2)).unwrap();
         let inputs: Vec<GpuTensor> = (0..6)
             .map(|k| GpuTensor::upload(ctx, &common::seeded(k, b * i, 1.0), &[b, i]).unwrap())
             .collect();

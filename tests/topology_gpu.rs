@@ -107,7 +107,7 @@ fn check_fixture(ctx: &Context, fx: &TopologyFixture) {
         Layout::BatchFirst => vec![b, t, f],
         _ => vec![t, b, f],
     };
-    let rnn = Rnn::new(ctx, cfg, &fx.weights).unwrap();
+    let rnn = Rnn::with_config(ctx, cfg, &fx.weights).unwrap();
     let lstm = fx.has_cell_state();
     let run = run_gpu(
         ctx,
@@ -228,7 +228,7 @@ fn check_against_cpu(
     let dy = common::seeded(4, t * b * cfg.output_size(), 1.0);
     let dh_n = common::seeded(5, ld * b * s, 1.0);
     let dc_n = common::seeded(6, ld * b * h, 1.0);
-    let mut rnn = Rnn::new(ctx, cfg, &w).unwrap();
+    let mut rnn = Rnn::with_config(ctx, cfg, &w).unwrap();
     if let Some(c) = chunk {
         rnn = rnn.with_max_chunk_steps(c).unwrap();
     }
@@ -432,7 +432,7 @@ fn gru_reset_before_uses_the_reset_variant() {
 fn bad_lengths_are_typed_errors() {
     let Some(ctx) = ctx() else { return };
     let cfg = RnnConfig::lstm(2, 4).num_layers(2).build().unwrap();
-    let rnn = Rnn::new(ctx, &cfg, &Weights::init(&cfg, 1)).unwrap();
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 1)).unwrap();
     let x = GpuTensor::zeros(ctx, &[5, 3, 2]).unwrap();
     let run = |lengths: &[usize]| {
         let opts = RunOptions {

@@ -178,7 +178,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
 
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let cfg = RnnConfig::lstm(2, h).build()?;
-    let rnn = Rnn::new(&ctx, &cfg, &Weights::init(&cfg, args.seed))?;
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, args.seed))?;
     let readout = Readout::new(&ctx, h, b, &mut rng);
     let mut params = rnn.parameters();
     params.push(&readout.w);

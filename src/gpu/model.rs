@@ -251,12 +251,22 @@ impl std::fmt::Debug for Rnn {
 }
 
 impl Rnn {
-    /// Validate `weights` against `cfg` and the device limits, pack and upload them once.
+    /// Validate `weights` (which carry their [`RnnConfig`]) against the device limits, pack
+    /// and upload them once.
     ///
     /// Errors: [`Error::ShapeMismatch`]/[`Error::MissingTensor`] for weights that do not fit
     /// `cfg`; [`Error::LimitExceeded`] when a packed weight matrix exceeds
     /// `max_storage_buffer_binding_size`.
-    pub fn new(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
+    pub fn new(ctx: &Context, weights: &Weights) -> Result<Rnn> {
+        Rnn::with_config(ctx, weights.config(), weights)
+    }
+
+    /// [`Rnn::new`] with the configuration spelled out: `cfg` must equal the weights' own
+    /// configuration ([`Weights::config`]).
+    ///
+    /// Errors: as [`Rnn::new`], plus [`Error::InvalidConfig`] when `cfg` differs from the
+    /// weights' configuration.
+    pub fn with_config(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
         check_weights(cfg, weights)?;
         let lim = PlanLimits::of(ctx.limits());
         let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());

@@ -126,7 +126,7 @@ pub fn run_inference(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &cfg, &weights)?;
+    let rnn = Rnn::new(ctx, &weights)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
     let x_gpu = GpuTensor::upload(ctx, &x, &[t, b, h])?;
@@ -171,7 +171,7 @@ pub fn run_train(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &cfg, &weights)?;
+    let rnn = Rnn::new(ctx, &weights)?;
     let (t, b, h, out_w) = (row.steps, row.batch, row.hidden, cfg.output_size());
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
     // The upstream gradient of a loss on every output, e.g. `sum(y * dy)`.
@@ -232,7 +232,7 @@ pub fn run_stream(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &cfg, &weights)?;
+    let rnn = Rnn::new(ctx, &weights)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     // The same x as an inference row of the same problem; step k's [B, H] slice uploaded
     // ahead, so the timed loop only steps and reads back.

@@ -6,6 +6,7 @@
 //! `safetensors.torch.save_file`; without one, PyTorch's default initialisation, seeded).
 
 use rnn_wgpu::{Context, Rnn, RnnConfig, Weights, cpu};
+use rnn_wgpu::{HostState, RunOptions};
 
 fn main() -> Result<(), rnn_wgpu::Error> {
     let (input, hidden, steps, batch) = (16, 32, 20, 4);
@@ -23,7 +24,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let x: Vec<f32> = (0..steps * batch * input)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
-    let out = rnn.forward_host(&x, steps, batch, None, None)?;
+    let out = rnn.forward_host(&x, steps, batch, HostState::zeros(), &RunOptions::default())?;
     println!(
         "y: [{steps}, {batch}, {hidden}], h_n[0][..4] = {:?}",
         &out.h_n[..4]

@@ -5,6 +5,7 @@
 //! Run: `cargo run --release --example streaming`
 
 use rnn_wgpu::{Context, GpuTensor, Rnn, RnnConfig, Weights};
+use rnn_wgpu::{HostState, RunOptions};
 
 fn main() -> Result<(), rnn_wgpu::Error> {
     let (input, hidden, rows) = (8, 32, 4);
@@ -61,7 +62,7 @@ fn check(
     y: &[f32],
 ) -> Result<(), rnn_wgpu::Error> {
     let x: Vec<f32> = (0..len).flat_map(|t| token(id, t)).collect();
-    let out = rnn.forward_host(&x, len, 1, None, None)?;
+    let out = rnn.forward_host(&x, len, 1, HostState::zeros(), &RunOptions::default())?;
     let hidden = y.len();
     let want = &out.y[(len - 1) * hidden..];
     let err = want

@@ -13,7 +13,7 @@
 //! PyTorch-layout weights with safetensors import and export, and ONNX `W/R/B/P` ([`onnx`]).
 //!
 //! ```no_run
-//! use rnn_wgpu::{Context, Rnn, RnnConfig, Weights};
+//! use rnn_wgpu::{Context, HostState, Rnn, RnnConfig, RunOptions, Weights};
 //! # fn main() -> Result<(), rnn_wgpu::Error> {
 //! let cfg = RnnConfig::lstm(16, 32).build()?;         // nn.LSTM(16, 32)
 //! let weights = Weights::init(&cfg, 0);                // or Weights::load(&cfg, "lstm.safetensors")?
@@ -21,8 +21,9 @@
 //! let rnn = Rnn::new(&ctx, &weights)?;                // packs and uploads once
 //! let (t, b) = (20, 4);
 //! let x = vec![0.5f32; t * b * 16];                    // [T, B, I], seq-major
-//! let out = rnn.forward_host(&x, t, b, None, None)?;   // y [T, B, H], h_n / c_n [1, B, H]
-//! assert_eq!(out.y.len(), t * b * 32);
+//! let h0 = vec![0.1f32; b * 32];                       // [L*D, B, H]; c0 = 0 (may be omitted)
+//! let out = rnn.forward_host(&x, t, b, HostState::h(&h0), &RunOptions::default())?;
+//! assert_eq!(out.y.len(), t * b * 32);                 // y [T, B, H], h_n / c_n [1, B, H]
 //! # Ok(()) }
 //! ```
 //!
@@ -94,6 +95,7 @@ pub mod error;
 pub mod gpu;
 pub mod onnx;
 pub mod optim;
+pub mod options;
 pub(crate) mod validate;
 pub mod weights;
 
@@ -107,4 +109,5 @@ pub use gpu::{
     LayerGrads, Output, ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape,
     Workspace,
 };
+pub use options::{HostState, Upstream};
 pub use weights::{LayerWeights, Weights};

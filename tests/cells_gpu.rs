@@ -10,6 +10,7 @@ use rnn_wgpu::{
     Activation, Activations, CellKind, Context, GpuTensor, Nonlinearity, Rnn, RnnConfig, State,
     Weights,
 };
+use rnn_wgpu::{HostState, RunOptions};
 
 /// Forward: the same f32-rounding argument as tests/lstm_forward.rs (sums of K = I + H terms,
 /// |w| <= 1/sqrt(H), unit inputs; tanh/sigmoid outputs bounded by 1). ReLU RNN outputs are not
@@ -215,7 +216,10 @@ fn gru_and_rnn_forward_is_one_submission_and_chunks_exactly() {
             .unwrap()
             .with_max_chunk_steps(7)
             .unwrap();
-        let yc = chunked.forward_host(&x, t, b, None, None).unwrap().y;
+        let yc = chunked
+            .forward_host(&x, t, b, HostState::zeros(), &RunOptions::default())
+            .unwrap()
+            .y;
         assert_eq!(y, yc, "{cell}: chunked differs");
     }
 }
@@ -384,8 +388,11 @@ fn gpu_matches_onnxruntime_fixtures() {
                 &fx.x,
                 fx.steps,
                 fx.batch,
-                fx.initial_h.as_deref(),
-                fx.initial_c.as_deref(),
+                HostState {
+                    h0: fx.initial_h.as_deref(),
+                    c0: fx.initial_c.as_deref(),
+                },
+                &RunOptions::default(),
             )
             .unwrap();
         // onnxruntime computed in float32 (with its own sigmoid/tanh approximations in GRU):

@@ -26,6 +26,7 @@ use rnn_wgpu::cpu::{
 };
 use rnn_wgpu::dropout;
 use rnn_wgpu::{CellKind, Direction, Error, Layout, RnnConfig, RnnConfigBuilder, Weights};
+use rnn_wgpu::{HostState, RunOptions, Upstream};
 
 /// As `tests/cpu_parity.rs`: both sides compute in f64 from the same f32 inputs, so they differ
 /// by rounding only (observed: ~1e-15 relative); 1e-9 catches anything else (an f32
@@ -66,25 +67,35 @@ fn check_fixture(fx: &TopologyFixture) {
         cfg,
         &fx.weights,
         &x,
-        Some(&h0),
-        c0.as_deref(),
-        lengths,
         t,
         b,
+        HostState {
+            h0: Some(&h0),
+            c0: c0.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .expect("stack_forward");
     let grads = stack_backward(
         cfg,
         &fx.weights,
-        Some(&h0),
-        c0.as_deref(),
-        lengths,
         &trace,
-        Some(&dy),
-        Some(&dh_n),
-        dc_n.as_deref(),
-        t,
-        b,
+        HostState {
+            h0: Some(&h0),
+            c0: c0.as_deref(),
+        },
+        Upstream {
+            dy: Some(&dy),
+            dh_n: Some(&dh_n),
+            dc_n: dc_n.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .expect("stack_backward");
 
@@ -223,11 +234,16 @@ fn reverse_direction_is_forward_over_each_reversed_sequence() {
             &rev,
             &w_rev,
             &x,
-            Some(&h0),
-            c0.as_deref(),
-            Some(&lengths),
             t,
             b,
+            HostState {
+                h0: Some(&h0),
+                c0: c0.as_deref(),
+            },
+            &RunOptions {
+                lengths: Some(&lengths),
+                ..Default::default()
+            },
         )
         .unwrap();
         for (row, &len) in lengths.iter().enumerate() {
@@ -242,11 +258,13 @@ fn reverse_direction_is_forward_over_each_reversed_sequence() {
                 &fwd,
                 &w_fwd,
                 &xr,
-                Some(&pick(&h0)),
-                c0r.as_deref(),
-                None,
                 len,
                 1,
+                HostState {
+                    h0: Some(&pick(&h0)),
+                    c0: c0r.as_deref(),
+                },
+                &RunOptions::default(),
             )
             .unwrap();
             let name = format!("{cell:?} row {row}");
@@ -340,9 +358,33 @@ fn finite_difference_check(case: &FdCase) -> (f64, f64) {
 
     let run = |w: &Weights, x: &[f64], h0: &[f64], c0: Option<&[f64]>| -> StackTrace {
         if p > 0.0 {
-            stack_forward_train(&cfg, w, x, Some(h0), c0, lengths, t, b, DROPOUT_SEED).unwrap()
+            stack_forward_train(
+                &cfg,
+                w,
+                x,
+                t,
+                b,
+                HostState { h0: Some(h0), c0 },
+                &RunOptions {
+                    lengths,
+                    dropout_seed: Some(DROPOUT_SEED),
+                },
+            )
+            .unwrap()
         } else {
-            stack_forward(&cfg, w, x, Some(h0), c0, lengths, t, b).unwrap()
+            stack_forward(
+                &cfg,
+                w,
+                x,
+                t,
+                b,
+                HostState { h0: Some(h0), c0 },
+                &RunOptions {
+                    lengths,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
         }
     };
     let eval = |w: &Weights, x: &[f64], h0: &[f64], c0: Option<&[f64]>| -> f64 {
@@ -352,15 +394,20 @@ fn finite_difference_check(case: &FdCase) -> (f64, f64) {
     let g = stack_backward(
         &cfg,
         &w,
-        Some(&h0),
-        c0.as_deref(),
-        lengths,
         &tr,
-        Some(&dy),
-        Some(&dh_n),
-        dc_n.as_deref(),
-        t,
-        b,
+        HostState {
+            h0: Some(&h0),
+            c0: c0.as_deref(),
+        },
+        Upstream {
+            dy: Some(&dy),
+            dh_n: Some(&dh_n),
+            dc_n: dc_n.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .unwrap();
 
@@ -530,7 +577,20 @@ fn bad_lengths_get_typed_errors() {
     let w = Weights::init(&cfg, 1);
     let (t, b) = (4, 2);
     let x = vec![0.5; t * b * 2];
-    let run = |lengths: &[usize]| stack_forward(&cfg, &w, &x, None, None, Some(lengths), t, b);
+    let run = |lengths: &[usize]| {
+        stack_forward(
+            &cfg,
+            &w,
+            &x,
+            t,
+            b,
+            HostState::zeros(),
+            &RunOptions {
+                lengths: Some(lengths),
+                ..Default::default()
+            },
+        )
+    };
     assert!(matches!(run(&[4, 0]), Err(Error::ZeroSize(_))));
     assert!(matches!(run(&[5, 1]), Err(Error::ShapeMismatch { .. })));
     assert!(matches!(run(&[4, 1, 2]), Err(Error::ShapeMismatch { .. })));
@@ -563,7 +623,18 @@ fn topology_configurations_build_and_dropout_is_validated() {
     // The stack reference's inference forward runs a model with dropout (and ignores it).
     let w = Weights::init(&cfg, 1);
     let x = vec![0.0; 2 * 3];
-    assert!(stack_forward(&cfg, &w, &x, None, None, None, 2, 1).is_ok());
+    assert!(
+        stack_forward(
+            &cfg,
+            &w,
+            &x,
+            2,
+            1,
+            HostState::zeros(),
+            &RunOptions::default()
+        )
+        .is_ok()
+    );
 }
 
 /// `a` and `b` are the same bits, element for element.
@@ -653,21 +724,24 @@ impl Problem {
         w: &Weights,
         lengths: Option<&[usize]>,
         trace: &StackTrace,
-        t: usize,
-        b: usize,
     ) -> StackGrads {
         stack_backward(
             cfg,
             w,
-            Some(&self.h0),
-            self.c0.as_deref(),
-            lengths,
             trace,
-            Some(&self.dy),
-            Some(&self.dh_n),
-            self.dc_n.as_deref(),
-            t,
-            b,
+            HostState {
+                h0: Some(&self.h0),
+                c0: self.c0.as_deref(),
+            },
+            Upstream {
+                dy: Some(&self.dy),
+                dh_n: Some(&self.dh_n),
+                dc_n: self.dc_n.as_deref(),
+            },
+            &RunOptions {
+                lengths,
+                ..Default::default()
+            },
         )
         .unwrap()
     }
@@ -692,34 +766,94 @@ fn dropout_applies_in_training_only_with_the_seeded_mask() {
             let (x, h0, c0) = (&pr.x, Some(&pr.h0[..]), pr.c0.as_deref());
             let name = format!("{cell:?} {layers} layers");
             let both = |cfg: &RnnConfig, tr: StackTrace| {
-                let g = pr.backward(cfg, &w, lens, &tr, t, b);
+                let g = pr.backward(cfg, &w, lens, &tr);
                 (tr, g)
             };
 
             // Inference ignores dropout: the p = 0.4 model evaluates as the p = 0 one.
             let eval_p = both(
                 &cfg_p,
-                stack_forward(&cfg_p, &w, x, h0, c0, lens, t, b).unwrap(),
+                stack_forward(
+                    &cfg_p,
+                    &w,
+                    x,
+                    t,
+                    b,
+                    HostState { h0, c0 },
+                    &RunOptions {
+                        lengths: lens,
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
             );
             let eval_0 = both(
                 &cfg_0,
-                stack_forward(&cfg_0, &w, x, h0, c0, lens, t, b).unwrap(),
+                stack_forward(
+                    &cfg_0,
+                    &w,
+                    x,
+                    t,
+                    b,
+                    HostState { h0, c0 },
+                    &RunOptions {
+                        lengths: lens,
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
             );
             assert_same_outputs(&format!("{name} eval p vs p=0"), &eval_p.0, &eval_0.0);
             assert_same_grads(&format!("{name} eval p vs p=0"), &eval_p.1, &eval_0.1);
 
             // Training with p = 0 is inference.
-            let train_0 = stack_forward_train(&cfg_0, &w, x, h0, c0, lens, t, b, DROPOUT_SEED);
+            let train_0 = stack_forward_train(
+                &cfg_0,
+                &w,
+                x,
+                t,
+                b,
+                HostState { h0, c0 },
+                &RunOptions {
+                    lengths: lens,
+                    dropout_seed: Some(DROPOUT_SEED),
+                },
+            );
             let train_0 = both(&cfg_0, train_0.unwrap());
             assert_same_outputs(&format!("{name} train p=0 vs eval"), &train_0.0, &eval_0.0);
             assert_same_grads(&format!("{name} train p=0 vs eval"), &train_0.1, &eval_0.1);
 
             // Training draws exactly `dropout::mask` per layer boundary.
-            let train = |seed| stack_forward_train(&cfg_p, &w, x, h0, c0, lens, t, b, seed);
+            let train = |seed| {
+                stack_forward_train(
+                    &cfg_p,
+                    &w,
+                    x,
+                    t,
+                    b,
+                    HostState { h0, c0 },
+                    &RunOptions {
+                        lengths: lens,
+                        dropout_seed: Some(seed),
+                    },
+                )
+            };
             let train_p = both(&cfg_p, train(DROPOUT_SEED).unwrap());
             let numel = t * b * cfg_p.output_size();
             let with = |masks: &[Vec<f64>]| {
-                let tr = stack_forward_with_masks(&cfg_p, &w, x, h0, c0, lens, t, b, masks);
+                let tr = stack_forward_with_masks(
+                    &cfg_p,
+                    &w,
+                    x,
+                    t,
+                    b,
+                    HostState { h0, c0 },
+                    &RunOptions {
+                        lengths: lens,
+                        ..Default::default()
+                    },
+                    masks,
+                );
                 both(&cfg_p, tr.unwrap())
             };
             let seeded_masks: Vec<Vec<f64>> = (0..layers - 1)
@@ -820,30 +954,53 @@ fn dropout_gradients_flow_only_through_kept_units() {
             &cfg,
             &w,
             &pr.x,
-            Some(&pr.h0),
-            pr.c0.as_deref(),
-            lens,
             t,
             b,
-            DROPOUT_SEED,
+            HostState {
+                h0: Some(&pr.h0),
+                c0: pr.c0.as_deref(),
+            },
+            &RunOptions {
+                lengths: lens,
+                dropout_seed: Some(DROPOUT_SEED),
+            },
         )
         .unwrap();
-        let g = pr.backward(&cfg, &w, lens, &tr, t, b);
+        let g = pr.backward(&cfg, &w, lens, &tr);
 
         // Forward: layer 1 reads layer 0's output times the mask.
         let tr_a = stack_forward(
             &cfg_a,
             &w_a,
             &pr.x,
-            Some(&h0_a),
-            c0_a.as_deref(),
-            lens,
             t,
             b,
+            HostState {
+                h0: Some(&h0_a),
+                c0: c0_a.as_deref(),
+            },
+            &RunOptions {
+                lengths: lens,
+                ..Default::default()
+            },
         );
         let tr_a = tr_a.unwrap();
         let mid: Vec<f64> = tr_a.y.iter().zip(&mask).map(|(y, m)| y * m).collect();
-        let tr_b = stack_forward(&cfg_b, &w_b, &mid, Some(&h0_b), c0_b.as_deref(), lens, t, b);
+        let tr_b = stack_forward(
+            &cfg_b,
+            &w_b,
+            &mid,
+            t,
+            b,
+            HostState {
+                h0: Some(&h0_b),
+                c0: c0_b.as_deref(),
+            },
+            &RunOptions {
+                lengths: lens,
+                ..Default::default()
+            },
+        );
         let tr_b = tr_b.unwrap();
         assert_bits(&format!("{name} y"), &tr.y, &tr_b.y);
         assert_bits(
@@ -860,15 +1017,20 @@ fn dropout_gradients_flow_only_through_kept_units() {
         let g_b = stack_backward(
             &cfg_b,
             &w_b,
-            Some(&h0_b),
-            c0_b.as_deref(),
-            lens,
             &tr_b,
-            Some(&pr.dy),
-            Some(&dh_b),
-            dc_b.as_deref(),
-            t,
-            b,
+            HostState {
+                h0: Some(&h0_b),
+                c0: c0_b.as_deref(),
+            },
+            Upstream {
+                dy: Some(&pr.dy),
+                dh_n: Some(&dh_b),
+                dc_n: dc_b.as_deref(),
+            },
+            &RunOptions {
+                lengths: lens,
+                ..Default::default()
+            },
         )
         .unwrap();
         // ... which does reach dropped units ...
@@ -885,15 +1047,20 @@ fn dropout_gradients_flow_only_through_kept_units() {
             stack_backward(
                 &cfg_a,
                 &w_a,
-                Some(&h0_a),
-                c0_a.as_deref(),
-                lens,
                 &tr_a,
-                Some(dy),
-                Some(&dh_a),
-                dc_a.as_deref(),
-                t,
-                b,
+                HostState {
+                    h0: Some(&h0_a),
+                    c0: c0_a.as_deref(),
+                },
+                Upstream {
+                    dy: Some(dy),
+                    dh_n: Some(&dh_a),
+                    dc_n: dc_a.as_deref(),
+                },
+                &RunOptions {
+                    lengths: lens,
+                    ..Default::default()
+                },
             )
             .unwrap()
         };
@@ -938,11 +1105,13 @@ fn an_all_dropped_layer_gets_no_gradient() {
                 &cfg,
                 &w,
                 x,
-                Some(&pr.h0),
-                pr.c0.as_deref(),
-                None,
                 t,
                 b,
+                HostState {
+                    h0: Some(&pr.h0),
+                    c0: pr.c0.as_deref(),
+                },
+                &RunOptions::default(),
                 &masks,
             )
             .unwrap()
@@ -950,7 +1119,7 @@ fn an_all_dropped_layer_gets_no_gradient() {
         let tr = run(&pr.x);
         let other_x = seeded(99, pr.x.len(), 1.0);
         assert_bits(&format!("{cell:?} y vs another x"), &tr.y, &run(&other_x).y);
-        let g = pr.backward(&cfg, &w, None, &tr, t, b);
+        let g = pr.backward(&cfg, &w, None, &tr);
         let zero = |v: &[f64]| v.iter().all(|&e| e == 0.0);
         for (n, v) in grad_tensors(&g) {
             let layer_0 = n.starts_with("layers[0]") || n.starts_with("layers[1]");
@@ -977,8 +1146,18 @@ fn dropout_masks_of_the_wrong_shape_get_typed_errors() {
     let w = Weights::init(&cfg, 1);
     let x = vec![0.5; t * b * 2];
     let numel = t * b * 2 * h;
-    let run =
-        |masks: &[Vec<f64>]| stack_forward_with_masks(&cfg, &w, &x, None, None, None, t, b, masks);
+    let run = |masks: &[Vec<f64>]| {
+        stack_forward_with_masks(
+            &cfg,
+            &w,
+            &x,
+            t,
+            b,
+            HostState::zeros(),
+            &RunOptions::default(),
+            masks,
+        )
+    };
     let mismatch = |r: rnn_wgpu::Result<StackTrace>| matches!(r, Err(Error::ShapeMismatch { .. }));
     assert!(mismatch(run(&[])), "no masks for 3 layers");
     assert!(
@@ -1001,13 +1180,45 @@ fn dropout_masks_of_the_wrong_shape_get_typed_errors() {
     // One layer: no boundary, no mask.
     let one = bidirectional(CellKind::Gru, 2, h, 1).build().unwrap();
     let w1 = Weights::init(&one, 1);
-    let run1 =
-        |masks: &[Vec<f64>]| stack_forward_with_masks(&one, &w1, &x, None, None, None, t, b, masks);
+    let run1 = |masks: &[Vec<f64>]| {
+        stack_forward_with_masks(
+            &one,
+            &w1,
+            &x,
+            t,
+            b,
+            HostState::zeros(),
+            &RunOptions::default(),
+            masks,
+        )
+    };
     assert!(run1(&[]).is_ok());
     assert!(mismatch(run1(&[vec![1.0; numel]])));
     // The seeded forward validates like the others.
-    let train = stack_forward_train(&cfg, &w, &x[1..], None, None, None, t, b, 7);
+    let train = stack_forward_train(
+        &cfg,
+        &w,
+        &x[1..],
+        t,
+        b,
+        HostState::zeros(),
+        &RunOptions {
+            dropout_seed: Some(7),
+            ..Default::default()
+        },
+    );
     assert!(mismatch(train));
-    let train = stack_forward_train(&cfg, &w, &x, None, None, None, 0, b, 7);
+    let train = stack_forward_train(
+        &cfg,
+        &w,
+        &x,
+        0,
+        b,
+        HostState::zeros(),
+        &RunOptions {
+            dropout_seed: Some(7),
+            ..Default::default()
+        },
+    );
     assert!(matches!(train, Err(Error::ZeroSize(_))));
 }

@@ -12,6 +12,7 @@ use rnn_wgpu::{
     CellKind, Context, Direction, GpuTensor, HostGrads, Layout, Rnn, RnnConfig, RunOptions, State,
     Weights, dropout,
 };
+use rnn_wgpu::{HostState, Upstream};
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -150,26 +151,35 @@ fn check_against_cpu(ctx: &Context, name: &str, cfg: &RnnConfig, lengths: Option
         cfg,
         &w,
         &to_f64(x),
-        Some(&to_f64(h0)),
-        c0.as_deref(),
-        lengths,
         t,
         b,
-        seed,
+        HostState {
+            h0: Some(&to_f64(h0)),
+            c0: c0.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            dropout_seed: Some(seed),
+        },
     )
     .unwrap();
     let rg = stack_backward(
         cfg,
         &w,
-        Some(&to_f64(h0)),
-        c0.as_deref(),
-        lengths,
         &trace,
-        Some(&to_f64(dy)),
-        None,
-        None,
-        t,
-        b,
+        HostState {
+            h0: Some(&to_f64(h0)),
+            c0: c0.as_deref(),
+        },
+        Upstream {
+            dy: Some(&to_f64(dy)),
+            dh_n: None,
+            dc_n: None,
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .unwrap();
     // Tolerances as tests/topology_gpu.rs: f32 sums, observed ~1e-7.

@@ -9,6 +9,7 @@ use rnn_wgpu::{
     Context, Direction, Error, GpuTensor, LayerWeights, Layout, Rnn, RnnConfig, State, Weights,
     gpu::ContextOptions,
 };
+use rnn_wgpu::{HostState, RunOptions};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn lstm(i: usize, h: usize) -> RnnConfig {
@@ -180,18 +181,16 @@ fn forward_rejects_bad_shapes_and_empty_sizes() {
         shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, Some(1))))),
         "c0"
     );
-    assert_eq!(
-        shape_err(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, None)))),
-        "c0"
-    );
+    // An LSTM given h0 alone runs from c0 = 0 (tests/lstm_forward.rs checks the values).
+    assert!(rnn.forward(&x(&[4, 2, 3]), Some(&state(2, None))).is_ok());
 
     // Host convenience: the flat slice must match T*B*I.
-    match rnn.forward_host(&[0.0; 10], 4, 2, None, None) {
+    match rnn.forward_host(&[0.0; 10], 4, 2, HostState::zeros(), &RunOptions::default()) {
         Err(Error::ShapeMismatch { name, .. }) => assert_eq!(name, "x"),
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
     assert!(matches!(
-        rnn.forward_host(&[], 0, 2, None, None),
+        rnn.forward_host(&[], 0, 2, HostState::zeros(), &RunOptions::default()),
         Err(Error::ZeroSize(_))
     ));
     assert!(matches!(
@@ -272,7 +271,9 @@ fn chunked_forward_matches_reference(ctx: &Context, seed: u64, (t, b): (usize, u
     let w = Weights::init(&cfg, seed);
     let rnn = Rnn::with_config(ctx, &cfg, &w).unwrap();
     let x = seeded(seed + 1, t * b * 5, 1.0);
-    let out = rnn.forward_host(&x, t, b, None, None).unwrap();
+    let out = rnn
+        .forward_host(&x, t, b, HostState::zeros(), &RunOptions::default())
+        .unwrap();
     let r = cpu::lstm_forward(
         &cfg,
         &RefWeights::new(&cfg, w.layer(0, 0).unwrap()),
@@ -822,4 +823,49 @@ fn gradients_of_another_model_are_typed_errors() {
         a.backward(&tape, None, None, None),
         Err(Error::TapeMismatch(_))
     ));
+}
+
+/// The CPU reference has no dropout-seed counter: a training forward with dropout between
+/// layers and no `RunOptions::dropout_seed` is a typed error that names the option, and a
+/// GRU given a `c0` is refused on the host path.
+#[test]
+fn cpu_training_with_dropout_needs_a_seed_and_a_gru_has_no_c0() {
+    let cfg = RnnConfig::gru(3, 4)
+        .num_layers(2)
+        .dropout(0.5)
+        .build()
+        .unwrap();
+    let w = Weights::init(&cfg, 1);
+    let x = vec![0.1f64; 2 * 3];
+    let err = cpu::stack_forward_train(
+        &cfg,
+        &w,
+        &x,
+        2,
+        1,
+        HostState::zeros(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidConfig(m) if m.contains("dropout_seed")),
+        "{err}"
+    );
+    let seeded_opts = RunOptions {
+        dropout_seed: Some(7),
+        ..Default::default()
+    };
+    cpu::stack_forward_train(&cfg, &w, &x, 2, 1, HostState::zeros(), &seeded_opts).unwrap();
+
+    let Some(ctx) = ctx() else { return };
+    let rnn = Rnn::new(ctx, &w).unwrap();
+    let c0 = vec![0.0f32; 2 * 4];
+    let xf = vec![0.1f32; 2 * 3];
+    let err = rnn
+        .forward_host(&xf, 2, 1, HostState::hc(&c0, &c0), &RunOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ShapeMismatch { name, .. } if name.contains("c0")),
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@ mod common;
 use common::{Case, GRID, assert_close, gpu::ctx, max_abs_diff, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::{Context, GpuTensor, HostOutput, Output, Rnn, RnnConfig, State, Weights};
+use rnn_wgpu::{HostState, RunOptions};
 
 /// Unit-scale inputs: `|x|, |h0|, |c0| <= 1`, weights `|w| <= 1/sqrt(H)`.
 ///
@@ -31,7 +32,18 @@ fn run(ctx: &Context, c: &Case, scale: f32, seed: u64) -> (HostOutput, cpu::Lstm
     let x = seeded(seed + 1, t * b * c.input, scale);
     let h0 = seeded(seed + 2, b * h, 1.0);
     let c0 = seeded(seed + 3, b * h, 1.0);
-    let gpu = rnn.forward_host(&x, t, b, Some(&h0), Some(&c0)).unwrap();
+    let gpu = rnn
+        .forward_host(
+            &x,
+            t,
+            b,
+            HostState {
+                h0: Some(&h0),
+                c0: Some(&c0),
+            },
+            &RunOptions::default(),
+        )
+        .unwrap();
     let rw = RefWeights::new(&cfg, w.layer(0, 0).unwrap());
     let reference = cpu::lstm_forward(
         &cfg,
@@ -118,7 +130,7 @@ fn time_chunking_is_bit_identical() {
     let x = seeded(4, t * b * 5, 1.0);
     let whole = Rnn::with_config(ctx, &cfg, &w)
         .unwrap()
-        .forward_host(&x, t, b, None, None)
+        .forward_host(&x, t, b, HostState::zeros(), &RunOptions::default())
         .unwrap();
     // 7 does not divide 50: the last chunk is short, and every chunk boundary goes through
     // the h carry copy. Each output element is summed in the same order either way.
@@ -126,7 +138,7 @@ fn time_chunking_is_bit_identical() {
         .unwrap()
         .with_max_chunk_steps(7)
         .unwrap()
-        .forward_host(&x, t, b, None, None)
+        .forward_host(&x, t, b, HostState::zeros(), &RunOptions::default())
         .unwrap();
     assert_eq!(whole, chunked);
 }
@@ -160,17 +172,28 @@ fn state_carries_across_calls() {
     let rnn = Rnn::new(ctx, &Weights::init(&cfg, 9)).unwrap();
     let (b, t1, t2) = (4, 6, 9);
     let x = seeded(10, (t1 + t2) * b * 3, 1.0);
-    let whole = rnn.forward_host(&x, t1 + t2, b, None, None).unwrap();
+    let whole = rnn
+        .forward_host(&x, t1 + t2, b, HostState::zeros(), &RunOptions::default())
+        .unwrap();
     let first = rnn
-        .forward_host(&x[..t1 * b * 3], t1, b, None, None)
+        .forward_host(
+            &x[..t1 * b * 3],
+            t1,
+            b,
+            HostState::zeros(),
+            &RunOptions::default(),
+        )
         .unwrap();
     let second = rnn
         .forward_host(
             &x[t1 * b * 3..],
             t2,
             b,
-            Some(&first.h_n),
-            first.c_n.as_deref(),
+            HostState {
+                h0: Some(&first.h_n),
+                c0: first.c_n.as_deref(),
+            },
+            &RunOptions::default(),
         )
         .unwrap();
     assert_eq!(&whole.y[t1 * b * 10..], &second.y[..]);
@@ -270,4 +293,67 @@ fn every_batch_tiling_matches_reference() {
         let (gpu, r) = run(ctx, &c, 1.0, 300 + batch as u64);
         check(&format!("B={batch}"), &gpu, &r, ATOL, RTOL);
     }
+}
+
+/// An LSTM given `h0` alone starts from `c0 = 0`, as PyTorch's functional API allows: on the
+/// host path (`HostState::h`), the GPU-resident path (`State { c: None }`) and in training
+/// (forward and backward), each is bit-identical to passing an explicit zero `c0`, and the
+/// host path matches the CPU reference given `c0 = None` (zeros there too).
+#[test]
+fn an_lstm_may_be_given_h0_alone() {
+    let Some(ctx) = ctx() else { return };
+    let (i, h, t, b) = (5, 9, 6, 3);
+    let cfg = RnnConfig::lstm(i, h).num_layers(2).build().unwrap();
+    let w = Weights::init(&cfg, 41);
+    let rnn = Rnn::new(ctx, &w).unwrap();
+    let x = seeded(42, t * b * i, 1.0);
+    let h0 = seeded(43, 2 * b * h, 1.0);
+    let zeros = vec![0.0f32; 2 * b * h];
+    let opts = RunOptions::default();
+    let alone = rnn
+        .forward_host(&x, t, b, HostState::h(&h0), &opts)
+        .unwrap();
+    let explicit = rnn
+        .forward_host(&x, t, b, HostState::hc(&h0, &zeros), &opts)
+        .unwrap();
+    assert_eq!(alone, explicit, "h0 alone vs an explicit zero c0");
+    let reference = cpu::stack_forward(
+        &cfg,
+        &w,
+        &to_f64(&x),
+        t,
+        b,
+        HostState::h(&to_f64(&h0)),
+        &opts,
+    )
+    .unwrap();
+    // Tolerance as ATOL above (two layers of the same unit-scale sums).
+    assert_close("y (h0 alone)", &alone.y, &reference.y, ATOL, RTOL);
+    assert_close(
+        "c_n (h0 alone)",
+        alone.c_n.as_ref().unwrap(),
+        reference.c_n.as_ref().unwrap(),
+        ATOL,
+        RTOL,
+    );
+
+    // Training: forward and backward with State { c: None } equal those with zeros.
+    let xt = GpuTensor::upload(ctx, &x, &[t, b, i]).unwrap();
+    let h0t = GpuTensor::upload(ctx, &h0, &[2, b, h]).unwrap();
+    let c0t = GpuTensor::zeros(ctx, &[2, b, h]).unwrap();
+    let dy = GpuTensor::upload(ctx, &seeded(44, t * b * h, 1.0), &[t, b, h]).unwrap();
+    let mut results = Vec::new();
+    for c in [None, Some(c0t.clone())] {
+        let state = State { h: h0t.clone(), c };
+        let (out, tape) = rnn.forward_train(&xt, Some(&state)).unwrap();
+        let grads = rnn.backward(&tape, Some(&dy), None, None).unwrap();
+        let host = grads.to_host(&rnn).unwrap();
+        results.push((
+            out.y.download(ctx).unwrap(),
+            host.dx.clone(),
+            host.dc0.clone(),
+            format!("{:?}", host.params),
+        ));
+    }
+    assert!(results[0] == results[1], "training with h0 alone differs");
 }

@@ -6,6 +6,7 @@ mod common;
 use common::fixtures::{self, all_cases};
 use common::{assert_close, gpu::ctx, max_abs_diff};
 use rnn_wgpu::Rnn;
+use rnn_wgpu::{HostState, RunOptions};
 
 #[test]
 fn gpu_forward_matches_pytorch() {
@@ -14,7 +15,16 @@ fn gpu_forward_matches_pytorch() {
         let fx = fixtures::load(case);
         let rnn = Rnn::with_config(ctx, &fx.cfg, &fx.weights).unwrap();
         let out = rnn
-            .forward_host(&fx.x, fx.steps, fx.batch, Some(&fx.h0), Some(&fx.c0))
+            .forward_host(
+                &fx.x,
+                fx.steps,
+                fx.batch,
+                HostState {
+                    h0: Some(&fx.h0),
+                    c0: Some(&fx.c0),
+                },
+                &RunOptions::default(),
+            )
             .unwrap();
         let y = fx.f64("y");
         eprintln!(

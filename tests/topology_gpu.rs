@@ -17,6 +17,7 @@ use rnn_wgpu::{
     CellKind, Context, Direction, Error, GpuTensor, GruReset, Layout, Nonlinearity, Rnn, RnnConfig,
     RunOptions, State, Weights,
 };
+use rnn_wgpu::{HostState, Upstream};
 
 /// Forward outputs: f32 sums of at most (I + S) * G ≈ 100 products of O(1) terms per step over
 /// a few layers; observed ~1e-7. 2e-5 absolute + 1e-4 relative leaves a wide margin while a
@@ -250,25 +251,35 @@ fn check_against_cpu(
         cfg,
         &w,
         &to_f64(&x),
-        Some(&to_f64(&h0)),
-        c0d.as_deref(),
-        lengths,
         t,
         b,
+        HostState {
+            h0: Some(&to_f64(&h0)),
+            c0: c0d.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .unwrap();
     let rg = stack_backward(
         cfg,
         &w,
-        Some(&to_f64(&h0)),
-        c0d.as_deref(),
-        lengths,
         &trace,
-        Some(&to_f64(&dy)),
-        Some(&to_f64(&dh_n)),
-        dcd.as_deref(),
-        t,
-        b,
+        HostState {
+            h0: Some(&to_f64(&h0)),
+            c0: c0d.as_deref(),
+        },
+        Upstream {
+            dy: Some(&to_f64(&dy)),
+            dh_n: Some(&to_f64(&dh_n)),
+            dc_n: dcd.as_deref(),
+        },
+        &RunOptions {
+            lengths,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_close(&format!("{name}/y"), &run.y, &trace.y, Y_ATOL, Y_RTOL);

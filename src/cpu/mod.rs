@@ -1,7 +1,8 @@
 //! The CPU reference: the specification every GPU result is measured against.
 //!
 //! Plain loops, f64 everywhere (inputs are widened once, every accumulation is f64). Clarity
-//! beats speed here. Functions mirror the GPU path by name and argument order:
+//! beats speed here. Functions mirror the GPU path by name and argument order, and the whole
+//! model's entry points take the GPU path's argument structs ([`crate::options`]):
 //! [`input_projection`] (adds `b_ih`) ↔ `shaders/gemm.wgsl`; [`lstm_step`], [`gru_step`],
 //! [`rnn_step`] (add `b_hh`) ↔ `shaders/rnn_step.wgsl`; their `_backward` twins ↔
 //! `shaders/rnn_step_backward.wgsl`; [`forward`] / [`backward`] ↔ `gpu::Rnn::forward` /

@@ -23,6 +23,7 @@
 
 use crate::config::{CellKind, Direction, Layout, RnnConfig};
 use crate::error::{Error, Result};
+use crate::options::{HostState, RunOptions, Upstream};
 use crate::validate::{check_lengths, check_steps_batch};
 use crate::weights::Weights;
 
@@ -49,6 +50,21 @@ pub struct StackTrace {
     /// Per layer boundary `l` (`0 .. L-1`): the dropout mask applied to layer `l`'s seq-major
     /// output `[T, B, D*S]`. Empty when no dropout was applied (inference).
     masks: Vec<Vec<f64>>,
+    /// `T` and `B` of the pass.
+    steps: usize,
+    batch: usize,
+}
+
+impl StackTrace {
+    /// `T`, the pass's timesteps.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// `B`, the pass's batch rows.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
 }
 
 /// Gradients of `sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)` with respect to every input and
@@ -72,52 +88,58 @@ pub struct StackGrads {
 /// [`stack_forward_train`].
 ///
 /// Shapes (`L` layers, `D` directions, `S` state size, `x` in `cfg.layout()`):
-/// `x [T, B, I]` or `[B, T, I]`; `h0 [L*D, B, S]` and `c0 [L*D, B, H]` (LSTM only), zeros
-/// when `None`; `lengths [B]`, each in `1..=T`, or `None` for all `T`.
+/// `x [T, B, I]` or `[B, T, I]`; `state`: `h0 [L*D, B, S]` and `c0 [L*D, B, H]` (LSTM only),
+/// each zeros when `None`; `opts.lengths [B]`, each in `1..=T`, or `None` for all `T`. The
+/// argument structs are those of the GPU path ([`crate::Rnn::forward_host`]).
 ///
 /// Errors: [`Error::ZeroSize`] for `T = 0`, `B = 0` or a zero length;
 /// [`Error::ShapeMismatch`] for a tensor of the wrong size, a `lengths` not of `B` entries or
 /// a length over `T`; [`Error::InvalidConfig`] for weights of another topology, a `c0` given
 /// to a GRU or RNN.
-#[allow(clippy::too_many_arguments)]
 pub fn stack_forward(
     cfg: &RnnConfig,
     w: &Weights,
     x: &[f64],
-    h0: Option<&[f64]>,
-    c0: Option<&[f64]>,
-    lengths: Option<&[usize]>,
     steps: usize,
     batch: usize,
+    state: HostState<'_, f64>,
+    opts: &RunOptions<'_>,
 ) -> Result<StackTrace> {
-    forward_impl(cfg, w, x, h0, c0, lengths, steps, batch, Vec::new())
+    let (h0, c0) = (state.h0, state.c0);
+    forward_impl(cfg, w, x, h0, c0, opts.lengths, steps, batch, Vec::new())
 }
 
 /// Training forward: as [`stack_forward`], and the seq-major `[T, B, D*S]` output of every
 /// layer `l < L-1` is multiplied element-wise by
-/// `crate::dropout::mask(seed, l, cfg.dropout(), T*B*D*S)` (`0` for a dropped element,
+/// `crate::dropout::mask(seed, l, cfg.dropout(), T*B*D*S)`, `seed` = `opts.dropout_seed` (`0` for a dropped element,
 /// `1 / (1 - p)` for a kept one) before it becomes layer `l+1`'s input. The masks depend only
 /// on `seed`, so for a fixed seed this is a differentiable function, and [`stack_backward`] on
 /// the returned trace is its exact gradient. With `cfg.dropout() == 0` (or one layer) it is
 /// [`stack_forward`]. The final `h_n` / `c_n` of every layer are not masked.
 ///
-/// Errors: as [`stack_forward`].
-#[allow(clippy::too_many_arguments)]
+/// Errors: as [`stack_forward`], plus [`Error::InvalidConfig`] when the model has dropout
+/// between layers and `opts.dropout_seed` is `None`.
 pub fn stack_forward_train(
     cfg: &RnnConfig,
     w: &Weights,
     x: &[f64],
-    h0: Option<&[f64]>,
-    c0: Option<&[f64]>,
-    lengths: Option<&[usize]>,
     steps: usize,
     batch: usize,
-    seed: u64,
+    state: HostState<'_, f64>,
+    opts: &RunOptions<'_>,
 ) -> Result<StackTrace> {
     let p = cfg.dropout();
-    if p == 0.0 {
-        return stack_forward(cfg, w, x, h0, c0, lengths, steps, batch);
+    if p == 0.0 || cfg.num_layers() == 1 {
+        return stack_forward(cfg, w, x, steps, batch, state, opts);
     }
+    let Some(seed) = opts.dropout_seed else {
+        return Err(Error::InvalidConfig(
+            "a CPU training forward with dropout needs RunOptions::dropout_seed \
+             (the reference has no seed counter of its own)"
+                .into(),
+        ));
+    };
+    let lengths = opts.lengths;
     // Validate the sizes before drawing masks of `T*B*D*S` elements from them.
     StackShape::check(cfg, w, lengths, steps, batch)?;
     check("x", x, &[steps, batch, cfg.input_size()])?;
@@ -125,7 +147,8 @@ pub fn stack_forward_train(
     let masks: Vec<Vec<f64>> = (0..cfg.num_layers().saturating_sub(1))
         .map(|l| crate::dropout::mask(seed, l, p, numel))
         .collect();
-    stack_forward_with_masks(cfg, w, x, h0, c0, lengths, steps, batch, &masks)
+    check_masks(cfg, &masks, steps, batch)?;
+    forward_impl(cfg, w, x, state.h0, state.c0, lengths, steps, batch, masks)
 }
 
 /// Training forward with caller-given dropout masks: as [`stack_forward`], and the seq-major
@@ -141,14 +164,14 @@ pub fn stack_forward_with_masks(
     cfg: &RnnConfig,
     w: &Weights,
     x: &[f64],
-    h0: Option<&[f64]>,
-    c0: Option<&[f64]>,
-    lengths: Option<&[usize]>,
     steps: usize,
     batch: usize,
+    state: HostState<'_, f64>,
+    opts: &RunOptions<'_>,
     masks: &[Vec<f64>],
 ) -> Result<StackTrace> {
     check_masks(cfg, masks, steps, batch)?;
+    let (h0, c0, lengths) = (state.h0, state.c0, opts.lengths);
     forward_impl(cfg, w, x, h0, c0, lengths, steps, batch, masks.to_vec())
 }
 
@@ -246,6 +269,8 @@ fn forward_impl(
         layer_inputs,
         traces,
         masks,
+        steps,
+        batch,
     })
 }
 
@@ -258,11 +283,11 @@ fn apply_mask(v: &mut [f64], mask: &[f64]) {
 
 /// Backward through every layer and direction, for the batch `trace` was computed from (by
 /// [`stack_forward`], [`stack_forward_train`] or [`stack_forward_with_masks`] with the same
-/// `cfg`, `w`, `h0`, `c0`, `lengths`, `steps`, `batch`). A training trace carries its dropout
+/// `cfg`, `w`, `state` and `opts.lengths`; `T` and `B` come from the trace). A training trace carries its dropout
 /// masks: the gradient reaching layer `l`'s output is multiplied by the mask layer `l+1`'s
 /// input was made with, so dropped units get exactly zero.
 ///
-/// Upstream gradients, any may be `None` (zeros): `dy` shaped like `trace.y` (its values at
+/// `upstream` gradients, any may be `None` (zeros): `dy` shaped like `trace.y` (its values at
 /// padding are ignored, as `y` is constant zero there), `dh_n [L*D, B, S]`, `dc_n
 /// [L*D, B, H]` (LSTM only).
 ///
@@ -272,16 +297,14 @@ fn apply_mask(v: &mut [f64], mask: &[f64]) {
 pub fn stack_backward(
     cfg: &RnnConfig,
     w: &Weights,
-    h0: Option<&[f64]>,
-    c0: Option<&[f64]>,
-    lengths: Option<&[usize]>,
     trace: &StackTrace,
-    dy: Option<&[f64]>,
-    dh_n: Option<&[f64]>,
-    dc_n: Option<&[f64]>,
-    steps: usize,
-    batch: usize,
+    state: HostState<'_, f64>,
+    upstream: Upstream<'_, f64>,
+    opts: &RunOptions<'_>,
 ) -> Result<StackGrads> {
+    let (steps, batch, lengths) = (trace.steps, trace.batch, opts.lengths);
+    let (h0, c0) = (state.h0, state.c0);
+    let (dy, dh_n, dc_n) = (upstream.dy, upstream.dh_n, upstream.dc_n);
     let shape = StackShape::check(cfg, w, lengths, steps, batch)?;
     let (s, h) = (cfg.state_size(), cfg.hidden_size());
     let (layers, dirs) = (cfg.num_layers(), cfg.num_directions());

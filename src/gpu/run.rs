@@ -12,6 +12,7 @@ use crate::gpu::model::Rnn;
 use crate::gpu::plan::{PlanMode, io_shape};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::workspace::{Env, Pass, Workspace};
+pub use crate::options::{HostState, RunOptions};
 
 /// Recurrent state of every layer and direction, in PyTorch's order (`l0`, `l0_reverse`,
 /// `l1`, ...).
@@ -22,7 +23,8 @@ use crate::gpu::workspace::{Env, Pass, Workspace};
 pub struct State {
     /// Hidden state.
     pub h: GpuTensor,
-    /// Cell state (LSTM).
+    /// Cell state (LSTM); `None` for an LSTM is zeros (as PyTorch's functional API allows
+    /// `h0` alone).
     pub c: Option<GpuTensor>,
 }
 
@@ -47,18 +49,6 @@ pub struct HostOutput {
     pub h_n: Vec<f32>,
     /// `[layers*dirs, B, H]` (LSTM).
     pub c_n: Option<Vec<f32>>,
-}
-
-/// Options of a forward pass beyond its tensors.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions<'a> {
-    /// Valid steps of each batch row, `[B]`, each in `1..=T`, in any order (PyTorch
-    /// `pack_padded_sequence(..., enforce_sorted=False)`). `None`: every row runs all `T`.
-    pub lengths: Option<&'a [usize]>,
-    /// Seed of the dropout masks between layers (training passes only, when the model has
-    /// dropout). `None`: the model draws the next seed of its own counter, so successive
-    /// training steps get fresh masks.
-    pub dropout_seed: Option<u64>,
 }
 
 /// A pooled [`Output`] (see [`GpuTensor`] on pooling).
@@ -156,7 +146,11 @@ impl Rnn {
         if let Some(s) = state {
             check_shape("h0", &s.h, &[ld, b, cfg.state_size()])?;
             check_usage(self.ctx(), "h0", &s.h, SRC)?;
-            self.check_cell_state("c0", s.c.as_ref(), b)?;
+            // An LSTM given h0 alone starts from c0 = 0 (PyTorch's functional API allows it).
+            let h_only = s.c.is_none() && cfg.cell() == CellKind::Lstm;
+            if !h_only {
+                self.check_cell_state("c0", s.c.as_ref(), b)?;
+            }
             if let Some(c) = &s.c {
                 check_usage(self.ctx(), "c0", c, SRC)?;
             }
@@ -418,17 +412,22 @@ impl Rnn {
         Ok(())
     }
 
-    /// Blocking convenience on host slices: upload, forward, download.
+    /// Blocking convenience on host slices: upload, forward ([`Rnn::forward_with`]),
+    /// download.
     ///
-    /// Shapes: `x [T, B, I]` (or `[B, T, I]`) flattened, `h0 [L*D, B, S]`, `c0 [L*D, B, H]`
-    /// flattened (zeros when `None`).
+    /// Shapes: `x [T, B, I]` (or `[B, T, I]` for a batch-first model) flattened; `state`:
+    /// `h0 [L*D, B, S]`, `c0 [L*D, B, H]` flattened, each zeros when `None` (an LSTM may be
+    /// given `h0` alone, as PyTorch's functional API allows); `opts`: per-row lengths.
+    ///
+    /// Errors as [`Rnn::forward_with`], naming `x`, `h0` or `c0` for a slice of the wrong
+    /// length, and `c0` given to a GRU or RNN.
     pub fn forward_host(
         &self,
         x: &[f32],
         steps: usize,
         batch: usize,
-        h0: Option<&[f32]>,
-        c0: Option<&[f32]>,
+        state: HostState<'_>,
+        opts: &RunOptions<'_>,
     ) -> Result<HostOutput> {
         let cfg = self.cfg();
         let (i, h, st) = (cfg.input_size(), cfg.hidden_size(), cfg.state_size());
@@ -442,23 +441,24 @@ impl Rnn {
         let ctx = self.ctx();
         let xt = GpuTensor::upload(ctx, x, &self.io_shape(steps, batch, i))
             .map_err(|e| rename(e, "x"))?;
-        let h_state = h0
+        let h_state = state
+            .h0
             .map(|h0| GpuTensor::upload(ctx, h0, &[ld, batch, st]).map_err(|e| rename(e, "h0")))
             .transpose()?;
-        let c_state = match (cfg.cell(), c0) {
+        let c_state = match (cfg.cell(), state.c0) {
             (_, None) => None,
             (CellKind::Lstm, Some(c0)) => {
                 Some(GpuTensor::upload(ctx, c0, &[ld, batch, h]).map_err(|e| rename(e, "c0"))?)
             }
             (_, Some(c0)) => {
                 return Err(Error::ShapeMismatch {
-                    name: "c0".into(),
+                    name: format!("c0 (a {:?} has no cell state)", cfg.cell()),
                     expected: vec![],
                     got: vec![c0.len()],
                 });
             }
         };
-        // A missing h0 or c0 beside a given one is zeros.
+        // A missing h0 beside a given c0 is zeros; a missing c0 is zeros (not bound).
         let state = match (h_state, c_state) {
             (None, None) => None,
             (h_given, c) => Some(State {
@@ -466,13 +466,10 @@ impl Rnn {
                     Some(h) => h,
                     None => GpuTensor::zeros(ctx, &[ld, batch, st])?,
                 },
-                c: match (cfg.cell(), c) {
-                    (CellKind::Lstm, None) => Some(GpuTensor::zeros(ctx, &[ld, batch, h])?),
-                    (_, c) => c,
-                },
+                c,
             }),
         };
-        let out = self.forward(&xt, state.as_ref())?;
+        let out = self.forward_with(&xt, state.as_ref(), opts)?;
         Ok(HostOutput {
             y: out.y.download(ctx)?,
             h_n: out.h_n.download(ctx)?,

@@ -1,5 +1,6 @@
 //! Time one row on the GPU and check it against the f64 CPU stack reference.
 
+use rnn_wgpu::{HostState, Upstream};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -405,7 +406,15 @@ fn check_outputs(
     // Batch rows never interact, so rows 0..rows of x alone give rows 0..rows of every output.
     let x_sub = to_f64(&batch_rows(x, t, b, h, rows));
     let start = Instant::now();
-    let reference = cpu::stack_forward(cfg, weights, &x_sub, None, None, None, t, rows)?;
+    let reference = cpu::stack_forward(
+        cfg,
+        weights,
+        &x_sub,
+        t,
+        rows,
+        HostState::zeros(),
+        &RunOptions::default(),
+    )?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
 
     let mut max = MaxErr::default();
@@ -476,19 +485,26 @@ fn check_train(
     ));
     let (x64, dy64) = (to_f64(&x_sub), to_f64(&dy_sub));
     let start = Instant::now();
-    let fwd = cpu::stack_forward(cfg, weights, &x64, None, None, None, t, rows)?;
+    let fwd = cpu::stack_forward(
+        cfg,
+        weights,
+        &x64,
+        t,
+        rows,
+        HostState::zeros(),
+        &RunOptions::default(),
+    )?;
     let reference = cpu::stack_backward(
         cfg,
         weights,
-        None,
-        None,
-        None,
         &fwd,
-        Some(&dy64),
-        None,
-        None,
-        t,
-        rows,
+        HostState::zeros(),
+        Upstream {
+            dy: Some(&dy64),
+            dh_n: None,
+            dc_n: None,
+        },
+        &RunOptions::default(),
     )?;
     let cpu_ms = start.elapsed().as_secs_f64() * 1e3;
 

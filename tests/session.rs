@@ -164,3 +164,69 @@ fn resetting_a_row_restarts_only_that_stream() {
         }
     }
 }
+
+/// `record_step` records into the caller's encoder: six steps recorded into one encoder, with
+/// a copy of every `y_t` recorded after its step (a framework's own op), submitted once, give
+/// bit for bit the `y_t` and final state of six `step` calls on a twin session; nothing is
+/// submitted while recording, and no GPU object is created after the first recorded step.
+#[test]
+fn recorded_steps_in_one_submission_equal_stepping() {
+    let Some(ctx) = own_ctx() else { return };
+    let cfg = RnnConfig::lstm(3, 7).num_layers(2).build().unwrap();
+    let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 5)).unwrap();
+    let (b, steps) = (2, 6);
+    let xs: Vec<GpuTensor> = (0..steps)
+        .map(|k| {
+            let x: Vec<f32> = (0..b * 3)
+                .map(|e| ((k * 7 + e) as f32 * 0.37).sin())
+                .collect();
+            GpuTensor::upload(&ctx, &x, &[b, 3]).unwrap()
+        })
+        .collect();
+
+    let mut stepped = rnn.session(b).unwrap();
+    let want: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| stepped.step(x).unwrap().download(&ctx).unwrap())
+        .collect();
+
+    let mut recorded = rnn.session(b).unwrap();
+    // The framework's own buffer: every y_t copied out right after its step.
+    let sink = GpuTensor::zeros(&ctx, &[steps, b, 7]).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    let (before, mut created_after_first) = (ctx.submission_count(), None);
+    for (k, x) in xs.iter().enumerate() {
+        let counts = ctx.allocation_counts();
+        let y = recorded.record_step(&mut enc, x).unwrap();
+        enc.copy_buffer_to_buffer(
+            y.buffer(),
+            0,
+            sink.buffer(),
+            (k * b * 7 * 4) as u64,
+            (b * 7 * 4) as u64,
+        );
+        if k > 0 {
+            let d = ctx.allocation_counts() - counts;
+            *created_after_first.get_or_insert(0) += d.buffers + d.bind_groups;
+        }
+    }
+    assert_eq!(ctx.submission_count(), before, "recording submits nothing");
+    assert_eq!(
+        created_after_first,
+        Some(0),
+        "GPU objects created after the first step"
+    );
+    ctx.submit(enc.finish()).unwrap();
+    let got = sink.download(&ctx).unwrap();
+    for (k, w) in want.iter().enumerate() {
+        let g = &got[k * b * 7..(k + 1) * b * 7];
+        assert_eq!(bits(g), bits(w), "y_t of step {k}");
+    }
+    let (hs, hr) = (
+        stepped.state().h.download(&ctx).unwrap(),
+        recorded.state().h.download(&ctx).unwrap(),
+    );
+    assert_eq!(bits(&hs), bits(&hr), "final h");
+    let c = |s: &rnn_wgpu::Session| s.state().c.as_ref().unwrap().download(&ctx).unwrap();
+    assert_eq!(bits(&c(&stepped)), bits(&c(&recorded)), "final c");
+}

@@ -1,6 +1,8 @@
 //! Streaming: a [`Session`] keeps every layer's recurrent state on the GPU between calls and
 //! advances all layers by one timestep per [`Session::step`], in one submission, replaying a
-//! workspace of its own: a step creates no GPU object.
+//! workspace of its own: a step creates no GPU object. [`Session::record_step`] records the
+//! same step into a caller's encoder instead, beside the caller's own work (a read-out, other
+//! sessions' steps), so several steps share one submission.
 
 use std::sync::Arc;
 
@@ -125,7 +127,43 @@ impl Session {
         self.run(&x)
     }
 
+    /// Record one step into the caller's `encoder` (nothing is submitted): `x_t [B, I]` in,
+    /// the last layer's `y_t [B, S]` out, as [`Session::step`] but composable with a
+    /// framework's own work in the same submission (for example a read-out of `y_t`, or the
+    /// steps of several sessions). The state advances in recording order: submit the
+    /// encoders in the order their steps were recorded. Nothing is allocated after the
+    /// session's first step.
+    ///
+    /// Errors: as [`Session::step`].
+    pub fn record_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x_t: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let (b, i) = (self.batch, self.rnn.cfg().input_size());
+        check_shape("x_t", x_t, &[b, i])?;
+        check_usage(self.rnn.ctx(), "x_t", x_t, wgpu::BufferUsages::COPY_SRC)?;
+        let x = x_t.buffer().clone();
+        let ctx = self.rnn.ctx().clone();
+        ctx.scoped("Session::record_step", || self.record(encoder, &x))
+    }
+
     fn run(&mut self, x: &wgpu::Buffer) -> Result<GpuTensor> {
+        let ctx = self.rnn.ctx().clone();
+        ctx.scoped("session step", || {
+            let mut enc = ctx.encoder("rnn session step");
+            let y = self.record(&mut enc, x)?;
+            ctx.submit(enc.finish())?;
+            Ok(y)
+        })
+    }
+
+    /// Record one step reading `x` (`[B, I]`); returns the leased `y_t`.
+    fn record(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+    ) -> Result<GpuTensor> {
         let rnn = &self.rnn;
         let ctx = rnn.ctx();
         let (b, st) = (self.batch, rnn.cfg().state_size());
@@ -136,7 +174,7 @@ impl Session {
         let ws = &self.workspace;
         let lengths = ws.scratch(ws.plan.full_lengths);
         // The state tensors are both the initial and the final state: each layer's slot is
-        // copied in at the start and written back at the end of the same submission.
+        // copied in at the start and written back at the end of the same recording.
         let mut io = vec![
             (Io::X, x),
             (Io::Lengths, lengths),
@@ -152,12 +190,7 @@ impl Session {
             grads: None,
             io,
         };
-        ctx.scoped("session step", || {
-            let mut enc = ctx.encoder("rnn session step");
-            ws.record(ctx, &mut enc, Pass::Forward, &env)?;
-            ctx.submit(enc.finish())?;
-            Ok(())
-        })?;
+        ws.record(ctx, encoder, Pass::Forward, &env)?;
         let lease: Arc<dyn std::any::Any + Send + Sync> = y.clone();
         Ok(GpuTensor::clone(&y).with_lease(lease))
     }

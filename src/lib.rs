@@ -88,6 +88,8 @@
 //! Every fallible call returns [`Result`]; bad shapes, zero sizes and inputs beyond the
 //! device's limits are typed [`Error`]s raised before any GPU work.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod cpu;
 pub mod dropout;

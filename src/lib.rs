@@ -107,4 +107,4 @@ pub use gpu::{
     LayerGrads, Output, ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape,
     Workspace,
 };
-pub use weights::{LayerWeights, Weights};
+pub use weights::{LayerWeights, LoadOptions, Weights};

@@ -52,6 +52,7 @@ mod infer;
 mod io;
 
 pub use infer::LoadOptions;
+pub(crate) use io::write_safetensors;
 
 /// One layer-direction's parameters, PyTorch layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,32 +218,7 @@ impl Weights {
     /// [`Weights::validate`] first when lengths may have changed ([`Weights::to_safetensors`]
     /// does).
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
-        let shapes: HashMap<String, Vec<usize>> = tensor_names(&self.cfg).into_iter().collect();
-        self.slots()
-            .filter_map(|(name, data)| {
-                let data = data?.as_slice();
-                let shape = shapes.get(&name).cloned().unwrap_or(vec![data.len()]);
-                Some((name, shape, data))
-            })
-            .collect()
-    }
-
-    /// Every tensor slot of every layer-direction, named, in state_dict order; `None` for an
-    /// absent optional tensor.
-    fn slots(&self) -> impl Iterator<Item = (String, Option<&Vec<f32>>)> {
-        let dirs = self.cfg.num_directions();
-        self.layers.iter().enumerate().flat_map(move |(idx, l)| {
-            let s = suffix(idx / dirs, idx % dirs);
-            [
-                ("weight_ih", Some(&l.weight_ih)),
-                ("weight_hh", Some(&l.weight_hh)),
-                ("bias_ih", l.bias_ih.as_ref()),
-                ("bias_hh", l.bias_hh.as_ref()),
-                ("weight_hr", l.weight_hr.as_ref()),
-                ("peephole", l.peephole.as_ref()),
-            ]
-            .map(|(base, data)| (format!("{base}{s}"), data))
-        })
+        named_layer_tensors(&self.cfg, &self.layers)
     }
 
     /// Check every tensor's length against the configuration.
@@ -252,28 +228,71 @@ impl Weights {
     /// configuration needs and the weights lack; [`Error::InvalidConfig`] naming a tensor the
     /// weights hold and the configuration has no place for.
     pub fn validate(&self) -> Result<()> {
-        let expected = self.cfg.num_layers() * self.cfg.num_directions();
-        if self.layers.len() != expected {
-            return Err(Error::ShapeMismatch {
-                name: "layers".into(),
-                expected: vec![expected],
-                got: vec![self.layers.len()],
-            });
-        }
-        let mut expected = tensor_names(&self.cfg).into_iter().peekable();
-        for (name, data) in self.slots() {
-            let wanted = expected.next_if(|(n, _)| *n == name);
-            match (wanted, data) {
-                (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
-                (Some(_), None) => return Err(Error::MissingTensor(name)),
-                (None, Some(_)) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "`{name}` is given but the configuration has no such tensor"
-                    )));
-                }
-                (None, None) => {}
-            }
-        }
-        Ok(())
+        validate_layers(&self.cfg, &self.layers)
     }
+}
+
+/// The tensors of `layers` (one per layer-direction of `cfg`) by their PyTorch names, in
+/// state_dict order, with the shapes `cfg` gives them (`[len]` for a tensor `cfg` does not
+/// list); what [`Weights::named_tensors`] and [`crate::HostGrads::named_parameters`] return.
+pub(crate) fn named_layer_tensors<'a>(
+    cfg: &RnnConfig,
+    layers: &'a [LayerWeights],
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    let shapes: HashMap<String, Vec<usize>> = tensor_names(cfg).into_iter().collect();
+    slots(cfg, layers)
+        .filter_map(|(name, data)| {
+            let data = data?.as_slice();
+            let shape = shapes.get(&name).cloned().unwrap_or(vec![data.len()]);
+            Some((name, shape, data))
+        })
+        .collect()
+}
+
+/// Every tensor slot of every layer-direction, named, in state_dict order; `None` for an
+/// absent optional tensor.
+fn slots<'a>(
+    cfg: &RnnConfig,
+    layers: &'a [LayerWeights],
+) -> impl Iterator<Item = (String, Option<&'a Vec<f32>>)> {
+    let dirs = cfg.num_directions();
+    layers.iter().enumerate().flat_map(move |(idx, l)| {
+        let s = suffix(idx / dirs, idx % dirs);
+        [
+            ("weight_ih", Some(&l.weight_ih)),
+            ("weight_hh", Some(&l.weight_hh)),
+            ("bias_ih", l.bias_ih.as_ref()),
+            ("bias_hh", l.bias_hh.as_ref()),
+            ("weight_hr", l.weight_hr.as_ref()),
+            ("peephole", l.peephole.as_ref()),
+        ]
+        .map(|(base, data)| (format!("{base}{s}"), data))
+    })
+}
+
+/// Check the tensors of `layers` against `cfg` (see [`Weights::validate`]).
+pub(crate) fn validate_layers(cfg: &RnnConfig, layers: &[LayerWeights]) -> Result<()> {
+    let expected = cfg.num_layers() * cfg.num_directions();
+    if layers.len() != expected {
+        return Err(Error::ShapeMismatch {
+            name: "layers".into(),
+            expected: vec![expected],
+            got: vec![layers.len()],
+        });
+    }
+    let mut expected = tensor_names(cfg).into_iter().peekable();
+    for (name, data) in slots(cfg, layers) {
+        let wanted = expected.next_if(|(n, _)| *n == name);
+        match (wanted, data) {
+            (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
+            (Some(_), None) => return Err(Error::MissingTensor(name)),
+            (None, Some(_)) => {
+                return Err(Error::InvalidConfig(format!(
+                    "`{name}` is given but the configuration has no such tensor"
+                )));
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let (input, hidden, steps, batch) = (16, 32, 20, 4);
     let cfg = RnnConfig::lstm(input, hidden).build()?;
     let weights = match std::env::args().nth(1) {
-        Some(path) => Weights::load(&cfg, path)?,
+        Some(path) => Weights::load_config(&cfg, path)?,
         None => Weights::init(&cfg, 0),
     };
 

@@ -48,6 +48,19 @@ pub enum Error {
     #[error("missing tensor `{0}` in weight file")]
     MissingTensor(String),
 
+    /// The parameter tensors of a weight file fit no configuration, so none can be inferred
+    /// from them (`Weights::load`): a tensor of the wrong rank, gate rows that fit no cell, two
+    /// tensors that disagree, or parameters of several models in one file.
+    #[error("cannot infer a configuration: `{name}` has shape {shape:?}: {why}")]
+    InconsistentWeights {
+        /// The tensor that does not fit, under its name in the file.
+        name: String,
+        /// Its shape in the file.
+        shape: Vec<usize>,
+        /// Why, naming the tensor (and its shape) it conflicts with.
+        why: String,
+    },
+
     /// A tensor in a weight file has an element type we cannot read.
     #[error("tensor `{name}` has dtype {got}, expected {expected}")]
     WrongDtype {

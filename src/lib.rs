@@ -16,7 +16,7 @@
 //! use rnn_wgpu::{Context, HostState, Rnn, RnnConfig, RunOptions, Weights};
 //! # fn main() -> Result<(), rnn_wgpu::Error> {
 //! let cfg = RnnConfig::lstm(16, 32).build()?;         // nn.LSTM(16, 32)
-//! let weights = Weights::init(&cfg, 0);                // or Weights::load(&cfg, "lstm.safetensors")?
+//! let weights = Weights::init(&cfg, 0);                // or Weights::load("lstm.safetensors")?
 //! let ctx = Context::new()?;                           // best adapter; RNN_WGPU_ADAPTER picks one
 //! let rnn = Rnn::new(&ctx, &weights)?;                // packs and uploads once
 //! let (t, b) = (20, 4);
@@ -112,4 +112,4 @@ pub use gpu::{
     Workspace,
 };
 pub use options::{HostState, Upstream};
-pub use weights::{LayerWeights, Weights};
+pub use weights::{LayerWeights, LoadOptions, Weights};

@@ -307,8 +307,8 @@ fn assert_same_weights(case: &str, a: &Weights, b: &Weights) {
     }
 }
 
-/// `Weights::from_safetensors` reads exactly the stored tensors, and
-/// `to_safetensors` → `from_safetensors` gives them back bit for bit.
+/// `Weights::from_safetensors_config` reads exactly the stored tensors, and
+/// `to_safetensors` → `from_safetensors_config` gives them back bit for bit.
 #[test]
 fn weights_round_trip_through_safetensors() {
     for fx in every_fixture() {
@@ -352,7 +352,7 @@ fn weights_round_trip_through_safetensors() {
         );
 
         let bytes = fx.weights.to_safetensors().expect("to_safetensors");
-        let back = Weights::from_safetensors(&fx.cfg, &bytes).expect("from_safetensors");
+        let back = Weights::from_safetensors_config(&fx.cfg, &bytes).expect("from_safetensors");
         assert_same_weights(case, &fx.weights, &back);
         assert_eq!(back, fx.weights, "{case}: PartialEq after round trip");
         assert_eq!(

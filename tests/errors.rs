@@ -105,34 +105,34 @@ fn safetensors_errors_name_the_tensor() {
         good("bias_ih_l0", vec![20]),
         good("bias_hh_l0", vec![20]),
     ];
-    assert!(Weights::from_safetensors(&cfg, &file(&all)).is_ok());
+    assert!(Weights::from_safetensors_config(&cfg, &file(&all)).is_ok());
 
     let missing = file(&all[..3]);
     assert!(matches!(
-        Weights::from_safetensors(&cfg, &missing),
+        Weights::from_safetensors_config(&cfg, &missing),
         Err(Error::MissingTensor(n)) if n == "bias_hh_l0"
     ));
 
     let mut wrong_shape = all.clone();
     wrong_shape[1] = good("weight_hh_l0", vec![20, 4]);
     assert!(matches!(
-        Weights::from_safetensors(&cfg, &file(&wrong_shape)),
+        Weights::from_safetensors_config(&cfg, &file(&wrong_shape)),
         Err(Error::ShapeMismatch { name, .. }) if name == "weight_hh_l0"
     ));
 
     let mut wrong_dtype = all.clone();
     wrong_dtype[0] = ("weight_ih_l0", Dtype::I32, vec![20, 3], vec![0u8; 240]);
     assert!(matches!(
-        Weights::from_safetensors(&cfg, &file(&wrong_dtype)),
+        Weights::from_safetensors_config(&cfg, &file(&wrong_dtype)),
         Err(Error::WrongDtype { name, .. }) if name == "weight_ih_l0"
     ));
 
     assert!(matches!(
-        Weights::from_safetensors(&cfg, b"not a safetensors file"),
+        Weights::from_safetensors_config(&cfg, b"not a safetensors file"),
         Err(Error::Safetensors(_))
     ));
     assert!(matches!(
-        Weights::load(&cfg, "/nonexistent/dir/weights.safetensors"),
+        Weights::load_config(&cfg, "/nonexistent/dir/weights.safetensors"),
         Err(Error::Io(_))
     ));
 }

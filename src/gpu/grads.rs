@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::config::{Layout, RnnConfig};
 use crate::error::{Error, Result};
 use crate::gpu::context::Context;
 use crate::gpu::model::{LayerView, PackedLayer, Rnn};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::workspace::Workspace;
-use crate::weights::LayerWeights;
+use crate::validate::check_len;
+use crate::weights::{LayerWeights, named_layer_tensors, validate_layers, write_safetensors};
 
 /// What backward needs from a forward pass, kept on the GPU in the pass's workspace.
 ///
@@ -169,29 +171,119 @@ pub struct Grads {
 }
 
 /// [`Grads`] downloaded, parameters in PyTorch layout.
+///
+/// Read them by PyTorch's names with [`HostGrads::named_parameters`] (what
+/// `{n: p.grad for n, p in module.named_parameters()}` holds) or [`HostGrads::named`] (plus
+/// `dx`, `dh0`, `dc0`), look one up with [`HostGrads::get`], or write them as a safetensors
+/// file with [`HostGrads::save`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostGrads {
-    /// Like `x`.
+    /// Like `x`: `[T, B, I]`, or `[B, T, I]` batch-first.
     pub dx: Vec<f32>,
     /// `[L*D, B, S]`.
     pub dh0: Vec<f32>,
     /// `[L*D, B, H]` (LSTM).
     pub dc0: Option<Vec<f32>>,
     /// Per layer-direction (`l*D + d`): `weight_ih [G*H, I_l]`, `weight_hh`, biases, ...
+    /// A tensor the model lacks (the biases of a `bias = false` model) is `None`, not zeros.
     pub params: Vec<LayerWeights>,
+    /// The model's configuration: the names and shapes of the tensors.
+    pub config: RnnConfig,
+    /// `T` of the pass.
+    pub steps: usize,
+    /// `B` of the pass.
+    pub batch: usize,
+}
+
+impl HostGrads {
+    /// The parameter gradients under PyTorch's `named_parameters()` names, in its order
+    /// (`weight_ih_l0 [G*H, I]`, `weight_hh_l0 [G*H, S]`, `bias_ih_l0 [G*H]`, `bias_hh_l0`,
+    /// `weight_hr_l0 [P, H]`, then `_l0_reverse`, `_l1`, ...; our `peephole_l{k} [3H]` last in
+    /// each layer-direction): the names and shapes of [`crate::Weights::named_tensors`] for
+    /// the same configuration. A model without bias has no `bias_*` entries.
+    pub fn named_parameters(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        named_layer_tensors(&self.config, &self.params)
+    }
+
+    /// [`HostGrads::named_parameters`], then the input and state gradients: `dx` (`[T, B, I]`,
+    /// or `[B, T, I]` batch-first), `dh0 [L*D, B, S]` and, for an LSTM, `dc0 [L*D, B, H]`.
+    pub fn named(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let cfg = &self.config;
+        let (t, b) = (self.steps, self.batch);
+        let ld = cfg.num_layers() * cfg.num_directions();
+        let dx_shape = match cfg.layout() {
+            Layout::BatchFirst => vec![b, t, cfg.input_size()],
+            _ => vec![t, b, cfg.input_size()],
+        };
+        let mut out = self.named_parameters();
+        out.push(("dx".into(), dx_shape, &self.dx));
+        out.push(("dh0".into(), vec![ld, b, cfg.state_size()], &self.dh0));
+        if let Some(dc0) = &self.dc0 {
+            out.push(("dc0".into(), vec![ld, b, cfg.hidden_size()], dc0));
+        }
+        out
+    }
+
+    /// The gradient named `name` (any name of [`HostGrads::named`]), `None` for a name the
+    /// model has no tensor for.
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        self.named()
+            .into_iter()
+            .find(|(n, ..)| n == name)
+            .map(|(.., data)| data)
+    }
+
+    /// Serialise [`HostGrads::named`] as a safetensors file (f32); in Python,
+    /// `safetensors.torch.load_file` gives a dict to compare with `p.grad` per name.
+    ///
+    /// Errors: [`Error::ShapeMismatch`] naming a tensor whose length no longer fits its shape
+    /// (after an edit of the public fields), [`Error::MissingTensor`] /
+    /// [`Error::InvalidConfig`] as [`crate::Weights::validate`].
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        validate_layers(&self.config, &self.params)?;
+        let named = self.named();
+        for (name, shape, data) in &named {
+            check_len(name, data, shape)?;
+        }
+        write_safetensors(named)
+    }
+
+    /// Write [`HostGrads::to_safetensors`] to a file; nothing is written when it fails.
+    ///
+    /// Errors: as [`HostGrads::to_safetensors`], plus [`Error::Io`].
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        std::fs::write(path, self.to_safetensors()?)?;
+        Ok(())
+    }
 }
 
 impl Grads {
     /// Download everything; parameter gradients unpacked to PyTorch layout.
     ///
-    /// Errors: [`Error::ShapeMismatch`] for gradients of another model's shapes.
+    /// Errors: [`Error::ShapeMismatch`] for gradients of another model's shapes, or a `dx`
+    /// that is not `[T, B, I]` / `[B, T, I]`.
     pub fn to_host(&self, rnn: &Rnn) -> Result<HostGrads> {
         let params = self.params.to_host(rnn)?;
+        let config = rnn.config().clone();
+        let (steps, batch) = match (self.dx.shape(), config.layout()) {
+            (&[b, t, _], Layout::BatchFirst) => (t, b),
+            (&[t, b, _], _) => (t, b),
+            (got, _) => {
+                return Err(Error::ShapeMismatch {
+                    name: "dx".into(),
+                    expected: vec![0, 0, config.input_size()],
+                    got: got.to_vec(),
+                });
+            }
+        };
         Ok(HostGrads {
             dx: self.dx.download(rnn.ctx())?,
             dh0: self.dh0.download(rnn.ctx())?,
             dc0: download_optional(rnn.ctx(), self.dc0.as_ref())?,
             params,
+            config,
+            steps,
+            batch,
         })
     }
 }

@@ -8,7 +8,7 @@
 //! `gru_*`, `rnn_tanh_*`, `rnn_relu_*`, `lstm_proj_*` ([`cell_files`], loaded by
 //! [`load_file`]). Each holds (`S` = the size of `h`: `P` with a projection, else `H`):
 //! - F32 parameters under their state_dict names (`weight_ih_l0`, ..., `weight_hr_l0` with a
-//!   projection), loadable by [`Weights::from_safetensors`];
+//!   projection), loadable by [`Weights::from_safetensors`] (configuration inferred);
 //! - F32 inputs `x [T, B, I]`, `h0 [B, S]` and upstream gradients `dy [T, B, S]`,
 //!   `dh_n [B, S]`; LSTM only: `c0`, `dc_n [B, H]`;
 //! - F64 expected outputs `y`, `h_n` (LSTM: `c_n`) and gradients `grad.<name>` of
@@ -221,8 +221,8 @@ fn load_named(stem: &str, name: &str) -> Fixture {
         .bias(meta.flag("bias"))
         .build()
         .unwrap_or_else(|e| panic!("{stem}: {e}"));
-    let weights =
-        Weights::from_safetensors(&cfg, &bytes).unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
+    let weights = Weights::from_safetensors_config(&cfg, &bytes)
+        .unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
     let (t, b, s) = (meta.parse("steps"), meta.parse("batch"), cfg.state_size());
     let has_c = cfg.cell() == CellKind::Lstm;
     let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{stem}: {e}"));
@@ -712,8 +712,8 @@ pub fn load_topology(stem: &str) -> TopologyFixture {
         .layout(layout)
         .build()
         .unwrap_or_else(|e| panic!("{stem}: {e}"));
-    let weights =
-        Weights::from_safetensors(&cfg, &bytes).unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
+    let weights = Weights::from_safetensors_config(&cfg, &bytes)
+        .unwrap_or_else(|e| panic!("{stem}: weights: {e}"));
     let (t, b, s) = (meta.parse("steps"), meta.parse("batch"), cfg.state_size());
     let lengths = meta.opt("lengths").map(|_| {
         meta.json("lengths")

@@ -11,17 +11,48 @@
 //! All tensors are row-major `f32`. The GPU path repacks them at upload; these host copies
 //! are the interchange format (safetensors state_dicts as written by
 //! `safetensors.torch.save_file(model.state_dict(), ...)`).
+//!
+//! # Inferring the configuration
+//!
+//! PyTorch saves no configuration with a state_dict, but the names and shapes say most of it:
+//! - the layers are the `_l{k}` suffixes (`0..L`, none missing), bidirectional when
+//!   `_reverse` tensors exist (then every layer has them);
+//! - `bias` is whether `bias_ih_*` / `bias_hh_*` exist, `proj_size` is the row count of
+//!   `weight_hr_l0 [P, H]`, and (our extension) `peephole_l{k}` means peepholes;
+//! - `I` is the column count of `weight_ih_l0 [G*H, I]`;
+//! - `H` is the column count of `weight_hh_l0 [G*H, H]`, or with a projection the column
+//!   count of `weight_hr_l0 [P, H]` (then `weight_hh_l0` is `[4H, P]`);
+//! - the cell is `G` = rows of `weight_ih_l0` / `H`: 4 is an LSTM, 3 a GRU, 1 a plain RNN.
+//!   Rows alone would be ambiguous (12 rows are an LSTM with H = 3 or a GRU with H = 4); the
+//!   recurrent matrix's width fixes `H`, so no file is ambiguous between the cells.
+//!
+//! What names and shapes cannot say comes from [`LoadOptions`]: an RNN's `nonlinearity`,
+//! `batch_first`, `dropout`, and a GRU's reset form (`linear_before_reset`). The ONNX-only
+//! variants (clips, activations, coupled gates) need an explicit configuration
+//! ([`crate::Weights::load_config`]).
+//!
+//! Cells (`nn.LSTMCell`, `nn.GRUCell`, `nn.RNNCell`) save `weight_ih`, `weight_hh`, `bias_ih`,
+//! `bias_hh` without a layer suffix; such a file reads as the one-layer, one-direction model
+//! whose single step is that cell.
+//!
+//! A state_dict of a larger module names its RNN's tensors with the submodule's path
+//! (`encoder.rnn.weight_ih_l0`). The prefix is found when only one RNN is in the file, or
+//! chosen with [`LoadOptions::prefix`].
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::validate::check_len;
+
+mod infer;
+mod io;
+
+pub use infer::LoadOptions;
+pub(crate) use io::write_safetensors;
 
 /// One layer-direction's parameters, PyTorch layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,32 +218,7 @@ impl Weights {
     /// [`Weights::validate`] first when lengths may have changed ([`Weights::to_safetensors`]
     /// does).
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
-        let shapes: HashMap<String, Vec<usize>> = tensor_names(&self.cfg).into_iter().collect();
-        self.slots()
-            .filter_map(|(name, data)| {
-                let data = data?.as_slice();
-                let shape = shapes.get(&name).cloned().unwrap_or(vec![data.len()]);
-                Some((name, shape, data))
-            })
-            .collect()
-    }
-
-    /// Every tensor slot of every layer-direction, named, in state_dict order; `None` for an
-    /// absent optional tensor.
-    fn slots(&self) -> impl Iterator<Item = (String, Option<&Vec<f32>>)> {
-        let dirs = self.cfg.num_directions();
-        self.layers.iter().enumerate().flat_map(move |(idx, l)| {
-            let s = suffix(idx / dirs, idx % dirs);
-            [
-                ("weight_ih", Some(&l.weight_ih)),
-                ("weight_hh", Some(&l.weight_hh)),
-                ("bias_ih", l.bias_ih.as_ref()),
-                ("bias_hh", l.bias_hh.as_ref()),
-                ("weight_hr", l.weight_hr.as_ref()),
-                ("peephole", l.peephole.as_ref()),
-            ]
-            .map(|(base, data)| (format!("{base}{s}"), data))
-        })
+        named_layer_tensors(&self.cfg, &self.layers)
     }
 
     /// Check every tensor's length against the configuration.
@@ -222,134 +228,71 @@ impl Weights {
     /// configuration needs and the weights lack; [`Error::InvalidConfig`] naming a tensor the
     /// weights hold and the configuration has no place for.
     pub fn validate(&self) -> Result<()> {
-        let expected = self.cfg.num_layers() * self.cfg.num_directions();
-        if self.layers.len() != expected {
-            return Err(Error::ShapeMismatch {
-                name: "layers".into(),
-                expected: vec![expected],
-                got: vec![self.layers.len()],
-            });
-        }
-        let mut expected = tensor_names(&self.cfg).into_iter().peekable();
-        for (name, data) in self.slots() {
-            let wanted = expected.next_if(|(n, _)| *n == name);
-            match (wanted, data) {
-                (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
-                (Some(_), None) => return Err(Error::MissingTensor(name)),
-                (None, Some(_)) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "`{name}` is given but the configuration has no such tensor"
-                    )));
-                }
-                (None, None) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Read a PyTorch state_dict saved as safetensors. Tensors may be f32, f64, f16 or bf16
-    /// (converted to f32); extra tensors in the file are ignored.
-    pub fn from_safetensors(cfg: &RnnConfig, bytes: &[u8]) -> Result<Weights> {
-        let st = SafeTensors::deserialize(bytes)?;
-        let mut map: HashMap<String, Vec<f32>> = HashMap::new();
-        for (name, shape) in tensor_names(cfg) {
-            let view = match st.tensor(&name) {
-                Ok(v) => v,
-                Err(SafeTensorError::TensorNotFound(_)) => return Err(Error::MissingTensor(name)),
-                Err(e) => return Err(e.into()),
-            };
-            if view.shape() != shape.as_slice() {
-                return Err(Error::ShapeMismatch {
-                    name,
-                    expected: shape,
-                    got: view.shape().to_vec(),
-                });
-            }
-            let data = view_to_f32(&name, &view)?;
-            map.insert(name, data);
-        }
-        let mut layers = Vec::new();
-        for layer in 0..cfg.num_layers() {
-            for dir in 0..cfg.num_directions() {
-                let s = suffix(layer, dir);
-                let mut take = |n: &str| map.remove(&format!("{n}{s}"));
-                let required = |t: Option<Vec<f32>>, n: &str| {
-                    t.ok_or_else(|| Error::MissingTensor(format!("{n}{s}")))
-                };
-                layers.push(LayerWeights {
-                    weight_ih: required(take("weight_ih"), "weight_ih")?,
-                    weight_hh: required(take("weight_hh"), "weight_hh")?,
-                    bias_ih: take("bias_ih"),
-                    bias_hh: take("bias_hh"),
-                    weight_hr: take("weight_hr"),
-                    peephole: take("peephole"),
-                });
-            }
-        }
-        Weights::from_layers(cfg, layers)
-    }
-
-    /// Read a safetensors state_dict from a file.
-    pub fn load(cfg: &RnnConfig, path: impl AsRef<Path>) -> Result<Weights> {
-        let bytes = std::fs::read(path)?;
-        Weights::from_safetensors(cfg, &bytes)
-    }
-
-    /// Serialise as a safetensors state_dict (f32, PyTorch names), loadable with
-    /// `safetensors.torch.load_file` and `module.load_state_dict`.
-    ///
-    /// Errors: as [`Weights::validate`], which runs first, so a tensor whose length
-    /// [`Weights::layer_mut`] changed is named rather than written under a wrong shape.
-    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        self.validate()?;
-        let tensors = self.named_tensors();
-        let views = tensors
-            .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                    .map(|v| (name.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(safetensors::serialize(views, None)?)
-    }
-
-    /// Write a safetensors state_dict to a file. Nothing is written when the weights do not
-    /// fit their configuration.
-    ///
-    /// Errors: as [`Weights::to_safetensors`], plus [`Error::Io`].
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        std::fs::write(path, self.to_safetensors()?)?;
-        Ok(())
+        validate_layers(&self.cfg, &self.layers)
     }
 }
 
-/// Convert a tensor view of a float dtype to `f32`, little-endian as safetensors stores it.
-pub(crate) fn view_to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
-    let d = view.data();
-    let out = match view.dtype() {
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => d
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(Error::WrongDtype {
-                name: name.to_string(),
-                expected: "F32, F64, F16 or BF16",
-                got: format!("{other:?}"),
-            });
+/// The tensors of `layers` (one per layer-direction of `cfg`) by their PyTorch names, in
+/// state_dict order, with the shapes `cfg` gives them (`[len]` for a tensor `cfg` does not
+/// list); what [`Weights::named_tensors`] and [`crate::HostGrads::named_parameters`] return.
+pub(crate) fn named_layer_tensors<'a>(
+    cfg: &RnnConfig,
+    layers: &'a [LayerWeights],
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    let shapes: HashMap<String, Vec<usize>> = tensor_names(cfg).into_iter().collect();
+    slots(cfg, layers)
+        .filter_map(|(name, data)| {
+            let data = data?.as_slice();
+            let shape = shapes.get(&name).cloned().unwrap_or(vec![data.len()]);
+            Some((name, shape, data))
+        })
+        .collect()
+}
+
+/// Every tensor slot of every layer-direction, named, in state_dict order; `None` for an
+/// absent optional tensor.
+fn slots<'a>(
+    cfg: &RnnConfig,
+    layers: &'a [LayerWeights],
+) -> impl Iterator<Item = (String, Option<&'a Vec<f32>>)> {
+    let dirs = cfg.num_directions();
+    layers.iter().enumerate().flat_map(move |(idx, l)| {
+        let s = suffix(idx / dirs, idx % dirs);
+        [
+            ("weight_ih", Some(&l.weight_ih)),
+            ("weight_hh", Some(&l.weight_hh)),
+            ("bias_ih", l.bias_ih.as_ref()),
+            ("bias_hh", l.bias_hh.as_ref()),
+            ("weight_hr", l.weight_hr.as_ref()),
+            ("peephole", l.peephole.as_ref()),
+        ]
+        .map(|(base, data)| (format!("{base}{s}"), data))
+    })
+}
+
+/// Check the tensors of `layers` against `cfg` (see [`Weights::validate`]).
+pub(crate) fn validate_layers(cfg: &RnnConfig, layers: &[LayerWeights]) -> Result<()> {
+    let expected = cfg.num_layers() * cfg.num_directions();
+    if layers.len() != expected {
+        return Err(Error::ShapeMismatch {
+            name: "layers".into(),
+            expected: vec![expected],
+            got: vec![layers.len()],
+        });
+    }
+    let mut expected = tensor_names(cfg).into_iter().peekable();
+    for (name, data) in slots(cfg, layers) {
+        let wanted = expected.next_if(|(n, _)| *n == name);
+        match (wanted, data) {
+            (Some((_, shape)), Some(d)) => check_len(&name, d, &shape)?,
+            (Some(_), None) => return Err(Error::MissingTensor(name)),
+            (None, Some(_)) => {
+                return Err(Error::InvalidConfig(format!(
+                    "`{name}` is given but the configuration has no such tensor"
+                )));
+            }
+            (None, None) => {}
         }
-    };
-    Ok(out)
+    }
+    Ok(())
 }

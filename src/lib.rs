@@ -95,6 +95,7 @@ pub mod cpu;
 pub mod dropout;
 pub mod error;
 pub mod gpu;
+pub mod init;
 pub mod onnx;
 pub mod optim;
 pub mod options;

@@ -41,9 +41,6 @@
 
 use std::collections::HashMap;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::validate::check_len;
@@ -118,41 +115,11 @@ impl Weights {
     /// PyTorch's default initialisation: every parameter uniform in `±1/sqrt(H)`, drawn from a
     /// ChaCha8 stream seeded with `seed` (reproducible across platforms and versions), tensor
     /// by tensor in state_dict order. Peepholes (which PyTorch lacks) are drawn the same way.
+    ///
+    /// Other schemes (Xavier, Kaiming, orthogonal, a forget-gate bias): [`Weights::init_with`].
     pub fn init(cfg: &RnnConfig, seed: u64) -> Weights {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let k = 1.0 / (cfg.hidden_size() as f32).sqrt();
-        let mut draw =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
-        let mut data: Vec<Vec<f32>> = tensor_names(cfg)
-            .into_iter()
-            .map(|(_, shape)| draw(shape.iter().product()))
-            .collect::<Vec<_>>();
-        data.reverse();
-        let mut layers = Vec::new();
-        for _ in 0..cfg.num_layers() * cfg.num_directions() {
-            let mut next = || data.pop().expect("tensor_names lists every tensor");
-            let weight_ih = next();
-            let weight_hh = next();
-            let (bias_ih, bias_hh) = if cfg.bias() {
-                (Some(next()), Some(next()))
-            } else {
-                (None, None)
-            };
-            let weight_hr = cfg.proj_size().map(|_| next());
-            let peephole = cfg.peepholes().then(&mut next);
-            layers.push(LayerWeights {
-                weight_ih,
-                weight_hh,
-                bias_ih,
-                bias_hh,
-                weight_hr,
-                peephole,
-            });
-        }
-        Weights {
-            cfg: cfg.clone(),
-            layers,
-        }
+        Weights::init_with(cfg, &crate::init::Init::default(), seed)
+            .expect("PyTorch's default scheme fits every configuration")
     }
 
     /// Wrap explicit tensors, checking every shape against `cfg`.

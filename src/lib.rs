@@ -108,9 +108,9 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use gpu::{
-    AllocationCounts, Context, ContextOptions, GpuTensor, GradMode, Grads, HostGrads, HostOutput,
-    LayerGrads, Output, ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape,
-    Workspace,
+    AllocationCounts, Cell, CellGrads, CellState, CellTape, Context, ContextOptions, GpuTensor,
+    GradMode, Grads, HostCellGrads, HostCellState, HostGrads, HostOutput, LayerGrads, Output,
+    ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape, Workspace,
 };
 pub use options::{HostState, Upstream};
 pub use weights::{LayerWeights, LoadOptions, Weights};

@@ -10,6 +10,7 @@
 
 mod adapter;
 mod backward;
+mod cell;
 pub mod clip;
 pub mod context;
 mod dispatch;
@@ -30,6 +31,7 @@ mod uniforms;
 mod workspace;
 
 pub use adapter::{ADAPTER_ENV, ContextOptions, list_adapters};
+pub use cell::{Cell, CellGrads, CellState, CellTape, HostCellGrads, HostCellState};
 pub use context::{
     AllocationCounts, Context, DEFAULT_TIMEOUT, PIPELINE_CACHE_CAPACITY, STAGING_KEEP,
 };
@@ -51,6 +53,7 @@ const _: () = {
     const fn send<T: Send>() {}
     send_sync::<Context>();
     send_sync::<Rnn>();
+    send_sync::<Cell>();
     send_sync::<GpuTensor>();
     send_sync::<Tape>();
     send_sync::<Workspace>();

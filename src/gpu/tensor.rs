@@ -175,6 +175,25 @@ impl GpuTensor {
         (self.numel() as u64).saturating_mul(4)
     }
 
+    /// The same buffer seen with another shape of as many elements (like `torch.reshape` of a
+    /// contiguous tensor): no copy; a pooled result stays leased while either view lives.
+    ///
+    /// Errors: [`Error::ShapeMismatch`] (named `reshape`, expected `shape`, got the tensor's
+    /// own) when `shape` has another element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::ShapeMismatch {
+                name: "reshape".into(),
+                expected: shape.to_vec(),
+                got: self.shape.clone(),
+            });
+        }
+        Ok(GpuTensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// Copy the tensor back to the host (one submission, blocking until the GPU is done).
     pub fn download(&self, ctx: &Context) -> Result<Vec<f32>> {
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {

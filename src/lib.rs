@@ -64,6 +64,28 @@
 //! `wgpu::CommandEncoder`). A framework can share its device with [`Context::from_device`]
 //! and its buffers with [`GpuTensor::from_buffer`].
 //!
+//! ## From PyTorch
+//! - [`Weights::load`] reads a safetensors state_dict (`nn.LSTM`/`GRU`/`RNN`, or a cell's) and
+//!   infers the configuration from its names and shapes; [`LoadOptions`] gives what a
+//!   state_dict does not record (an RNN's nonlinearity, `batch_first`, dropout).
+//! - [`Cell`] steps `nn.LSTMCell`/`GRUCell`/`RNNCell`: `(x [B, I], (h [B, H], c [B, H])) →
+//!   (h', c')`, forward and backward.
+//! - [`HostGrads::named_parameters`], [`HostGrads::named`] and [`HostGrads::save`] give the
+//!   gradients under `named_parameters()` names, plus `dx`, `dh0`, `dc0`.
+//! - [`init`]: PyTorch's default, Xavier/Glorot, He/Kaiming, orthogonal recurrent blocks and a
+//!   forget-gate bias, seeded ([`Weights::init_with`]).
+//!
+//! ```no_run
+//! use rnn_wgpu::{Context, Rnn, Weights};
+//! # fn main() -> Result<(), rnn_wgpu::Error> {
+//! let weights = Weights::load("lstm.safetensors")?;   // save_file(lstm.state_dict(), ...)
+//! let rnn = Rnn::new(&Context::new()?, &weights)?;     // the config comes with the weights
+//! let (t, b) = (20, 4);
+//! let x = vec![0.5f32; t * b * weights.config().input_size()];
+//! let out = rnn.forward_host(&x, t, b, None, None)?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## The engine
 //! Data flows one way: config → weights → [`Rnn`] (packed and uploaded once) → [`Plan`] (pure
 //! CPU: every dispatch of a pass over symbolic buffers, validated against the device's limits;

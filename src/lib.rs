@@ -76,13 +76,13 @@
 //!   forget-gate bias, seeded ([`Weights::init_with`]).
 //!
 //! ```no_run
-//! use rnn_wgpu::{Context, Rnn, Weights};
+//! use rnn_wgpu::{Context, HostState, Rnn, RunOptions, Weights};
 //! # fn main() -> Result<(), rnn_wgpu::Error> {
 //! let weights = Weights::load("lstm.safetensors")?;   // save_file(lstm.state_dict(), ...)
 //! let rnn = Rnn::new(&Context::new()?, &weights)?;     // the config comes with the weights
 //! let (t, b) = (20, 4);
 //! let x = vec![0.5f32; t * b * weights.config().input_size()];
-//! let out = rnn.forward_host(&x, t, b, None, None)?;
+//! let out = rnn.forward_host(&x, t, b, HostState::zeros(), &RunOptions::default())?;
 //! # Ok(()) }
 //! ```
 //!

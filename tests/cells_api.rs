@@ -17,8 +17,8 @@ use common::{assert_close, gpu::ctx, seeded};
 use rnn_wgpu::cpu::{self, RefWeights, to_f64};
 use rnn_wgpu::weights::tensor_names;
 use rnn_wgpu::{
-    Cell, CellKind, CellState, Context, Direction, Error, GpuTensor, Layout, Nonlinearity, Rnn,
-    RnnConfig, Weights,
+    Cell, CellKind, CellState, Context, Direction, Error, GpuTensor, HostState, Layout,
+    Nonlinearity, Rnn, RnnConfig, RunOptions, Weights,
 };
 
 /// Forward outputs: one step of sums over `I + S` products of unit-scale f32 terms with
@@ -144,7 +144,14 @@ fn one_step_matches_the_cpu_reference() {
 
         // The host path gives the same step.
         let host = cell
-            .forward_host(&x, b, Some(&h0), lstm.then_some(&c0[..]))
+            .forward_host(
+                &x,
+                b,
+                HostState {
+                    h0: Some(&h0),
+                    c0: lstm.then_some(&c0[..]),
+                },
+            )
             .unwrap();
         assert_eq!(host.h, next.h.download(ctx).unwrap());
     }
@@ -237,13 +244,17 @@ fn cell_state_dicts_load_and_steps_chain() {
         let cell = Cell::new(ctx, &loaded).unwrap();
         let (b, i) = (2, 4);
         let x = seeded(9, 2 * b * i, 1.0);
-        let s1 = cell.forward_host(&x[..b * i], b, None, None).unwrap();
-        let s2 = cell
-            .forward_host(&x[b * i..], b, Some(&s1.h), s1.c.as_deref())
+        let s1 = cell
+            .forward_host(&x[..b * i], b, HostState::zeros())
             .unwrap();
+        let state = HostState {
+            h0: Some(&s1.h),
+            c0: s1.c.as_deref(),
+        };
+        let s2 = cell.forward_host(&x[b * i..], b, state).unwrap();
         let seq = Rnn::new(ctx, &w)
             .unwrap()
-            .forward_host(&x, 2, b, None, None)
+            .forward_host(&x, 2, b, HostState::zeros(), &RunOptions::default())
             .unwrap();
         // The same kernels on the same data: only the recording differs.
         let want: Vec<f64> = seq.h_n.iter().map(|&v| v as f64).collect();
@@ -299,7 +310,7 @@ fn bad_cell_inputs_are_typed_errors() {
     assert_eq!(shape_error(lstm.forward(&x, Some(&bad_c))), "c");
     assert!(shape_error(gru.forward(&x, Some(&bad_c))).starts_with('c'));
     assert!(matches!(
-        lstm.forward_host(&[0.0; 5], 2, None, None),
+        lstm.forward_host(&[0.0; 5], 2, HostState::zeros()),
         Err(Error::ShapeMismatch { name, .. }) if name == "x"
     ));
     let (_, tape) = lstm.forward_train(&x, None).unwrap();

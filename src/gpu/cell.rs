@@ -8,14 +8,15 @@
 //! read as layer 0.
 //!
 //! ```no_run
-//! use rnn_wgpu::{Cell, Context, Weights};
+//! use rnn_wgpu::{Cell, Context, HostState, Weights};
 //! # fn main() -> Result<(), rnn_wgpu::Error> {
 //! let ctx = Context::new()?;
 //! // torch: cell = nn.LSTMCell(16, 32); save_file(cell.state_dict(), "cell.safetensors")
 //! let cell = Cell::new(&ctx, &Weights::load("cell.safetensors")?)?;
 //! let (b, x) = (4, vec![0.5f32; 4 * 16]);                     // x [B, I]
-//! let s1 = cell.forward_host(&x, b, None, None)?;             // (h', c') = cell(x)
-//! let s2 = cell.forward_host(&x, b, Some(&s1.h), s1.c.as_deref())?; // cell(x, (h', c'))
+//! let s1 = cell.forward_host(&x, b, HostState::zeros())?;    // (h', c') = cell(x)
+//! let c1 = s1.c.as_deref().unwrap_or_default();
+//! let s2 = cell.forward_host(&x, b, HostState::hc(&s1.h, c1))?; // cell(x, (h', c'))
 //! assert_eq!(s2.h.len(), b * 32);
 //! # Ok(()) }
 //! ```
@@ -27,6 +28,7 @@ use crate::gpu::grads::{ParamGrads, Tape};
 use crate::gpu::model::Rnn;
 use crate::gpu::run::State;
 use crate::gpu::tensor::{GpuTensor, download_optional};
+use crate::options::HostState;
 use crate::weights::{LayerWeights, Weights};
 
 /// A recurrent cell on the GPU, stepped one timestep per call (see the module docs).
@@ -196,17 +198,18 @@ impl Cell {
         })
     }
 
-    /// [`Cell::forward`] on host slices: `x [B, I]`, `h [B, S]`, `c [B, H]` (LSTM; each state
-    /// `None` = zeros).
+    /// [`Cell::forward`] on host slices: `x [B, I]`, and the state as for [`Rnn::forward_host`]
+    /// with one layer-direction: `state.h0 [B, S]`, `state.c0 [B, H]` (LSTM; each `None` =
+    /// zeros).
     ///
-    /// Errors: as [`Cell::forward`], with the slice lengths checked.
+    /// Errors: as [`Cell::forward`], with the slice lengths checked (named `x`, `h`, `c`).
     pub fn forward_host(
         &self,
         x: &[f32],
         batch: usize,
-        h: Option<&[f32]>,
-        c: Option<&[f32]>,
+        state: HostState<'_>,
     ) -> Result<HostCellState> {
+        let (h, c) = (state.h0, state.c0);
         let ctx = self.rnn.ctx();
         let (i, s, hs) = self.sizes();
         if batch == 0 {

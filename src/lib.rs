@@ -86,6 +86,68 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Without a GPU: the same calls on the CPU reference
+//! These run anywhere (they are tested as doc tests). Loading a PyTorch file and checking it
+//! against the outputs PyTorch saved beside it (`scripts/gen_fixtures.py`):
+//!
+//! ```
+//! use rnn_wgpu::{HostState, RunOptions, Weights, cpu};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let path = "tests/fixtures/lstm_small.safetensors";   // nn.LSTM(5, 7) state_dict + x, y
+//! let w = Weights::load(path)?;                          // config inferred: LSTM, I = 5, H = 7
+//! let bytes = std::fs::read(path)?;
+//! let file = safetensors::SafeTensors::deserialize(&bytes)?;
+//! let f64s = |name: &str| -> Vec<f64> {                 // inputs are f32, outputs f64
+//!     let t = file.tensor(name).unwrap();
+//!     match t.dtype() {
+//!         safetensors::Dtype::F64 => t.data().chunks(8)
+//!             .map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+//!         _ => t.data().chunks(4)
+//!             .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+//!     }
+//! };
+//! let (t, b) = (6, 3);                                   // x [T, B, I]
+//! let (h0, c0) = (f64s("h0"), f64s("c0"));
+//! let state = HostState::hc(&h0, &c0);
+//! let out = cpu::stack_forward(w.config(), &w, &f64s("x"), t, b, state, &RunOptions::default())?;
+//! let torch_y = f64s("y");                               // PyTorch's y, run in f64
+//! let worst = out.y.iter().zip(&torch_y).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+//! assert!(worst < 1e-9, "{worst}");   // both f64 on the same f32 values: rounding only
+//! # Ok(()) }
+//! ```
+//!
+//! One cell step (`nn.LSTMCell` semantics: a one-layer model run for one step), and a whole
+//! training step: forward, backward of `loss = sum(y * dy)`, one `torch.optim.Adam` step.
+//!
+//! ```
+//! use rnn_wgpu::cpu::{self, optim::{AdamState, adam_step}};
+//! use rnn_wgpu::optim::Adam;
+//! use rnn_wgpu::{HostState, RnnConfig, RunOptions, Upstream, Weights};
+//! # fn main() -> Result<(), rnn_wgpu::Error> {
+//! let cfg = RnnConfig::lstm(3, 4).build()?;             // nn.LSTMCell(3, 4)'s shapes
+//! let mut w = Weights::init(&cfg, 0);
+//! let (x, h, c) = (vec![0.5; 2 * 3], vec![0.1; 2 * 4], vec![0.0; 2 * 4]); // B = 2
+//! let opts = RunOptions::default();
+//! let step = cpu::stack_forward(&cfg, &w, &x, 1, 2, HostState::hc(&h, &c), &opts)?;
+//! let (h1, c1) = (step.h_n, step.c_n.unwrap());          // (h', c'), each [B, H]
+//! assert_eq!((h1.len(), c1.len()), (8, 8));
+//!
+//! let (t, b) = (5, 2);
+//! let xs = vec![0.3; t * b * 3];
+//! let trace = cpu::stack_forward_train(&cfg, &w, &xs, t, b, HostState::zeros(), &opts)?;
+//! let dy = vec![1.0; trace.y.len()];
+//! let g = cpu::stack_backward(&cfg, &w, &trace, HostState::zeros(), Upstream::dy(&dy), &opts)?;
+//! let layer = w.layer(0, 0)?;
+//! let as64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+//! let mut params = vec![as64(&layer.weight_ih), as64(&layer.weight_hh)];
+//! let grads = vec![g.layers[0].d_weight_ih.clone(), g.layers[0].d_weight_hh.clone()];
+//! adam_step(&Adam::new(1e-2), &mut AdamState::default(), &mut params, &grads)?;
+//! let layer = w.layer_mut(0, 0)?;
+//! layer.weight_ih = params[0].iter().map(|&x| x as f32).collect();
+//! layer.weight_hh = params[1].iter().map(|&x| x as f32).collect();
+//! # Ok(()) }
+//! ```
+//!
 //! ## The engine
 //! Data flows one way: config → weights → [`Rnn`] (packed and uploaded once) → [`Plan`] (pure
 //! CPU: every dispatch of a pass over symbolic buffers, validated against the device's limits;

@@ -141,6 +141,33 @@ fn one_step_matches_the_cpu_reference() {
             want.push("weight_hr");
         }
         assert_eq!(names, want, "{cfg:?}");
+        // named(): the parameters, then dx [B, I], dh [B, S], dc [B, H] (LSTM); saved and
+        // read back bit for bit.
+        let named = g.named();
+        let tail: Vec<(String, Vec<usize>)> = named[want.len()..]
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect();
+        let mut want_tail = vec![
+            ("dx".to_string(), vec![b, cfg.input_size()]),
+            ("dh".to_string(), vec![b, cfg.state_size()]),
+        ];
+        if g.dc.is_some() {
+            want_tail.push(("dc".to_string(), vec![b, cfg.hidden_size()]));
+        }
+        assert_eq!(tail, want_tail, "{cfg:?}");
+        let bytes = g.to_safetensors().unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (n, shape, data) in &named {
+            let t = file.tensor(n).unwrap();
+            assert_eq!(t.shape(), &shape[..], "{n}");
+            let back: Vec<f32> = t
+                .data()
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(&back[..], *data, "{n}");
+        }
 
         // The host path gives the same step.
         let host = cell

@@ -107,6 +107,42 @@ impl HostCellGrads {
             })
             .collect()
     }
+
+    /// [`HostCellGrads::named_parameters`], then the input and state gradients: `dx [B, I]`,
+    /// `dh [B, S]` and, for an LSTM cell, `dc [B, H]`.
+    pub fn named(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let cfg = &self.config;
+        let b = self.dx.len() / cfg.input_size().max(1);
+        let mut out = self.named_parameters();
+        out.push(("dx".into(), vec![b, cfg.input_size()], &self.dx));
+        out.push(("dh".into(), vec![b, cfg.state_size()], &self.dh));
+        if let Some(dc) = &self.dc {
+            out.push(("dc".into(), vec![b, cfg.hidden_size()], dc));
+        }
+        out
+    }
+
+    /// Serialise [`HostCellGrads::named`] as a safetensors file (f32).
+    ///
+    /// Errors: [`Error::ShapeMismatch`] naming a tensor whose length no longer fits its shape
+    /// (after an edit of the public fields), [`Error::MissingTensor`] /
+    /// [`Error::InvalidConfig`] as [`crate::Weights::validate`].
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        crate::weights::validate_layers(&self.config, std::slice::from_ref(&self.params))?;
+        let named = self.named();
+        for (name, shape, data) in &named {
+            crate::validate::check_len(name, data, shape)?;
+        }
+        crate::weights::write_safetensors(named)
+    }
+
+    /// Write [`HostCellGrads::to_safetensors`] to a file; nothing is written when it fails.
+    ///
+    /// Errors: as [`HostCellGrads::to_safetensors`], plus [`Error::Io`].
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        std::fs::write(path, self.to_safetensors()?)?;
+        Ok(())
+    }
 }
 
 impl Cell {

@@ -132,9 +132,14 @@ pub enum Activation {
 impl Activation {
     /// Parse an ONNX activation name with its `activation_alpha`/`activation_beta` values.
     ///
+    /// A missing `alpha`/`beta` takes the default of the standalone ONNX operator of that
+    /// name, which onnxruntime's LSTM/GRU/RNN kernels use too: `LeakyRelu` alpha 0.01,
+    /// `HardSigmoid` alpha 0.2 and beta 0.5, `Elu` alpha 1.0.
+    ///
     /// Errors: [`Error::InvalidConfig`] for an unknown name, or for a missing `alpha`/`beta`
-    /// that the function needs (ONNX leaves their defaults implementation-defined, so we ask
-    /// for them explicitly).
+    /// of `ThresholdedRelu`, `ScaledTanh` or `Affine`: the ONNX operator `ThresholdedRelu`
+    /// defaults alpha to 1.0 but onnxruntime's recurrent kernels use 0.0, and `ScaledTanh` /
+    /// `Affine` have no ONNX default at all, so we ask for them explicitly.
     pub fn from_onnx(name: &str, alpha: Option<f32>, beta: Option<f32>) -> Result<Activation> {
         let need = |v: Option<f32>, what: &str| {
             v.ok_or_else(|| Error::InvalidConfig(format!("activation {name} needs {what}")))
@@ -144,11 +149,11 @@ impl Activation {
             "tanh" => Activation::Tanh,
             "relu" => Activation::Relu,
             "hardsigmoid" => Activation::HardSigmoid {
-                alpha: need(alpha, "alpha")?,
-                beta: need(beta, "beta")?,
+                alpha: alpha.unwrap_or(0.2),
+                beta: beta.unwrap_or(0.5),
             },
             "leakyrelu" => Activation::LeakyRelu {
-                alpha: need(alpha, "alpha")?,
+                alpha: alpha.unwrap_or(0.01),
             },
             "thresholdedrelu" => Activation::ThresholdedRelu {
                 alpha: need(alpha, "alpha")?,
@@ -162,7 +167,7 @@ impl Activation {
                 beta: need(beta, "beta")?,
             },
             "elu" => Activation::Elu {
-                alpha: need(alpha, "alpha")?,
+                alpha: alpha.unwrap_or(1.0),
             },
             "softsign" => Activation::Softsign,
             "softplus" => Activation::Softplus,

@@ -80,6 +80,27 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 
+    /// A file or buffer is not a valid ONNX protobuf message (`ModelProto` for a model,
+    /// `TensorProto` for a tensor file).
+    #[error("ONNX decode of {what}: {why}")]
+    OnnxDecode {
+        /// What was being decoded: a path, or `"model bytes"` / `"tensor bytes"`.
+        what: String,
+        /// The protobuf decoder's message.
+        why: String,
+    },
+
+    /// An ONNX graph this crate cannot take, or one that breaks the ONNX specification:
+    /// `place` names the node (its name and op type), attribute, tensor or graph value.
+    #[error("ONNX model: {place}: {why}")]
+    OnnxModel {
+        /// Where: e.g. ``node `lstm_1` (LSTM)``, ``attribute `direction` of node `lstm_1`
+        /// (LSTM)``, ``tensor `W` ``, ``graph output `Y` ``.
+        place: String,
+        /// What is wrong, and what would be accepted.
+        why: String,
+    },
+
     /// The work needs more than a wgpu limit of this device allows, and cannot be tiled to fit.
     #[error("`{limit}` exceeded: {what} needs {needed}, the device allows {allowed}")]
     LimitExceeded {

@@ -362,15 +362,27 @@ fn config_rejects_invalid_cell_variants() {
     assert!(invalid(
         RnnConfig::lstm(4, 8).activations(nan_alpha).build()
     ));
-    // An activation that needs alpha (and beta), given without it.
+    // An activation that needs alpha (and beta) with no ONNX default, given without it.
     assert!(matches!(
-        Activation::from_onnx("LeakyRelu", None, None),
+        Activation::from_onnx("ThresholdedRelu", None, None),
         Err(Error::InvalidConfig(_))
     ));
     assert!(matches!(
-        Activation::from_onnx("HardSigmoid", Some(0.2), None),
+        Activation::from_onnx("ScaledTanh", Some(0.2), None),
         Err(Error::InvalidConfig(_))
     ));
+    // Where the ONNX operator of that name has defaults, they are taken.
+    assert_eq!(
+        Activation::from_onnx("HardSigmoid", Some(0.3), None).unwrap(),
+        Activation::HardSigmoid {
+            alpha: 0.3,
+            beta: 0.5
+        }
+    );
+    assert_eq!(
+        Activation::from_onnx("LeakyRelu", None, None).unwrap(),
+        Activation::LeakyRelu { alpha: 0.01 }
+    );
     assert!(matches!(
         Activation::from_onnx("Swish", None, None),
         Err(Error::InvalidConfig(_))

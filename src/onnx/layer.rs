@@ -1,37 +1,5 @@
-//! ONNX `LSTM` / `GRU` / `RNN` weight layout: one layer of [`Weights`] (PyTorch layout) to and
-//! from the operator's `W`, `R`, `B` and `P` inputs.
-//!
-//! ONNX (opset 14) runs one layer per operator, with the directions stacked on the leading
-//! axis (forward, then reverse). For `dirs` directions, `H = hidden_size`, `I` the layer's
-//! input size and `G` gates:
-//!
-//! | input | shape            | LSTM (G = 4)               | GRU (G = 3)              | RNN (G = 1) |
-//! |-------|------------------|----------------------------|--------------------------|-------------|
-//! | `W`   | `[dirs, G*H, I]` | gates i, o, f, c           | gates z, r, h            | one block   |
-//! | `R`   | `[dirs, G*H, H]` | gates i, o, f, c           | gates z, r, h            | one block   |
-//! | `B`   | `[dirs, 2*G*H]`  | `Wb[iofc]` then `Rb[iofc]` | `Wb[zrh]` then `Rb[zrh]` | `Wb`, `Rb`  |
-//! | `P`   | `[dirs, 3*H]`    | peepholes i, o, f          | (none)                   | (none)      |
-//!
-//! Ours (PyTorch) orders the LSTM gates i, f, g, o (`g` is ONNX's `c`), the GRU gates r, z, n
-//! (`n` is ONNX's `h`) and the peepholes i, f, o. ONNX's `Wb` is our `bias_ih` and `Rb` our
-//! `bias_hh`. Converting only permutes whole gate blocks of `H` rows (a block never changes
-//! inside), so both directions of conversion are exact.
-//!
-//! Absent inputs: without `B` the biases are zero and without `P` the peepholes are zero, as
-//! ONNX defines them. ONNX has no projection, so a configuration with `proj_size` is refused
-//! ([`Error::Unsupported`]) both ways.
-//!
-//! ```
-//! use rnn_wgpu::{RnnConfig, Weights, onnx};
-//! # fn main() -> Result<(), rnn_wgpu::Error> {
-//! let cfg = RnnConfig::lstm(3, 5).build()?;
-//! let weights = Weights::init(&cfg, 0);
-//! let o = onnx::export_layer(&weights, 0)?;
-//! assert_eq!(o.w_shape, [1, 20, 3]);
-//! let back = onnx::import_layer(&cfg, &o.w, &o.r, o.b.as_deref(), o.p.as_deref())?;
-//! assert_eq!(back, weights);
-//! # Ok(()) }
-//! ```
+//! One layer of [`Weights`] (PyTorch layout) to and from an ONNX node's `W`, `R`, `B`, `P`
+//! (see the table in [`super`]).
 
 use crate::config::{Activation, CellKind, Direction, GruReset, Layout, RnnConfig};
 use crate::error::{Error, Result};

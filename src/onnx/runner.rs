@@ -525,11 +525,7 @@ impl OnnxModel {
         })?;
         let size = self.sizer(t, b, &xg.dims);
         let bf = cfg.layout() == Layout::BatchFirst;
-        let (d, ld) = (
-            cfg.num_directions(),
-            cfg.num_layers() * cfg.num_directions(),
-        );
-        let block = d * b * cfg.hidden_size();
+        let block = cfg.num_directions() * b * cfg.hidden_size();
         self.outputs
             .iter()
             .map(|(name, view)| {
@@ -568,7 +564,6 @@ impl OnnxModel {
                     .iter()
                     .map(|axis| axis.iter().map(|&a| size(a)).product())
                     .collect();
-                let _ = ld;
                 Tensor::from_f32(name, &dims, permute(data, &from, &view.atoms(), &size)?)
             })
             .collect()

@@ -53,6 +53,10 @@ pub fn save_model(weights: &Weights, path: impl AsRef<Path>) -> Result<()> {
 /// Outputs: `Y` (the last layer's, `[T, D, B, H]` or `[B, T, D, H]`), `Y_h` and, for an LSTM,
 /// `Y_c` (every layer's, `[L*D, B, H]` or `[B, L*D, H]`). `T` and `B` are symbolic.
 ///
+/// A batch-first configuration is written with `layout = 1`, as the operator defines it;
+/// onnxruntime's CPU kernels (1.32) refuse that layout, so for onnxruntime save a seq-major
+/// configuration.
+///
 /// Errors: [`Error::Unsupported`] for what ONNX cannot express (a projection, a cell-state
 /// clip); as [`Weights::validate`].
 pub fn save_model_with(weights: &Weights, opts: &SaveOptions) -> Result<Vec<u8>> {

@@ -116,6 +116,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Loading an ONNX file (`torch.onnx.export` of a two-layer bidirectional `nn.LSTM`) and
+//! checking it against the outputs onnxruntime saved beside it:
+//!
+//! ```
+//! use rnn_wgpu::onnx::{self, Tensor};
+//! # fn main() -> Result<(), rnn_wgpu::Error> {
+//! let dir = "tests/fixtures/onnx_models/torch/lstm_2layer_bidir";
+//! let model = onnx::load_model(format!("{dir}/model.onnx"))?; // 2 stacked LSTM nodes -> 1 model
+//! assert_eq!(model.weights().config().num_layers(), 2);
+//! let x = Tensor::read_pb(format!("{dir}/test_data_set_0/input_0.pb"))?;
+//! let outputs = model.run_graph_cpu(&[x])?;              // the graph's own inputs and outputs
+//! let y = Tensor::read_pb(format!("{dir}/test_data_set_0/output_0.pb"))?; // onnxruntime's
+//! assert_eq!(outputs[0].dims, y.dims);
+//! let worst = outputs[0].as_f32()?.iter().zip(y.as_f32()?)
+//!     .map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+//! assert!(worst < 1e-5, "{worst}");   // f64 reference vs onnxruntime's f32: rounding only
+//! # Ok(()) }
+//! ```
+//!
 //! One cell step (`nn.LSTMCell` semantics: a one-layer model run for one step), and a whole
 //! training step: forward, backward of `loss = sum(y * dy)`, one `torch.optim.Adam` step.
 //!

@@ -112,6 +112,10 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let start = Instant::now();
     let mut curve = Vec::new();
     for it in 0..ITERS {
+        if it == ITERS / 2 {
+            // A lower learning rate for the second half settles the last few errors.
+            adam.set_lr(2e-3)?;
+        }
         let (xs, labels) = batch(&mut rng, B);
         ctx.queue()
             .write_buffer(x.buffer(), 0, bytemuck::cast_slice(&xs));

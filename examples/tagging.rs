@@ -30,13 +30,13 @@ const TAGS: usize = 3;
 const ITERS: usize = 600;
 const EVAL_B: usize = 256;
 
-/// A batch: bits `x [T, B, 1]` and the tag of every step `[T, B]` (seq-major, like `y`).
-fn batch(rng: &mut ChaCha8Rng, b: usize) -> (Vec<f32>, Vec<u32>) {
-    let mut x = vec![0.0f32; T * b];
-    let mut tags = vec![0u32; T * b];
+/// A batch: bits `x [t, b, 1]` and the tag of every step `[t, b]` (seq-major, like `y`).
+fn batch(rng: &mut ChaCha8Rng, t: usize, b: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut x = vec![0.0f32; t * b];
+    let mut tags = vec![0u32; t * b];
     for row in 0..b {
         let mut ones = 0;
-        for step in 0..T {
+        for step in 0..t {
             let bit = rng.random_bool(0.5);
             ones += bit as u32;
             x[step * b + row] = bit as u8 as f32;
@@ -58,11 +58,12 @@ fn predictions(probs: &[f32], classes: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Per-step accuracy, and the share of sequences whose every tag is right.
-fn accuracy(pred: &[u32], tags: &[u32], b: usize) -> (f64, f64) {
+/// Per-step accuracy, and the share of sequences (`b` rows of `t` steps) whose every tag is
+/// right.
+fn accuracy(pred: &[u32], tags: &[u32], t: usize, b: usize) -> (f64, f64) {
     let steps = pred.iter().zip(tags).filter(|(p, t)| p == t).count() as f64 / tags.len() as f64;
     let whole = (0..b)
-        .filter(|&row| (0..T).all(|step| pred[step * b + row] == tags[step * b + row]))
+        .filter(|&row| (0..t).all(|step| pred[step * b + row] == tags[step * b + row]))
         .count() as f64
         / b as f64;
     (steps, whole)
@@ -96,7 +97,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
 
     // A fixed evaluation set.
     let mut eval_rng = ChaCha8Rng::seed_from_u64(1_000_000);
-    let (eval_x, eval_tags) = batch(&mut eval_rng, EVAL_B);
+    let (eval_x, eval_tags) = batch(&mut eval_rng, T, EVAL_B);
     let eval_x = GpuTensor::upload(&ctx, &eval_x, &[T, EVAL_B, 1])?;
     let eval_head = readout.alloc(&ctx, &[T, EVAL_B, H])?;
     let evaluate = || -> Result<(f64, f64, f64), rnn_wgpu::Error> {
@@ -104,7 +105,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
         readout.forward(&ctx, &y, Some(&eval_tags), &eval_head)?;
         let probs = eval_head.probs().download(&ctx)?;
         let loss = eval_head.loss().download(&ctx)?[0] as f64;
-        let (steps, whole) = accuracy(&predictions(&probs, TAGS), &eval_tags, EVAL_B);
+        let (steps, whole) = accuracy(&predictions(&probs, TAGS), &eval_tags, T, EVAL_B);
         Ok((loss, steps, whole))
     };
 
@@ -117,7 +118,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let start = Instant::now();
     let mut curve = Vec::new();
     for it in 0..ITERS {
-        let (xs, tags) = batch(&mut rng, B);
+        let (xs, tags) = batch(&mut rng, T, B);
         ctx.queue()
             .write_buffer(x.buffer(), 0, bytemuck::cast_slice(&xs));
         let mut enc = ctx.device().create_command_encoder(&Default::default());
@@ -162,6 +163,24 @@ fn main() -> Result<(), rnn_wgpu::Error> {
          right: {:.1} % of {EVAL_B}",
         steps * 100.0,
         100.0 / TAGS as f64,
+        whole * 100.0
+    );
+
+    // Does the counter generalise? Sequences 4x longer than any seen in training (the model
+    // runs any T; only the buffers of this evaluation are new).
+    let long = 4 * T;
+    let (long_x, long_tags) = batch(&mut eval_rng, long, EVAL_B);
+    let long_x = GpuTensor::upload(&ctx, &long_x, &[long, EVAL_B, 1])?;
+    let long_head = readout.alloc(&ctx, &[long, EVAL_B, H])?;
+    let y = rnn.forward(&long_x, None)?.y;
+    readout.forward(&ctx, &y, Some(&long_tags), &long_head)?;
+    let probs = long_head.probs().download(&ctx)?;
+    let pred = predictions(&probs, TAGS);
+    let (steps, whole) = accuracy(&pred, &long_tags, long, EVAL_B);
+    println!(
+        "on {EVAL_B} sequences of T = {long} (4x the training length): per-step accuracy \
+         {:.1} %, whole sequences right {:.1} %",
+        steps * 100.0,
         whole * 100.0
     );
     Ok(())

@@ -284,3 +284,30 @@ fn bad_inputs_give_typed_errors() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn steady_state_steps_create_no_gpu_objects() {
+    // Its own context: the shared one's counters move with the tests running beside this one.
+    if ctx().is_none() {
+        return;
+    }
+    let ctx = rnn_wgpu::Context::new().unwrap();
+    let p = problem(14, 48, 16, 7);
+    let readout = Readout::from_host(&ctx, 16, 7, &p.weight, &p.bias).unwrap();
+    let x = GpuTensor::upload(&ctx, &p.features, &[6, 8, 16]).unwrap();
+    let out = readout.alloc(&ctx, &[6, 8, 16]).unwrap();
+    let step = || {
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        readout
+            .record_forward(&ctx, &mut enc, &x, Some(&p.targets), &out)
+            .unwrap();
+        readout.record_backward(&ctx, &mut enc, &x, &out).unwrap();
+        ctx.submit(enc.finish()).unwrap();
+    };
+    step();
+    let before = ctx.allocation_counts();
+    step();
+    step();
+    let made = ctx.allocation_counts() - before;
+    assert_eq!((made.buffers, made.bind_groups), (0, 0));
+}

@@ -213,7 +213,8 @@ pub use error::{Error, Result};
 pub use gpu::{
     AllocationCounts, Cell, CellGrads, CellState, CellTape, Context, ContextOptions, GpuTensor,
     GradMode, Grads, HostCellGrads, HostCellState, HostGrads, HostOutput, LayerGrads, Output,
-    ParamGrads, Plan, PlanMode, Rnn, RunOptions, Session, State, Tape, Workspace,
+    ParamGrads, Plan, PlanMode, Readout, ReadoutBuffers, Rnn, RunOptions, Session, State, Tape,
+    Workspace,
 };
 pub use options::{HostState, Upstream};
 pub use weights::{LayerWeights, LoadOptions, Weights};

@@ -18,12 +18,16 @@
 //! forward, reverse or bidirectional, per-sequence lengths and either layout, with PyTorch's
 //! semantics (see the `stack` module); [`stack_forward_train`] / [`stack_forward_with_masks`]
 //! add dropout between layers (training mode), which [`stack_backward`] then follows.
+//!
+//! [`readout_forward`] / [`readout_backward`] (the `readout` module) are the classification
+//! read-out on top of a model: linear layer plus softmax cross-entropy ↔ `gpu::readout`.
 
 pub mod activations;
 mod cell;
 mod gru;
 mod lstm;
 pub mod optim;
+pub mod readout;
 mod rnn;
 mod stack;
 
@@ -33,6 +37,7 @@ pub use gru::{GruStepOut, gru_step, gru_step_backward};
 pub use lstm::{
     LstmForward, LstmGrads, LstmStepOut, lstm_backward, lstm_forward, lstm_step, lstm_step_backward,
 };
+pub use readout::{ReadoutForward, ReadoutGrads, ReadoutShape, readout_backward, readout_forward};
 pub use rnn::{RnnStepOut, rnn_step, rnn_step_backward};
 pub use stack::{
     StackGrads, StackTrace, stack_backward, stack_forward, stack_forward_train,

@@ -154,6 +154,8 @@ pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),
         Kernel::Rearrange | Kernel::Dropout | Kernel::OptimizerStep => (256, 0),
+        Kernel::Readout => (256, 256 * 4),
+        Kernel::ReadoutBackward => (256, 0),
     }
 }
 

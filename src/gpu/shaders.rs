@@ -21,6 +21,8 @@ const RNN_STEP_BACKWARD: &str = include_str!("../../shaders/rnn_step_backward.wg
 const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 const REARRANGE: &str = include_str!("../../shaders/rearrange.wgsl");
 const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
+const READOUT: &str = include_str!("../../shaders/readout.wgsl");
+const READOUT_BACKWARD: &str = include_str!("../../shaders/readout_backward.wgsl");
 
 /// `xor_shuffle(v, m)`: lane `i` gets lane `i ^ m`'s value, within one subgroup.
 /// (Naga takes subgroup builtins without WGSL's `enable subgroups;`, which it does not parse
@@ -50,6 +52,10 @@ pub(crate) enum Kernel {
     Rearrange,
     /// `shaders/dropout.wgsl`: in-place dropout between layers, mask regenerated from a hash.
     Dropout,
+    /// `shaders/readout.wgsl`: linear read-out, softmax and cross-entropy (forward).
+    Readout,
+    /// `shaders/readout_backward.wgsl`: the read-out's weight, bias and feature gradients.
+    ReadoutBackward,
 }
 
 impl Kernel {
@@ -63,6 +69,8 @@ impl Kernel {
             Kernel::ColumnSum => "column_sum",
             Kernel::Rearrange => "rearrange",
             Kernel::Dropout => "dropout",
+            Kernel::Readout => "readout",
+            Kernel::ReadoutBackward => "readout_backward",
         }
     }
 
@@ -79,6 +87,8 @@ impl Kernel {
             Kernel::ColumnSum => COLUMN_SUM,
             Kernel::Rearrange => REARRANGE,
             Kernel::Dropout => DROPOUT,
+            Kernel::Readout => READOUT,
+            Kernel::ReadoutBackward => READOUT_BACKWARD,
         };
         match self {
             // The step kernels share the cell description (its constants and helpers).
@@ -103,6 +113,17 @@ impl Kernel {
             Kernel::ColumnSum => &[DynamicUniform, Read, ReadWrite],
             Kernel::Rearrange => &[DynamicUniform, Read, Read, ReadWrite],
             Kernel::Dropout => &[DynamicUniform, ReadWrite],
+            // 4 inputs, then 3 outputs (7 storage bindings: within WebGPU's default 8).
+            Kernel::Readout | Kernel::ReadoutBackward => &[
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+            ],
             // Both step kernels: 4 read-only inputs, then 4 outputs (8 storage bindings, the
             // WebGPU default of max_storage_buffers_per_shader_stage).
             Kernel::RnnStep | Kernel::RnnStepBackward => &[

@@ -347,6 +347,14 @@ impl RnnConfig {
     pub fn layout(&self) -> Layout {
         self.layout
     }
+
+    /// This configuration with another layout (a per-call [`crate::RunOptions::layout`]).
+    pub(crate) fn with_layout(&self, layout: Layout) -> RnnConfig {
+        RnnConfig {
+            layout,
+            ..self.clone()
+        }
+    }
     /// Where a GRU applies its reset gate.
     pub fn gru_reset(&self) -> GruReset {
         self.gru_reset

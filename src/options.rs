@@ -6,10 +6,13 @@
 //! on the CPU in [`crate::cpu::stack_forward`], [`crate::cpu::stack_forward_train`] and
 //! [`crate::cpu::stack_backward`] (with `T = f64`).
 
+use crate::config::Layout;
+
 /// Options of a pass beyond its tensors.
 ///
-/// The layout (seq-major or batch-first) is a property of the model, as `batch_first` is of
-/// PyTorch's `nn.LSTM`: see [`crate::RnnConfigBuilder::layout`].
+/// The layout (seq-major or batch-first) is first a property of the model, as `batch_first`
+/// is of PyTorch's `nn.LSTM` ([`crate::RnnConfigBuilder::layout`]); `layout` overrides it for
+/// one call on the host paths.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions<'a> {
     /// Valid steps of each batch row, `[B]`, each in `1..=T`, in any order (PyTorch
@@ -20,6 +23,20 @@ pub struct RunOptions<'a> {
     /// training steps get fresh masks; the CPU reference, which has no counter, refuses a
     /// training pass with dropout and no seed.
     pub dropout_seed: Option<u64>,
+    /// The layout of this call's `x`, `y` (and `dy`, `dx`): `None` is the model's own.
+    /// [`crate::Rnn::forward_host`] and the CPU reference ([`crate::cpu::stack_forward`],
+    /// [`crate::cpu::stack_backward`]) honour any layout; the GPU-resident paths
+    /// ([`crate::Rnn::forward_with`], [`crate::Rnn::forward_train_with`], `record_*`), whose
+    /// workspaces are planned for the model's layout, refuse another one with
+    /// [`crate::Error::InvalidConfig`] (build the model with that layout instead).
+    pub layout: Option<Layout>,
+}
+
+impl RunOptions<'_> {
+    /// The layout of this call: [`RunOptions::layout`] or the model's.
+    pub fn layout_or(&self, model: Layout) -> Layout {
+        self.layout.unwrap_or(model)
+    }
 }
 
 /// The initial state of a pass, on the host: `h0 [L*D, B, S]` and `c0 [L*D, B, H]` (LSTM

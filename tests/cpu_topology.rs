@@ -368,6 +368,7 @@ fn finite_difference_check(case: &FdCase) -> (f64, f64) {
                 &RunOptions {
                     lengths,
                     dropout_seed: Some(DROPOUT_SEED),
+                    ..Default::default()
                 },
             )
             .unwrap()
@@ -817,6 +818,7 @@ fn dropout_applies_in_training_only_with_the_seeded_mask() {
                 &RunOptions {
                     lengths: lens,
                     dropout_seed: Some(DROPOUT_SEED),
+                    ..Default::default()
                 },
             );
             let train_0 = both(&cfg_0, train_0.unwrap());
@@ -835,6 +837,7 @@ fn dropout_applies_in_training_only_with_the_seeded_mask() {
                     &RunOptions {
                         lengths: lens,
                         dropout_seed: Some(seed),
+                        ..Default::default()
                     },
                 )
             };
@@ -963,6 +966,7 @@ fn dropout_gradients_flow_only_through_kept_units() {
             &RunOptions {
                 lengths: lens,
                 dropout_seed: Some(DROPOUT_SEED),
+                ..Default::default()
             },
         )
         .unwrap();

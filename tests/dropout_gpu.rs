@@ -59,6 +59,7 @@ fn train(
     let opts = RunOptions {
         lengths,
         dropout_seed: seed,
+        ..Default::default()
     };
     let (out, tape) = rnn.forward_train_with(&p.x, Some(&p.state), &opts).unwrap();
     if let Some(seed) = seed {
@@ -160,6 +161,7 @@ fn check_against_cpu(ctx: &Context, name: &str, cfg: &RnnConfig, lengths: Option
         &RunOptions {
             lengths,
             dropout_seed: Some(seed),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -357,3 +357,67 @@ fn an_lstm_may_be_given_h0_alone() {
     }
     assert!(results[0] == results[1], "training with h0 alone differs");
 }
+
+/// `RunOptions::layout` overrides the model's layout for one call: `forward_host` on a
+/// seq-major model given batch-first `x` equals, bit for bit, the seq-major call on the
+/// transposed `x` (its `y` transposed back), with per-row lengths; the CPU reference does the
+/// same; a GPU-resident call asking for another layout is a typed error.
+#[test]
+fn a_call_may_use_the_other_layout() {
+    let Some(ctx) = ctx() else { return };
+    let (i, h, t, b) = (3, 5, 4, 3);
+    let cfg = RnnConfig::gru(i, h)
+        .direction(rnn_wgpu::Direction::Bidirectional)
+        .build()
+        .unwrap();
+    let w = Weights::init(&cfg, 51);
+    let rnn = Rnn::new(ctx, &w).unwrap();
+    let x_bf = seeded(52, b * t * i, 1.0); // [B, T, I]
+    let swap = |v: &[f32], a: usize, c: usize, f: usize| -> Vec<f32> {
+        let mut out = vec![0.0; v.len()];
+        for p in 0..a {
+            for q in 0..c {
+                out[(q * a + p) * f..(q * a + p + 1) * f]
+                    .copy_from_slice(&v[(p * c + q) * f..(p * c + q + 1) * f]);
+            }
+        }
+        out
+    };
+    let x_sm = swap(&x_bf, b, t, i); // [T, B, I]
+    let lengths = [4usize, 2, 3];
+    let bf = RunOptions {
+        lengths: Some(&lengths),
+        layout: Some(rnn_wgpu::Layout::BatchFirst),
+        ..Default::default()
+    };
+    let sm = RunOptions {
+        lengths: Some(&lengths),
+        ..Default::default()
+    };
+    let got = rnn
+        .forward_host(&x_bf, t, b, HostState::zeros(), &bf)
+        .unwrap();
+    let want = rnn
+        .forward_host(&x_sm, t, b, HostState::zeros(), &sm)
+        .unwrap();
+    assert_eq!(got.y, swap(&want.y, t, b, 2 * h), "y [B, T, 2H]");
+    assert_eq!(got.h_n, want.h_n, "h_n does not depend on the layout");
+
+    let x64 = |v: &[f32]| to_f64(v);
+    let cpu_bf = cpu::stack_forward(&cfg, &w, &x64(&x_bf), t, b, HostState::zeros(), &bf).unwrap();
+    let cpu_sm = cpu::stack_forward(&cfg, &w, &x64(&x_sm), t, b, HostState::zeros(), &sm).unwrap();
+    let back: Vec<f64> = {
+        let y32: Vec<f32> = cpu_sm.y.iter().map(|&v| v as f32).collect();
+        swap(&y32, t, b, 2 * h).iter().map(|&v| v as f64).collect()
+    };
+    let bf32: Vec<f32> = cpu_bf.y.iter().map(|&v| v as f32).collect();
+    assert_eq!(to_f64(&bf32), back, "CPU reference y");
+    // GPU against CPU in the overridden layout (tolerance as ATOL above).
+    assert_close("y batch-first", &got.y, &cpu_bf.y, ATOL, RTOL);
+
+    let xt = GpuTensor::upload(ctx, &x_sm, &[t, b, i]).unwrap();
+    match rnn.forward_with(&xt, None, &bf) {
+        Err(rnn_wgpu::Error::InvalidConfig(m)) => assert!(m.contains("layout"), "{m}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}

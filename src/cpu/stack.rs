@@ -87,7 +87,8 @@ pub struct StackGrads {
 /// `cfg` has any, is not applied (PyTorch's `module.eval()`). For training use
 /// [`stack_forward_train`].
 ///
-/// Shapes (`L` layers, `D` directions, `S` state size, `x` in `cfg.layout()`):
+/// Shapes (`L` layers, `D` directions, `S` state size, `x` in `opts.layout` or else
+/// `cfg.layout()`):
 /// `x [T, B, I]` or `[B, T, I]`; `state`: `h0 [L*D, B, S]` and `c0 [L*D, B, H]` (LSTM only),
 /// each zeros when `None`; `opts.lengths [B]`, each in `1..=T`, or `None` for all `T`. The
 /// argument structs are those of the GPU path ([`crate::Rnn::forward_host`]).
@@ -105,6 +106,7 @@ pub fn stack_forward(
     state: HostState<'_, f64>,
     opts: &RunOptions<'_>,
 ) -> Result<StackTrace> {
+    let cfg = &cfg.with_layout(opts.layout_or(cfg.layout()));
     let (h0, c0) = (state.h0, state.c0);
     forward_impl(cfg, w, x, h0, c0, opts.lengths, steps, batch, Vec::new())
 }
@@ -128,6 +130,7 @@ pub fn stack_forward_train(
     state: HostState<'_, f64>,
     opts: &RunOptions<'_>,
 ) -> Result<StackTrace> {
+    let cfg = &cfg.with_layout(opts.layout_or(cfg.layout()));
     let p = cfg.dropout();
     if p == 0.0 || cfg.num_layers() == 1 {
         return stack_forward(cfg, w, x, steps, batch, state, opts);
@@ -170,6 +173,7 @@ pub fn stack_forward_with_masks(
     opts: &RunOptions<'_>,
     masks: &[Vec<f64>],
 ) -> Result<StackTrace> {
+    let cfg = &cfg.with_layout(opts.layout_or(cfg.layout()));
     check_masks(cfg, masks, steps, batch)?;
     let (h0, c0, lengths) = (state.h0, state.c0, opts.lengths);
     forward_impl(cfg, w, x, h0, c0, lengths, steps, batch, masks.to_vec())
@@ -302,6 +306,7 @@ pub fn stack_backward(
     upstream: Upstream<'_, f64>,
     opts: &RunOptions<'_>,
 ) -> Result<StackGrads> {
+    let cfg = &cfg.with_layout(opts.layout_or(cfg.layout()));
     let (steps, batch, lengths) = (trace.steps, trace.batch, opts.lengths);
     let (h0, c0) = (state.h0, state.c0);
     let (dy, dh_n, dc_n) = (upstream.dy, upstream.dh_n, upstream.dc_n);

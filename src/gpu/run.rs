@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::config::CellKind;
+use crate::config::{CellKind, Layout};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::Io;
 use crate::gpu::grads::Grads;
@@ -314,6 +314,7 @@ impl Rnn {
         state: Option<&State>,
         opts: &RunOptions<'_>,
     ) -> Result<Output> {
+        check_layout(self, opts)?;
         let (t, b) = self.check_inputs(x, state)?;
         let key = self.plan_key(t, b, PlanMode::Inference, opts.lengths.is_some());
         let ws = self.cached_workspace(key)?;
@@ -417,7 +418,8 @@ impl Rnn {
     ///
     /// Shapes: `x [T, B, I]` (or `[B, T, I]` for a batch-first model) flattened; `state`:
     /// `h0 [L*D, B, S]`, `c0 [L*D, B, H]` flattened, each zeros when `None` (an LSTM may be
-    /// given `h0` alone, as PyTorch's functional API allows); `opts`: per-row lengths.
+    /// given `h0` alone, as PyTorch's functional API allows); `opts`: per-row lengths, and the
+    /// layout of `x` and `y` when it is not the model's (transposed on the host).
     ///
     /// Errors as [`Rnn::forward_with`], naming `x`, `h0` or `c0` for a slice of the wrong
     /// length, and `c0` given to a GRU or RNN.
@@ -439,6 +441,17 @@ impl Rnn {
         }
         let ld = cfg.num_layers() * self.dirs();
         let ctx = self.ctx();
+        // A call in the other layout is transposed here, on the host.
+        let swap = opts.layout_or(cfg.layout()) != cfg.layout();
+        let x_model;
+        let x = match swap {
+            false => x,
+            true => {
+                check_len_named("x", x, steps * batch * i)?;
+                x_model = swap_leading(x, opts.layout_or(cfg.layout()), steps, batch, i);
+                &x_model
+            }
+        };
         let xt = GpuTensor::upload(ctx, x, &self.io_shape(steps, batch, i))
             .map_err(|e| rename(e, "x"))?;
         let h_state = state
@@ -469,11 +482,61 @@ impl Rnn {
                 c,
             }),
         };
-        let out = self.forward_with(&xt, state.as_ref(), opts)?;
+        let model_opts = RunOptions {
+            layout: None,
+            ..*opts
+        };
+        let out = self.forward_with(&xt, state.as_ref(), &model_opts)?;
+        let y = out.y.download(ctx)?;
+        let y = match swap {
+            false => y,
+            true => swap_leading(&y, cfg.layout(), steps, batch, self.dirs() * st),
+        };
         Ok(HostOutput {
-            y: out.y.download(ctx)?,
+            y,
             h_n: out.h_n.download(ctx)?,
             c_n: download_optional(ctx, out.c_n.as_ref())?,
         })
+    }
+}
+
+/// `v` in `from` (`[T, B, F]` seq-major or `[B, T, F]` batch-first) in the other layout.
+fn swap_leading(v: &[f32], from: Layout, steps: usize, batch: usize, f: usize) -> Vec<f32> {
+    let (a, b) = match from {
+        Layout::SeqMajor => (steps, batch),
+        Layout::BatchFirst => (batch, steps),
+    };
+    let mut out = vec![0.0; v.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * f..(j * a + i + 1) * f]
+                .copy_from_slice(&v[(i * b + j) * f..(i * b + j + 1) * f]);
+        }
+    }
+    out
+}
+
+fn check_len_named(name: &str, v: &[f32], n: usize) -> Result<()> {
+    if v.len() != n {
+        return Err(Error::ShapeMismatch {
+            name: name.into(),
+            expected: vec![n],
+            got: vec![v.len()],
+        });
+    }
+    Ok(())
+}
+
+/// `Err` when a GPU-resident call asks for a layout other than the model's (its workspaces are
+/// planned for the model's layout).
+pub(crate) fn check_layout(rnn: &Rnn, opts: &RunOptions<'_>) -> Result<()> {
+    match opts.layout {
+        Some(l) if l != rnn.cfg().layout() => Err(Error::InvalidConfig(format!(
+            "RunOptions::layout {l:?} on a GPU-resident call of a {:?} model: its workspaces \
+             are planned for the model's layout; build the model with .layout({l:?}), or use \
+             forward_host, which transposes on the host",
+            rnn.cfg().layout()
+        ))),
+        _ => Ok(()),
     }
 }

@@ -70,6 +70,7 @@ impl Rnn {
     ) -> Result<Tape> {
         let (t, b) = self.check_inputs(x, state)?;
         self.check_output(out, t, b)?;
+        crate::gpu::run::check_layout(self, opts)?;
         let key = self.plan_key(t, b, PlanMode::Training, opts.lengths.is_some());
         let ws = self.cached_workspace(key)?;
         let seed = self.dropout_seed(opts.dropout_seed);

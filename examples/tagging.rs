@@ -82,7 +82,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let cfg = RnnConfig::lstm(1, H).build()?;
     let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 0))?;
     let readout = Readout::new(&ctx, H, TAGS, 1)?;
-    let mut params = rnn.parameters();
+    let mut params = rnn.parameters()?;
     params.extend(readout.parameters());
     let mut adam = AdamOptimizer::new(&ctx, Adam::new(1e-2), &params)?;
     let norm = GpuTensor::zeros(&ctx, &[1])?;

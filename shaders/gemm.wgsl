@@ -24,7 +24,7 @@
 //   0 uniform  p     GemmParams
 //   1 read     a     see above
 //   2 read     a4    the same buffer as vec4s, read only when VEC4_A (else a 16-byte stand-in)
-//   3 read     b     see above
+//   3 read     b     see above (f16 pairs with F16_WEIGHTS)
 //   4 read     b4    the same buffer as vec4s, read only when VEC4_B (else a 16-byte stand-in)
 //   5 read     bias  (BIAS_ROWS, N), not read when BIAS_ROWS = 0
 //   6 write    c     (c_row_offset + Z * M, N) row-major
@@ -90,8 +90,12 @@ struct GemmParams {
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read> b4: array<vec4<f32>>;
+// Bindings 3 (b) and 4 (b4) are declared by the weight-precision snippet the host prepends
+// (src/gpu/shaders.rs), with their accessors `b_read(i)` (element i as f32) and `b4_read(q)`
+// (elements 4q .. 4q + 3 as one vec4): array<f32> and array<vec4<f32>>, or with F16_WEIGHTS
+// (B a weight matrix stored as f16 pairs in u32 words, inference only: W_ih^T of the input
+// projection, W_hr^T of the projection) array<u32> and array<vec2<u32>>, unpacked with
+// unpack2x16float; the products are f32 either way.
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
 
@@ -135,12 +139,12 @@ fn b_run(row: u32, col: u32, row_end: u32, col_end: u32, stride: u32) -> vec4<f3
         let at = (p.b_row_offset + row) * stride + col;
         if (VEC4_B) {
             if (col < col_end) {
-                v = b4[at / 4u];
+                v = b4_read(at / 4u);
             }
         } else {
             for (var i = 0u; i < 4u; i++) {
                 if (col + i < col_end) {
-                    v[i] = b[at + i];
+                    v[i] = b_read(at + i);
                 }
             }
         }

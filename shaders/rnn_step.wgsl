@@ -111,10 +111,15 @@ struct StepParams {
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
-@group(0) @binding(1) var<storage, read> gx: array<f32>;
-// Read as vec4s: with G = 4 the gates of one unit at one k are one aligned vec4. Parameter
-// buffers are allocated in whole 16-byte words, so the last vec4 is always in the buffer.
-@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;
+// Bindings 1 (gx) and 2 (w_hh) are declared by the weight-precision snippet the host
+// prepends (src/gpu/shaders.rs), with their accessors: `gx_read(i)`, element i of binding 1
+// as f32, and `w_hh4(q)`, elements 4q .. 4q + 3 of W_hh^T as one vec4 (with G = 4 the gates
+// of one unit at one k). f32 weights: gx is array<f32>, w_hh array<vec4<f32>>. f16 weights
+// (F16_WEIGHTS, inference only): W_hh^T and, with FUSED_INPUT, W_ih^T hold f16 pairs in u32
+// words (element 2w in the low half of word w; unpack2x16float, f32 from then on), so w_hh
+// is array<vec2<u32>> and gx array<u32> (f32 bits of the GEMM's gx when not fused).
+// Parameter buffers are allocated in whole 16-byte (f32) or 8-byte (f16) vec4 words, so the
+// last vec4 is always in the buffer.
 @group(0) @binding(3) var<storage, read> h_carry: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
@@ -136,24 +141,24 @@ fn weights(k: u32, j: u32) -> vec4<f32> {
     if (PACK) {
         let e = k * p.hidden + j;
         if (p.hidden % 4u == 0u) {
-            return w_hh[e / 4u];
+            return w_hh4(e / 4u);
         }
         var w = vec4<f32>(0.0);
         for (var u = 0u; u < 4u; u++) {
             if (j + u < p.hidden) {
-                w[u] = w_hh[(e + u) / 4u][(e + u) % 4u];
+                w[u] = w_hh4((e + u) / 4u)[(e + u) % 4u];
             }
         }
         return w;
     }
     let e = (k * p.hidden + j) * G;
     if (G == 4u) {
-        return w_hh[e / 4u];
+        return w_hh4(e / 4u);
     }
     var w = vec4<f32>(0.0);
     for (var g = 0u; g < G; g++) {
         let q = e + g;
-        w[g] = w_hh[q / 4u][q % 4u];
+        w[g] = w_hh4(q / 4u)[q % 4u];
     }
     return w;
 }
@@ -303,7 +308,7 @@ fn main(
             if (j < H && split < G && b < B) {
                 let x_row = p.x_at + b * p.input;
                 for (var k = 0u; k < p.input; k++) {
-                    a = fma(h_carry[x_row + k], gx[k * n_all + j * G + split], a);
+                    a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + split), a);
                 }
                 if (HAS_BIAS) {
                     a += bias[j * G + split];
@@ -342,13 +347,13 @@ fn main(
                 if (FUSED_INPUT) {
                     let x_row = p.x_at + b * p.input;
                     for (var k = 0u; k < p.input; k++) {
-                        gx_u = fma(h_carry[x_row + k], gx[k * n_all + ju], gx_u);
+                        gx_u = fma(h_carry[x_row + k], gx_read(k * n_all + ju), gx_u);
                     }
                     if (HAS_BIAS) {
                         gx_u += bias[ju];
                     }
                 } else {
-                    gx_u = gx[(p.t_local * B + b) * n_all + ju];
+                    gx_u = gx_read((p.t_local * B + b) * n_all + ju);
                 }
                 var gh = acc[r][u];
                 if (HAS_BIAS) {
@@ -391,7 +396,7 @@ fn main(
             for (var g = 0u; g < G; g++) {
                 var a = 0.0;
                 for (var k = 0u; k < p.input; k++) {
-                    a = fma(h_carry[x_row + k], gx[k * n_all + j * G + g], a);
+                    a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + g), a);
                 }
                 if (HAS_BIAS) {
                     a += bias[j * G + g];
@@ -401,7 +406,7 @@ fn main(
         } else {
             let gx_at = (p.t_local * B + b) * n_all + j * G;
             for (var g = 0u; g < G; g++) {
-                gx_t[g] = gx[gx_at + g];
+                gx_t[g] = gx_read(gx_at + g);
             }
         }
         let idx = b * H + j;

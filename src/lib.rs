@@ -214,7 +214,7 @@ pub use gpu::{
     AllocationCounts, Cell, CellGrads, CellState, CellTape, Context, ContextOptions, GpuTensor,
     GradMode, Grads, HostCellGrads, HostCellState, HostGrads, HostOutput, LayerGrads, Output,
     ParamGrads, Plan, PlanMode, Readout, ReadoutBuffers, Rnn, RunOptions, Session, State, Tape,
-    Workspace,
+    WeightPrecision, Workspace,
 };
 pub use options::{HostState, Upstream};
 pub use weights::{LayerWeights, LoadOptions, Weights};

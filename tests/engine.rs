@@ -104,7 +104,7 @@ fn a_training_step_is_one_submission_and_allocates_nothing_after_the_first() {
         let x = GpuTensor::upload(&ctx, &seeded(2, t * b * i, 1.0), &[t, b, i]).unwrap();
         let out = rnn.alloc_output(t, b).unwrap();
         let grads = rnn.alloc_grads(t, b).unwrap();
-        let params = rnn.parameters();
+        let params = rnn.parameters().unwrap();
         let g = grads.params.tensors();
         let mut adam = AdamOptimizer::new(&ctx, Adam::new(1e-3), &params).unwrap();
         let norm = GpuTensor::zeros(&ctx, &[1]).unwrap();
@@ -200,7 +200,7 @@ fn a_tape_is_refused_after_the_parameters_change() {
     // An optimiser step on the model's parameters.
     let (out, tape) = rnn.forward_train(&x, None).unwrap();
     let grads = rnn.backward(&tape, Some(&out.y), None, None).unwrap();
-    let params = rnn.parameters();
+    let params = rnn.parameters().unwrap();
     let mut sgd =
         rnn_wgpu::gpu::optim::SgdOptimizer::new(ctx, rnn_wgpu::gpu::optim::Sgd::new(0.1), &params)
             .unwrap();

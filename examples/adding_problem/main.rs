@@ -180,7 +180,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
     let cfg = RnnConfig::lstm(2, h).build()?;
     let rnn = Rnn::new(&ctx, &Weights::init(&cfg, args.seed))?;
     let readout = Readout::new(&ctx, h, b, &mut rng);
-    let mut params = rnn.parameters();
+    let mut params = rnn.parameters()?;
     params.push(&readout.w);
     let mut adam = AdamOptimizer::new(&ctx, Adam::new(args.lr), &params)?;
     let norm = GpuTensor::zeros(&ctx, &[1])?;

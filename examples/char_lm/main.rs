@@ -169,7 +169,7 @@ fn main() -> Result<(), rnn_wgpu::Error> {
         )?
     );
 
-    let mut params = rnn.parameters();
+    let mut params = rnn.parameters()?;
     params.extend(readout.parameters());
     let mut adam = AdamOptimizer::new(&ctx, Adam::new(1e-2), &params)?;
     let norm = GpuTensor::zeros(&ctx, &[1])?;

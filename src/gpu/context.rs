@@ -61,6 +61,8 @@ struct Inner {
     /// Whether the step kernels may reduce with subgroup shuffles (see
     /// [`Context::set_subgroups`]).
     use_subgroups: AtomicBool,
+    /// Whether models may store f16 weights (see [`Context::set_shader_f16`]).
+    use_f16: AtomicBool,
     /// Fault injection: the buffer creation with this 1-based count fails as out of memory
     /// (0: none). See [`Context::fail_allocation`].
     fail_at: AtomicU64,
@@ -149,8 +151,10 @@ impl Context {
         let (device, queue) =
             pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("rnn-wgpu"),
-                // Subgroup operations where the adapter has them (the step kernels' reductions).
-                required_features: adapter.features() & wgpu::Features::SUBGROUP,
+                // Subgroup operations where the adapter has them (the step kernels' reductions),
+                // and SHADER_F16, which gates f16 weight storage (`WeightPrecision`).
+                required_features: adapter.features()
+                    & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16),
                 required_limits: adapter.limits(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -227,6 +231,7 @@ impl Context {
                 unchecked: AtomicBool::new(false),
                 subgroup_min,
                 use_subgroups: AtomicBool::new(true),
+                use_f16: AtomicBool::new(true),
                 fail_at: AtomicU64::new(0),
                 uncaptured,
                 lost,
@@ -337,6 +342,25 @@ impl Context {
     /// afterwards.
     pub fn set_subgroups(&self, on: bool) {
         self.inner.use_subgroups.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether models on this context may store their weights as f16
+    /// ([`crate::WeightPrecision::F16`]): the device has `SHADER_F16` (requested by
+    /// [`Context::new`] where the adapter offers it) and [`Context::set_shader_f16`] did not
+    /// switch it off.
+    pub fn shader_f16(&self) -> bool {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+            && self.inner.use_f16.load(Ordering::Relaxed)
+    }
+
+    /// Allow f16 weight storage where the device has `SHADER_F16` (the default), or act as
+    /// if it had not: then [`crate::WeightPrecision::F16`] is refused and
+    /// [`crate::WeightPrecision::Auto`] stores f32. Applies to models built afterwards.
+    pub fn set_shader_f16(&self, on: bool) {
+        self.inner.use_f16.store(on, Ordering::Relaxed);
     }
 
     /// Submit one command buffer and count it (see [`Context::submission_count`]).

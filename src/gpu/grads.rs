@@ -104,6 +104,7 @@ pub struct ParamGrads {
 impl ParamGrads {
     /// Zero gradients shaped for `rnn`'s parameters (the start of an accumulation).
     pub fn zeros(rnn: &Rnn) -> Result<ParamGrads> {
+        rnn.require_f32()?;
         Ok(ParamGrads {
             layers: rnn
                 .inner
@@ -121,7 +122,7 @@ impl ParamGrads {
 
     /// `Err` unless these gradients are shaped for `rnn`'s parameters.
     pub(crate) fn check(&self, rnn: &Rnn) -> Result<()> {
-        let want = rnn.parameters();
+        let want = rnn.parameters()?;
         let have = self.tensors();
         if have.len() != want.len() || self.layers.len() != rnn.inner.layers.len() {
             return Err(Error::ShapeMismatch {

@@ -10,6 +10,9 @@ use crate::gpu::context::{Context, lock};
 use crate::gpu::dispatch::ParamKind;
 use crate::gpu::pack::{pack_biases, pack_gate_interleaved, unpack_gate_interleaved};
 use crate::gpu::plan::{Plan, PlanKey, PlanLimits, PlanMode};
+use crate::gpu::precision::{
+    WeightPrecision, f16_words, pack_f16, specialise_f16, training_refused, unpack_downloaded,
+};
 use crate::gpu::tensor::GpuTensor;
 use crate::gpu::workspace::Workspace;
 use crate::weights::{LayerWeights, Weights};
@@ -79,9 +82,28 @@ impl<'a> LayerView<'a> {
         }
     }
 
-    /// Download and unpack to PyTorch layout, for the layer `cfg` describes.
+    /// Download and unpack to PyTorch layout, for the layer `cfg` describes (f32 tensors).
     pub(crate) fn to_host(&self, ctx: &Context, cfg: &RnnConfig) -> Result<LayerWeights> {
+        self.to_host_as(ctx, cfg, WeightPrecision::F32)
+    }
+
+    /// [`LayerView::to_host`] of tensors stored in `precision` (f16 matrices are unpacked).
+    pub(crate) fn to_host_as(
+        &self,
+        ctx: &Context,
+        cfg: &RnnConfig,
+        precision: WeightPrecision,
+    ) -> Result<LayerWeights> {
         let (g, h, i) = (cfg.gate_count(), cfg.hidden_size(), cfg.input_size());
+        let (st, p) = (cfg.state_size(), cfg.proj_size().unwrap_or(0));
+        // A matrix of `n` values, unpacked from f16 pairs when stored so.
+        let matrix = |t: &GpuTensor, kind: ParamKind, n: usize| -> Result<Vec<f32>> {
+            let raw = t.download(ctx)?;
+            match precision.is_f16(kind) {
+                true => unpack_downloaded(&raw, n),
+                false => Ok(raw),
+            }
+        };
         let (bias_ih, bias_hh) = match self.bias {
             Some(b) => {
                 let (bi, bh) = unpack_biases(&b.download(ctx)?, g, h)?;
@@ -90,12 +112,22 @@ impl<'a> LayerView<'a> {
             None => (None, None),
         };
         Ok(LayerWeights {
-            weight_ih: unpack_gate_interleaved(&self.w_ih.download(ctx)?, g, h, i)?,
-            weight_hh: unpack_gate_interleaved(&self.w_hh.download(ctx)?, g, h, cfg.state_size())?,
+            weight_ih: unpack_gate_interleaved(
+                &matrix(self.w_ih, ParamKind::WIh, i * g * h)?,
+                g,
+                h,
+                i,
+            )?,
+            weight_hh: unpack_gate_interleaved(
+                &matrix(self.w_hh, ParamKind::WHh, st * g * h)?,
+                g,
+                h,
+                st,
+            )?,
             bias_ih,
             bias_hh,
             weight_hr: match self.w_hr {
-                Some(w) => Some(transpose(&w.download(ctx)?, h, w.shape()[1])),
+                Some(w) => Some(transpose(&matrix(w, ParamKind::WHr, h * p)?, h, p)),
                 None => None,
             },
             peephole: match self.peephole {
@@ -128,6 +160,8 @@ pub(crate) struct RnnInner {
     pub layers: Vec<PackedLayer>,
     /// Per layer: its one-layer, one-direction, seq-major configuration (input size `I_l`).
     pub layer_cfgs: Vec<RnnConfig>,
+    /// How the weight matrices are stored (`F32` or `F16`, never `Auto`).
+    pub precision: WeightPrecision,
     pub id: u64,
     /// Bumped by every parameter update (optimiser step, weight upload); tapes record it.
     pub version: Arc<AtomicU64>,
@@ -267,7 +301,31 @@ impl Rnn {
     /// Errors: as [`Rnn::new`], plus [`Error::InvalidConfig`] when `cfg` differs from the
     /// weights' configuration.
     pub fn with_config(ctx: &Context, cfg: &RnnConfig, weights: &Weights) -> Result<Rnn> {
+        Rnn::build(ctx, cfg, weights, WeightPrecision::F32)
+    }
+
+    /// [`Rnn::new`] with the weight matrices stored in `precision` (see [`WeightPrecision`]:
+    /// `F16` halves the weight bytes each step reads, with f32 accumulation; inference only).
+    ///
+    /// Errors: as [`Rnn::new`], plus [`Error::Unsupported`] for `F16` on a device without
+    /// `SHADER_F16` ([`Context::shader_f16`]; `Auto` then stores f32) or for a weight that
+    /// overflows f16.
+    pub fn with_precision(
+        ctx: &Context,
+        weights: &Weights,
+        precision: WeightPrecision,
+    ) -> Result<Rnn> {
+        Rnn::build(ctx, weights.config(), weights, precision)
+    }
+
+    fn build(
+        ctx: &Context,
+        cfg: &RnnConfig,
+        weights: &Weights,
+        precision: WeightPrecision,
+    ) -> Result<Rnn> {
         check_weights(cfg, weights)?;
+        let precision = precision.resolve(ctx)?;
         let lim = PlanLimits::of(ctx.limits());
         let (g, h, st) = (cfg.gate_count(), cfg.hidden_size(), cfg.state_size());
         let dirs = cfg.num_directions();
@@ -281,11 +339,15 @@ impl Rnn {
                 (format!("weight_ih_l{l}"), g * h * i),
                 (format!("weight_hh_l{l}"), g * h * st),
             ] {
+                let words = match precision {
+                    WeightPrecision::F16 => f16_words(words),
+                    _ => words,
+                };
                 lim.fits_binding(&format!("packed `{name}`"), words as u64 * 4)?;
             }
             for d in 0..dirs {
                 let w = weights.layer(l, d)?;
-                let packed = ctx.scoped("Rnn::new", || pack_layer(ctx, &lcfg, w))?;
+                let packed = ctx.scoped("Rnn::new", || pack_layer(ctx, &lcfg, w, precision))?;
                 layers.push(packed.versioned(&version));
             }
             layer_cfgs.push(lcfg);
@@ -296,6 +358,7 @@ impl Rnn {
                 cfg: cfg.clone(),
                 layers,
                 layer_cfgs,
+                precision,
                 id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
                 version,
                 dropout_draws: AtomicU64::new(0),
@@ -318,7 +381,8 @@ impl Rnn {
         for (j, packed) in self.inner.layers.iter().enumerate() {
             let lcfg = &self.inner.layer_cfgs[j / dirs];
             let host = host_packed(lcfg, weights.layer(j / dirs, j % dirs)?)?;
-            for (t, data) in packed.view().tensors().into_iter().zip(host) {
+            for (t, (kind, data)) in packed.view().tensors().into_iter().zip(host) {
+                let data = encode(kind, &data, self.inner.precision)?;
                 ctx.queue()
                     .write_buffer(t.buffer(), 0, bytemuck::cast_slice(&data));
             }
@@ -333,15 +397,35 @@ impl Rnn {
     /// peepholes `(3H)`, the last three only when the model has them. Same order as
     /// [`crate::gpu::ParamGrads::tensors`], so an optimiser can pair them up. An optimiser step
     /// on these tensors bumps the model's [`Rnn::parameter_version`].
-    pub fn parameters(&self) -> Vec<&GpuTensor> {
-        self.inner
+    ///
+    /// Errors: [`Error::Unsupported`] for a model with f16 weights ([`WeightPrecision::F16`]):
+    /// its matrices are not f32 tensors of these shapes (use [`Rnn::weights`] to read them).
+    pub fn parameters(&self) -> Result<Vec<&GpuTensor>> {
+        self.require_f32()?;
+        Ok(self
+            .inner
             .layers
             .iter()
             .flat_map(|l| l.view().tensors())
-            .collect()
+            .collect())
     }
 
-    /// Download the current parameters in PyTorch layout (e.g. after training).
+    /// How the weight matrices are stored: `F32` or `F16` (an `Auto` request resolved).
+    pub fn precision(&self) -> WeightPrecision {
+        self.inner.precision
+    }
+
+    /// `Err` ([`Error::Unsupported`]) for a model with f16 weights: the training and
+    /// parameter-tensor paths work on f32 parameters only.
+    pub(crate) fn require_f32(&self) -> Result<()> {
+        match self.inner.precision {
+            WeightPrecision::F16 => Err(training_refused()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Download the current parameters in PyTorch layout (e.g. after training; an f16 model
+    /// gives its f16-rounded weights, as f32).
     pub fn weights(&self) -> Result<Weights> {
         let dirs = self.dirs();
         let layers = self
@@ -350,8 +434,11 @@ impl Rnn {
             .iter()
             .enumerate()
             .map(|(j, l)| {
-                l.view()
-                    .to_host(&self.inner.ctx, &self.inner.layer_cfgs[j / dirs])
+                l.view().to_host_as(
+                    &self.inner.ctx,
+                    &self.inner.layer_cfgs[j / dirs],
+                    self.inner.precision,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Weights::from_layers(&self.inner.cfg, layers)
@@ -407,12 +494,28 @@ impl Rnn {
         mode: PlanMode,
         variable_lengths: bool,
     ) -> Result<Plan> {
-        Plan::build(
+        self.build_plan(self.plan_key(steps, batch, mode, variable_lengths))
+    }
+
+    /// The plan of `key` for this model's weight storage: f16 models get their inference
+    /// plans specialised ([`specialise_f16`]) and no training plans.
+    ///
+    /// Errors: those of [`Plan::build`], and [`Error::Unsupported`] for training an f16 model.
+    pub(crate) fn build_plan(&self, key: PlanKey) -> Result<Plan> {
+        let f16 = self.inner.precision == WeightPrecision::F16;
+        if f16 && key.mode == PlanMode::Training {
+            return Err(training_refused());
+        }
+        let mut plan = Plan::build(
             &self.inner.cfg,
             &self.inner.layer_cfgs,
-            self.plan_key(steps, batch, mode, variable_lengths),
+            key,
             PlanLimits::of(self.inner.ctx.limits()),
-        )
+        )?;
+        if f16 {
+            specialise_f16(&mut plan)?;
+        }
+        Ok(plan)
     }
 
     pub(crate) fn plan_key(
@@ -439,12 +542,7 @@ impl Rnn {
                 "the plan was made by a model with another time-chunk cap".into(),
             ));
         }
-        let fresh = Plan::build(
-            &self.inner.cfg,
-            &self.inner.layer_cfgs,
-            plan.key,
-            PlanLimits::of(self.inner.ctx.limits()),
-        )?;
+        let fresh = self.build_plan(plan.key)?;
         Workspace::new(&self.inner.ctx, fresh)
     }
 
@@ -454,12 +552,7 @@ impl Rnn {
         if let Some(ws) = lock(&self.inner.cache).entry(key).workspaces.free() {
             return Ok(ws);
         }
-        let plan = Plan::build(
-            &self.inner.cfg,
-            &self.inner.layer_cfgs,
-            key,
-            PlanLimits::of(self.inner.ctx.limits()),
-        )?;
+        let plan = self.build_plan(key)?;
         let ws = Arc::new(Workspace::new(&self.inner.ctx, plan)?);
         lock(&self.inner.cache)
             .entry(key)
@@ -505,9 +598,9 @@ fn check_weights(cfg: &RnnConfig, weights: &Weights) -> Result<()> {
     weights.validate()
 }
 
-/// One layer-direction's PyTorch-layout weights packed for the GPU, in the order of
-/// [`LayerView::tensors`].
-fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Result<Vec<Vec<f32>>> {
+/// One layer-direction's PyTorch-layout weights packed for the GPU (f32), in the order of
+/// [`LayerView::tensors`], each with its kind.
+fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Result<Vec<(ParamKind, Vec<f32>)>> {
     let (g, h, i, st) = (
         cfg.gate_count(),
         cfg.hidden_size(),
@@ -515,24 +608,45 @@ fn host_packed(cfg: &RnnConfig, w: &LayerWeights) -> Result<Vec<Vec<f32>>> {
         cfg.state_size(),
     );
     let mut v = vec![
-        pack_gate_interleaved(&w.weight_ih, g, h, i)?,
-        pack_gate_interleaved(&w.weight_hh, g, h, st)?,
+        (
+            ParamKind::WIh,
+            pack_gate_interleaved(&w.weight_ih, g, h, i)?,
+        ),
+        (
+            ParamKind::WHh,
+            pack_gate_interleaved(&w.weight_hh, g, h, st)?,
+        ),
     ];
     if let (Some(bi), Some(bh)) = (&w.bias_ih, &w.bias_hh) {
-        v.push(pack_biases(bi, bh, g, h)?);
+        v.push((ParamKind::Bias, pack_biases(bi, bh, g, h)?));
     }
     if let (Some(wr), Some(p)) = (&w.weight_hr, cfg.proj_size()) {
         // PyTorch's [P, H] transposed to [H, P]: h = h_raw · W_hr^T is a plain GEMM.
-        v.push(transpose(wr, p, h));
+        v.push((ParamKind::WHr, transpose(wr, p, h)));
     }
     if let Some(p) = &w.peephole {
-        v.push(p.clone());
+        v.push((ParamKind::Peephole, p.clone()));
     }
     Ok(v)
 }
 
-/// Pack and upload one layer-direction's PyTorch-layout weights.
-fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<PackedLayer> {
+/// A packed parameter's words as stored under `precision`: its f32 values, or f16 pairs
+/// (their bits carried as f32 words, see [`pack_f16`]).
+fn encode(kind: ParamKind, data: &[f32], precision: WeightPrecision) -> Result<Vec<f32>> {
+    match precision.is_f16(kind) {
+        true => Ok(bytemuck::cast_slice(&pack_f16(&format!("{kind:?}"), data)?).to_vec()),
+        false => Ok(data.to_vec()),
+    }
+}
+
+/// Pack and upload one layer-direction's PyTorch-layout weights, the matrices in
+/// `precision` (an f16 matrix is a 1-D tensor of its [`f16_words`] words).
+fn pack_layer(
+    ctx: &Context,
+    cfg: &RnnConfig,
+    w: &LayerWeights,
+    precision: WeightPrecision,
+) -> Result<PackedLayer> {
     let (g, h, i, st) = (
         cfg.gate_count(),
         cfg.hidden_size(),
@@ -541,10 +655,14 @@ fn pack_layer(ctx: &Context, cfg: &RnnConfig, w: &LayerWeights) -> Result<Packed
     );
     let mut host = host_packed(cfg, w)?.into_iter();
     let mut next = |shape: &[usize]| -> Result<GpuTensor> {
-        let data = host
+        let (kind, data) = host
             .next()
             .ok_or_else(|| Error::Internal("packing".into()))?;
-        GpuTensor::upload(ctx, &data, shape)
+        let stored = encode(kind, &data, precision)?;
+        match precision.is_f16(kind) {
+            true => GpuTensor::upload(ctx, &stored, &[stored.len()]),
+            false => GpuTensor::upload(ctx, &stored, shape),
+        }
     };
     Ok(PackedLayer {
         w_ih: next(&[i, g * h])?,

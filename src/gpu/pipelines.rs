@@ -1,10 +1,10 @@
 //! Compiled pipelines: the cache key (kernel, override constants, shader checks, subgroup
-//! path), a bounded least-recently-used cache, and the one place kernels are compiled.
+//! path, weight precision), a bounded least-recently-used cache, and the one place kernels are compiled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::gpu::shaders::{Binding, Kernel};
+use crate::gpu::shaders::{Binding, F16_WEIGHTS, Kernel};
 
 /// A compiled pipeline and its bind group layout.
 pub(crate) struct CachedPipeline {
@@ -118,7 +118,9 @@ pub(crate) fn subgroup_reduction(
 }
 
 /// Compile `kernel` specialised with `constants` (plus `SUBGROUPS` for the step kernels),
-/// with or without wgpu's shader runtime checks.
+/// with or without wgpu's shader runtime checks. A nonzero [`F16_WEIGHTS`] pseudo-constant
+/// selects the kernel's f16-weight text instead of an override (see [`Kernel::source`]); it
+/// is part of the pipeline key like every constant.
 pub(crate) fn compile(
     dev: &wgpu::Device,
     kernel: Kernel,
@@ -126,9 +128,10 @@ pub(crate) fn compile(
     unchecked: bool,
     subgroups: bool,
 ) -> CachedPipeline {
+    let f16_weights = constants.iter().any(|&(n, v)| n == F16_WEIGHTS && v != 0.0);
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(kernel.name()),
-        source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups, f16_weights).into()),
     };
     let module = if unchecked {
         // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
@@ -170,7 +173,11 @@ pub(crate) fn compile(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let mut consts: Vec<(&str, f64)> = constants.to_vec();
+    let mut consts: Vec<(&str, f64)> = constants
+        .iter()
+        .copied()
+        .filter(|&(n, _)| n != F16_WEIGHTS)
+        .collect();
     if matches!(kernel, Kernel::RnnStep | Kernel::RnnStepBackward) {
         consts.push(("SUBGROUPS", subgroups as u8 as f64));
     }

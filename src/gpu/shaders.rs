@@ -33,6 +33,49 @@ fn xor_shuffle4(v: vec4<f32>, m: u32) -> vec4<f32> { return subgroupShuffleXor(v
 const NO_SUBGROUP_SHUFFLE: &str = "fn xor_shuffle(v: f32, m: u32) -> f32 { return v; }
 fn xor_shuffle4(v: vec4<f32>, m: u32) -> vec4<f32> { return v; }";
 
+/// The pseudo-constant that selects a kernel's f16-weight text (see [`Kernel::source`]): it
+/// travels among a dispatch's override constants, so the pipeline cache keys on it, and
+/// [`crate::gpu::pipelines::compile`] takes it out before wgpu sees the constants (it is not
+/// a WGSL `override`: the bindings' types differ).
+pub(crate) const F16_WEIGHTS: &str = "F16_WEIGHTS";
+
+/// The step kernel's bindings 1 and 2 with f32 weights: gx (or fused W_ih^T) and W_hh^T.
+const STEP_WEIGHTS_F32: &str = "@group(0) @binding(1) var<storage, read> gx: array<f32>;
+@group(0) @binding(2) var<storage, read> w_hh: array<vec4<f32>>;
+fn gx_read(i: u32) -> f32 { return gx[i]; }
+fn w_hh4(q: u32) -> vec4<f32> { return w_hh[q]; }";
+
+/// The same with f16 weights: W_hh^T (and W_ih^T when FUSED_INPUT) as f16 pairs in u32 words,
+/// element 2w in the low half of word w. Without FUSED_INPUT binding 1 is the GEMM's f32 gx,
+/// read as its bits.
+const STEP_WEIGHTS_F16: &str = "@group(0) @binding(1) var<storage, read> gx: array<u32>;
+@group(0) @binding(2) var<storage, read> w_hh: array<vec2<u32>>;
+fn gx_read(i: u32) -> f32 {
+    if (FUSED_INPUT) {
+        return unpack2x16float(gx[i / 2u])[i % 2u];
+    }
+    return bitcast<f32>(gx[i]);
+}
+fn w_hh4(q: u32) -> vec4<f32> {
+    let w = w_hh[q];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}";
+
+/// The GEMM's B operand (bindings 3 and 4) as f32s.
+const GEMM_B_F32: &str = "@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read> b4: array<vec4<f32>>;
+fn b_read(i: u32) -> f32 { return b[i]; }
+fn b4_read(q: u32) -> vec4<f32> { return b4[q]; }";
+
+/// The GEMM's B operand as f16 pairs in u32 words (a weight matrix of an f16 model).
+const GEMM_B_F16: &str = "@group(0) @binding(3) var<storage, read> b: array<u32>;
+@group(0) @binding(4) var<storage, read> b4: array<vec2<u32>>;
+fn b_read(i: u32) -> f32 { return unpack2x16float(b[i / 2u])[i % 2u]; }
+fn b4_read(q: u32) -> vec4<f32> {
+    let w = b4[q];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}";
+
 /// Every compute kernel of the crate. Names, not strings, select pipelines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
@@ -77,7 +120,10 @@ impl Kernel {
     /// Full WGSL: the shared snippets, then the kernel's own file. With `subgroups` (step
     /// kernels only, on a device with `SUBGROUP`), `xor_shuffle` is `subgroupShuffleXor`;
     /// otherwise a stand-in that the kernels never call (their `SUBGROUPS` is false then).
-    pub(crate) fn source(self, subgroups: bool) -> String {
+    /// `f16_weights` (the forward step and the GEMM only) declares the weight bindings as f16
+    /// pairs in u32 words, unpacked to f32 on load (see [`F16_WEIGHTS`]); the other kernels
+    /// never see f16 weights (training refuses f16 models).
+    pub(crate) fn source(self, subgroups: bool, f16_weights: bool) -> String {
         let body = match self {
             Kernel::GradClip => GRAD_CLIP,
             Kernel::OptimizerStep => OPTIMIZER_STEP,
@@ -97,7 +143,19 @@ impl Kernel {
                     true => SUBGROUP_SHUFFLE,
                     false => NO_SUBGROUP_SHUFFLE,
                 };
-                format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{body}")
+                let weights = match (self, f16_weights) {
+                    (Kernel::RnnStep, false) => STEP_WEIGHTS_F32,
+                    (Kernel::RnnStep, true) => STEP_WEIGHTS_F16,
+                    _ => "",
+                };
+                format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{weights}\n{body}")
+            }
+            Kernel::Gemm => {
+                let b = match f16_weights {
+                    false => GEMM_B_F32,
+                    true => GEMM_B_F16,
+                };
+                format!("{ACTIVATIONS}\n{b}\n{body}")
             }
             _ => format!("{ACTIVATIONS}\n{body}"),
         }

@@ -294,3 +294,38 @@ fn f16_models_refuse_training_and_give_their_weights_back_exactly() {
         other => panic!("overflowing f16 weight: {other:?}"),
     }
 }
+
+#[test]
+fn f16_session_steps_equal_the_whole_sequence_bit_for_bit() {
+    let Some(ctx) = f16_ctx() else { return };
+    // A session step fuses its input projection (the f16 W_ih read by the step kernel) in the
+    // GEMM's exact order, so streaming T steps equals one T-step pass over the f16 weights
+    // bit for bit, as it does with f32 weights (tests/session.rs).
+    let (t, b) = (5, 2);
+    for cfg in [
+        RnnConfig::lstm(6, 8).proj_size(4).build().unwrap(),
+        RnnConfig::gru(5, 7)
+            .linear_before_reset(false)
+            .build()
+            .unwrap(),
+        RnnConfig::rnn(3, 9, Nonlinearity::Tanh).build().unwrap(),
+    ] {
+        let rnn = Rnn::with_precision(ctx, &Weights::init(&cfg, 4), WeightPrecision::F16).unwrap();
+        let (i, s) = (cfg.input_size(), cfg.state_size());
+        let x = seeded(9, t * b * i, 1.0);
+        let whole = rnn
+            .forward(&GpuTensor::upload(ctx, &x, &[t, b, i]).unwrap(), None)
+            .unwrap()
+            .y
+            .download(ctx)
+            .unwrap();
+        let mut session = rnn.session(b).unwrap();
+        for step in 0..t {
+            let xt = &x[step * b * i..(step + 1) * b * i];
+            let y = session.step_host(xt).unwrap().download(ctx).unwrap();
+            let want = &whole[step * b * s..(step + 1) * b * s];
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(want), "{cfg:?} step {step}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ mod kernels;
 mod model;
 pub mod optim;
 pub mod pack;
+mod packed;
 mod pipelines;
 mod plan;
 pub mod readout;

@@ -12,8 +12,8 @@ use common::gpu::ctx;
 use common::seeded;
 use rnn_wgpu::cpu::{stack_backward, stack_forward, to_f64};
 use rnn_wgpu::{
-    Activation, Activations, CellKind, Context, Direction, GpuTensor, Layout, Nonlinearity, Rnn,
-    RnnConfig, State, Weights,
+    Activation, Activations, CellKind, Context, Direction, GpuTensor, HostState, Layout,
+    Nonlinearity, Rnn, RnnConfig, RunOptions, State, Upstream, Weights,
 };
 
 /// Every ONNX activation, with the parameters the other tests use.
@@ -181,21 +181,12 @@ fn inputs_up_to_1e4_give_finite_outputs_and_gradients_for_every_activation() {
             .unwrap()
             .to_host(&rnn)
             .unwrap();
-        let r = stack_forward(cfg, &w, &to_f64(&x), None, None, None, t, b).unwrap();
-        let rg = stack_backward(
-            cfg,
-            &w,
-            None,
-            None,
-            None,
-            &r,
-            Some(&to_f64(&dy)),
-            None,
-            None,
-            t,
-            b,
-        )
-        .unwrap();
+        let x64 = to_f64(&x);
+        let opts = RunOptions::default();
+        let r = stack_forward(cfg, &w, &x64, t, b, HostState::zeros(), &opts).unwrap();
+        let dy64 = to_f64(&dy);
+        let rg =
+            stack_backward(cfg, &w, &r, HostState::zeros(), Upstream::dy(&dy64), &opts).unwrap();
         let y = out.y.download(ctx).unwrap();
         if !(scale(&r.y) < 1e30 && scale(&rg.dx) < 1e30) {
             out_of_range.push(name.clone());

@@ -27,8 +27,8 @@ use rnn_wgpu::cpu::{
     StackGrads, StackTrace, stack_backward, stack_forward, stack_forward_train, to_f64,
 };
 use rnn_wgpu::{
-    Activation, Activations, CellKind, Context, Direction, GpuTensor, Layout, Nonlinearity, Rnn,
-    RnnConfig, RunOptions, State, Weights,
+    Activation, Activations, CellKind, Context, Direction, GpuTensor, HostState, Layout,
+    Nonlinearity, Rnn, RnnConfig, RunOptions, State, Upstream, Weights,
 };
 
 /// Cases CI runs (`PROPTEST_CASES` overrides).
@@ -603,47 +603,26 @@ fn reference(c: &Case, d: &Data) -> Reference {
     let w64 = |v: &Option<Vec<f32>>| v.as_deref().map(to_f64);
     let (x, h0, c0) = (to_f64(&d.x), w64(&d.h0), w64(&d.c0));
     let (dy, dh_n, dc_n) = (w64(&d.dy), w64(&d.dh_n), w64(&d.dc_n));
-    let lengths = c.lengths.as_deref();
-    let inference = stack_forward(
-        cfg,
-        &d.w,
-        &x,
-        h0.as_deref(),
-        c0.as_deref(),
-        lengths,
-        c.t,
-        c.b,
-    )
-    .expect("the reference accepts a valid case");
+    let state = HostState {
+        h0: h0.as_deref(),
+        c0: c0.as_deref(),
+    };
+    let opts = RunOptions {
+        lengths: c.lengths.as_deref(),
+        dropout_seed: Some(c.dropout_seed),
+    };
+    let inference = stack_forward(cfg, &d.w, &x, c.t, c.b, state, &opts)
+        .expect("the reference accepts a valid case");
     let train = match cfg.dropout() {
         0.0 => inference.clone(),
-        _ => stack_forward_train(
-            cfg,
-            &d.w,
-            &x,
-            h0.as_deref(),
-            c0.as_deref(),
-            lengths,
-            c.t,
-            c.b,
-            c.dropout_seed,
-        )
-        .unwrap(),
+        _ => stack_forward_train(cfg, &d.w, &x, c.t, c.b, state, &opts).unwrap(),
     };
-    let grads = stack_backward(
-        cfg,
-        &d.w,
-        h0.as_deref(),
-        c0.as_deref(),
-        lengths,
-        &train,
-        dy.as_deref(),
-        dh_n.as_deref(),
-        dc_n.as_deref(),
-        c.t,
-        c.b,
-    )
-    .unwrap();
+    let upstream = Upstream {
+        dy: dy.as_deref(),
+        dh_n: dh_n.as_deref(),
+        dc_n: dc_n.as_deref(),
+    };
+    let grads = stack_backward(cfg, &d.w, &train, state, upstream, &opts).unwrap();
     Reference {
         inference,
         train,

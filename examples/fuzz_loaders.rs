@@ -12,8 +12,9 @@
 //! fuzzer runs on stable Rust in-process. It is not coverage-guided; it knows the format
 //! instead: besides byte flips, truncations, insertions and splices, it edits the
 //! safetensors header (its length field, every number, dtype string and tensor name of the
-//! JSON) and keeps a mutant whose outcome (`ok`, or which error variant each config got) is
-//! new, so later mutations start from inputs that reach other branches of the loader.
+//! JSON) and the varints of ONNX's protobuf (tags, lengths, integers), and it keeps a mutant
+//! whose outcome (`ok`, or which check refused it) is new, so later mutations start from
+//! inputs that reach other branches of the loader.
 //! The targets live in `tests/common/fuzz.rs`; `tests/fuzz_corpus.rs` replays the corpus in CI.
 
 #[path = "../tests/common/fuzz.rs"]

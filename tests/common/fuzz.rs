@@ -4,9 +4,9 @@
 //! build it.
 //!
 //! A target is one function `fn(&[u8]) -> String`: it feeds the bytes to a loader and returns
-//! a label of the outcome (`ok`, or the error's variant), and it panics only where the crate
-//! does (the harness catches that and reports a crash). Adding a loader (the ONNX model
-//! reader, say) is one such function, one line in [`TARGETS`] and a seed corpus directory
+//! a label of the outcome (`ok`, or the error's variant and the words of its message), and it
+//! panics only where the crate does (the harness catches that and reports a crash). Adding a
+//! loader is one such function, one line in [`TARGETS`] and a seed corpus directory
 //! `tests/fixtures/fuzz/<name>/`.
 #![allow(dead_code)]
 
@@ -23,15 +23,22 @@ pub struct Target {
 }
 
 /// Every target the fuzzer and the corpus replay know.
-pub const TARGETS: &[Target] = &[Target {
-    name: "safetensors",
-    run: safetensors,
-    mutate: mutate_safetensors_header,
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "safetensors",
+        run: safetensors,
+        mutate: mutate_safetensors_header,
+    },
+    Target {
+        name: "onnx_model",
+        run: onnx_model,
+        mutate: mutate_protobuf,
+    },
+];
 
-/// The configurations a safetensors input is read for: a plain LSTM, a two-layer
-/// bidirectional LSTM with projection and peepholes, a GRU without bias, a plain RNN. The
-/// seed corpus holds a valid file of each.
+/// The configurations a safetensors input is also read for (besides inferring one): a plain
+/// LSTM, a two-layer bidirectional LSTM with projection and peepholes, a GRU without bias, a
+/// plain RNN. The seed corpus holds a valid file of each.
 pub fn safetensors_configs() -> Vec<RnnConfig> {
     vec![
         RnnConfig::lstm(3, 5).build().unwrap(),
@@ -49,35 +56,59 @@ pub fn safetensors_configs() -> Vec<RnnConfig> {
     ]
 }
 
-/// The variant name of an error (`ShapeMismatch`, `Safetensors(InvalidOffset)`, ...).
+/// The variant name of an error (`ShapeMismatch`, `Safetensors(InvalidOffset)`, ...) and the
+/// first words of its message without digits, names or quotes: which check refused the input,
+/// not with which numbers.
 pub fn label(e: &Error) -> String {
-    let debug = format!("{e:?}");
     let cut = |s: &str| {
         s.find(['(', ' ', '{'])
             .map_or(s.to_string(), |i| s[..i].to_string())
     };
-    match e {
+    let variant = match e {
         Error::Safetensors(inner) => format!("Safetensors({})", cut(&format!("{inner:?}"))),
-        _ => cut(&debug),
-    }
+        _ => cut(&format!("{e:?}")),
+    };
+    let words: Vec<String> = e
+        .to_string()
+        .split_whitespace()
+        .filter(|w| !w.contains(|c: char| c.is_ascii_digit() || c == '`' || c == '"'))
+        .take(6)
+        .map(str::to_string)
+        .collect();
+    format!("{variant}[{}]", words.join(" "))
 }
 
-/// `Weights::from_safetensors` for every config of [`safetensors_configs`]. A file that loads
-/// must hold valid weights, and must survive `to_safetensors` → `from_safetensors` bit for bit.
+/// The f32 bits of every tensor of `w`, in name order.
+fn bits(w: &Weights) -> Vec<u32> {
+    w.named_tensors()
+        .iter()
+        .flat_map(|(_, _, d)| d.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// `Weights::from_safetensors` (configuration inferred from the file), then
+/// `Weights::from_safetensors_config` for every config of [`safetensors_configs`]. A file that
+/// loads must hold valid weights, and must survive `to_safetensors` → load bit for bit (and,
+/// inferred, with the same configuration).
 pub fn safetensors(data: &[u8]) -> String {
     let mut labels = Vec::new();
+    match Weights::from_safetensors(data) {
+        Ok(w) => {
+            w.validate().expect("loaded weights validate");
+            let again = Weights::from_safetensors(&w.to_safetensors().unwrap())
+                .expect("a saved file loads");
+            assert_eq!(again.config(), w.config(), "save/load changed the config");
+            assert!(bits(&w) == bits(&again), "save/load changed the weights");
+            labels.push("ok".to_string());
+        }
+        Err(e) => labels.push(label(&e)),
+    }
     for cfg in safetensors_configs() {
-        match Weights::from_safetensors(&cfg, data) {
+        match Weights::from_safetensors_config(&cfg, data) {
             Ok(w) => {
                 w.validate().expect("loaded weights validate");
-                let again = Weights::from_safetensors(&cfg, &w.to_safetensors().unwrap())
+                let again = Weights::from_safetensors_config(&cfg, &w.to_safetensors().unwrap())
                     .expect("a saved file loads");
-                let bits = |w: &Weights| -> Vec<u32> {
-                    w.named_tensors()
-                        .iter()
-                        .flat_map(|(_, _, d)| d.iter().map(|v| v.to_bits()))
-                        .collect()
-                };
                 assert!(bits(&w) == bits(&again), "save/load changed the weights");
                 labels.push("ok".to_string());
             }
@@ -85,6 +116,65 @@ pub fn safetensors(data: &[u8]) -> String {
         }
     }
     labels.join(",")
+}
+
+/// `onnx::load_model_from_bytes`. A model that loads must hold valid weights of its own
+/// configuration, and must survive `save_model_with` → load bit for bit.
+pub fn onnx_model(data: &[u8]) -> String {
+    use rnn_wgpu::onnx::{SaveOptions, load_model_from_bytes, save_model_with};
+    match load_model_from_bytes(data) {
+        Ok(m) => {
+            let w = m.weights();
+            w.validate().expect("loaded weights validate");
+            assert_eq!(
+                w.config(),
+                m.config(),
+                "the weights carry the model's config"
+            );
+            let bytes = save_model_with(w, &SaveOptions::default()).expect("a model saves");
+            let again = load_model_from_bytes(&bytes).expect("a saved model loads");
+            assert!(
+                bits(w) == bits(again.weights()),
+                "save/load changed the weights"
+            );
+            "ok".to_string()
+        }
+        Err(e) => label(&e),
+    }
+}
+
+/// Protobuf-aware edits for ONNX: overwrite or insert a varint (tags, lengths and integer
+/// fields are all varints) with an interesting value, or cut the message at a random point.
+pub fn mutate_protobuf(rng: &mut ChaCha8Rng, data: &mut Vec<u8>) {
+    let varint = |mut v: u64| {
+        let mut out = Vec::new();
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    };
+    let at = rng.random_range(0..=data.len());
+    let value = match rng.random_range(0..3) {
+        0 => INTERESTING[rng.random_range(0..INTERESTING.len())],
+        1 => rng.random_range(0..256),
+        // A field tag: field 1-20 with a wire type 0-5.
+        _ => (rng.random_range(1..=20u64) << 3) | rng.random_range(0..6u64),
+    };
+    let bytes = varint(value);
+    // Replace the varint that starts here (up to its last byte), or insert.
+    let mut end = at;
+    if rng.random_bool(0.7) {
+        while end < data.len() && data[end] & 0x80 != 0 {
+            end += 1;
+        }
+        end = (end + 1).min(data.len());
+    }
+    data.splice(at..end, bytes);
 }
 
 /// Interesting numbers for sizes and offsets: edges of every integer width.

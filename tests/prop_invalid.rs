@@ -372,7 +372,7 @@ fn check_call(ctx: &Context, c: &CallCase) -> Result<(), TestCaseError> {
     let wants = combine(&wants);
     let opts = RunOptions {
         lengths: c.lengths.as_deref(),
-        dropout_seed: None,
+        ..Default::default()
     };
     if !c.train {
         let r = rnn.forward_with(&x, state.as_ref(), &opts);

@@ -190,6 +190,7 @@ fn reference(c: &Case, d: &Data) -> Reference {
     let opts = RunOptions {
         lengths: c.lengths.as_deref(),
         dropout_seed: Some(c.dropout_seed),
+        ..Default::default()
     };
     let inference = stack_forward(cfg, &d.w, &x, c.t, c.b, state, &opts)
         .expect("the reference accepts a valid case");
@@ -247,6 +248,7 @@ fn run_gpu(ctx: &Context, c: &Case, d: &Data) -> rnn_wgpu::Result<GpuRun> {
     let opts = RunOptions {
         lengths: c.lengths.as_deref(),
         dropout_seed: Some(c.dropout_seed),
+        ..Default::default()
     };
     let inference = rnn.forward_with(&x, state.as_ref(), &opts)?;
     let (out, tape) = rnn.forward_train_with(&x, state.as_ref(), &opts)?;

@@ -67,6 +67,16 @@ impl StackTrace {
     }
 }
 
+impl StackTrace {
+    /// Per layer-direction (`l*D + d`, the order of [`Weights::layer`]): the one-layer
+    /// [`Trace`] of each run (one run of every row without `lengths`, one run per row with
+    /// them), holding every pre-activation and cell state the stack computed. Lets a caller
+    /// see how close any value came to an activation's kink or a clip bound.
+    pub fn layer_traces(&self) -> &[Vec<Trace>] {
+        &self.traces
+    }
+}
+
 /// Gradients of `sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n)` with respect to every input and
 /// parameter of the stack.
 #[derive(Debug, Clone)]

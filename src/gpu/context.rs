@@ -409,6 +409,22 @@ impl Context {
         }
     }
 
+    /// Whether the device is known to be lost, after letting wgpu notice. `Device::destroy`
+    /// only marks the device invalid: wgpu calls the device-lost callback from a poll that
+    /// finds the queue empty, and until then work on the device fails with errors that do not
+    /// say why (a buffer created on it is "invalid"). So before such an error is called a
+    /// validation error, the device is polled once (bounded by the context's timeout).
+    fn lost_after_poll(&self) -> bool {
+        if self.check_alive().is_err() {
+            return true;
+        }
+        let _ = self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(self.timeout()),
+        });
+        self.check_alive().is_err()
+    }
+
     /// Turn errors wgpu reported outside our scopes into an `Error`.
     pub(crate) fn take_uncaptured(&self, what: &str) -> Result<()> {
         let first = lock(&self.inner.uncaptured).drain(..).next();
@@ -430,7 +446,7 @@ impl Context {
                 // wgpu reports work on a destroyed or lost device as a validation error.
                 if description.to_lowercase().contains("lost")
                     || description.to_lowercase().contains("destroyed device")
-                    || self.check_alive().is_err()
+                    || self.lost_after_poll()
                 {
                     let reason = lock(&self.inner.lost)
                         .get_or_insert_with(|| description.clone())

@@ -43,7 +43,7 @@ fn call(ctx: &Context, rnn: &Rnn, k: usize) -> Outcome {
             1 => {
                 let (out, tape) = rnn.forward_train(&x()?, None)?;
                 let g = rnn.backward(&tape, Some(&out.y), None, None)?;
-                let params = rnn.parameters();
+                let params = rnn.parameters().unwrap();
                 SgdOptimizer::new(ctx, Sgd::new(1e-3), &params)?.step(
                     ctx,
                     &params,
@@ -215,7 +215,7 @@ fn allocation_failures_in_training_calls_are_typed_and_leave_the_model_working()
                 momentum: 0.9,
                 ..Sgd::new(0.0)
             };
-            SgdOptimizer::new(&ctx, sgd, &rnn.parameters()).map(|_| ())
+            SgdOptimizer::new(&ctx, sgd, &rnn.parameters().unwrap()).map(|_| ())
         }),
     ];
     for (name, f) in calls {

@@ -31,7 +31,7 @@ impl Trainer {
     fn new(ctx: &Context, seed: u64) -> Trainer {
         let cfg = RnnConfig::gru(3, 5).build().unwrap();
         let rnn = Rnn::new(ctx, &Weights::init(&cfg, seed)).unwrap();
-        let adam = AdamOptimizer::new(ctx, Adam::new(1e-2), &rnn.parameters()).unwrap();
+        let adam = AdamOptimizer::new(ctx, Adam::new(1e-2), &rnn.parameters().unwrap()).unwrap();
         Trainer { rnn, adam }
     }
 
@@ -44,7 +44,7 @@ impl Trainer {
         let out = rnn.alloc_output(t, b).unwrap();
         let grads = rnn.alloc_grads(t, b).unwrap();
         let norm = GpuTensor::zeros(ctx, &[1]).unwrap();
-        let params = rnn.parameters();
+        let params = rnn.parameters().unwrap();
         let g = grads.params.tensors();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
         let tape = rnn

@@ -98,7 +98,7 @@ pub fn soak(
     let out = rnn.alloc_output(tt, tb).unwrap();
     let grads = rnn.alloc_grads(tt, tb).unwrap();
     let norm = GpuTensor::zeros(ctx, &[1]).unwrap();
-    let params = rnn.parameters();
+    let params = rnn.parameters().unwrap();
     let g = grads.params.tensors();
     let mut adam = AdamOptimizer::new(ctx, Adam::new(1e-4), &params).unwrap();
 

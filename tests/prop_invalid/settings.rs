@@ -270,7 +270,7 @@ fn check_index(ctx: &Context, c: &IndexCase) -> Result<(), TestCaseError> {
         )));
     }
     // Optimiser and clip settings.
-    let params = rnn.parameters();
+    let params = rnn.parameters().unwrap();
     let lr_ok = c.lr >= 0.0 && c.lr.is_finite();
     let r = SgdOptimizer::new(ctx, Sgd::new(c.lr), &params).map(|_| ());
     if r.is_ok() != lr_ok || matches!(r, Err(ref e) if !matches!(e, Error::InvalidConfig(_))) {

@@ -115,10 +115,17 @@ fn check(ctx: &Context, name: &str, cfg: &RnnConfig, t: usize, b: usize) -> f64 
 }
 
 /// The shared context when it offers f16 storage; a note otherwise (the f16 kernels cannot
-/// run there; the refusal test below still runs).
+/// run there; the refusal test below still runs). Under `CI=true` a missing `SHADER_F16` is a
+/// failure, not a silent pass: CI's adapter (Mesa 25's llvmpipe on Vulkan) has it.
 fn f16_ctx() -> Option<&'static Context> {
     let ctx = ctx()?;
     if !ctx.shader_f16() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "CI=true: adapter {} lacks SHADER_F16, the f16 kernels would not be tested",
+            ctx.describe()
+        );
         eprintln!(
             "adapter {} lacks SHADER_F16: f16 kernels not run",
             ctx.describe()

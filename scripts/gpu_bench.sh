@@ -98,6 +98,10 @@ run() {
                 --json "$dir/db-$cell-$shaders.json" --svg "$dir/db-$cell-$shaders.svg"
         done
     done
+    # f16 weight storage against the f32 rows above (inference only).
+    stage db-lstm-f16 "${DB_S:-65}" "$bin" --suite deepbench --cell lstm --mode inference \
+        --no-check --reps 3 --f16-weights \
+        --json "$dir/db-lstm-f16.json" --svg "$dir/db-lstm-f16.svg"
     if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
         for cell in lstm gru; do
             stage "torch-db-$cell" "${TORCH_S:-45}" python3 scripts/bench_torch.py --suite deepbench \

@@ -151,6 +151,12 @@ struct Args {
     /// `Context::set_subgroups`.
     #[arg(long)]
     no_subgroups: bool,
+    /// Store every model's weight matrices as f16 (f32 arithmetic; see
+    /// `Rnn::with_precision`): inference and stream rows only, checked against the CPU
+    /// reference fed the same f16-rounded weights. An error where the device lacks
+    /// SHADER_F16, or with train rows.
+    #[arg(long)]
+    f16_weights: bool,
 }
 
 fn main() -> ExitCode {
@@ -184,6 +190,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    if args.f16_weights && suite.rows.iter().any(|r| r.mode == suite::Mode::Train) {
+        eprintln!(
+            "error: --f16-weights stores weights for inference only: give --mode inference or \
+             stream (the suite has train rows)"
+        );
+        return ExitCode::from(2);
+    }
     if args.plan {
         return print_plans(&suite.rows);
     }
@@ -236,6 +249,9 @@ fn main() -> ExitCode {
     if args.bidirectional {
         stem = format!("{stem}-bi");
     }
+    if args.f16_weights {
+        stem = format!("{stem}-f16");
+    }
     let json_path = args
         .json
         .clone()
@@ -249,6 +265,7 @@ fn main() -> ExitCode {
         reps: args.reps as usize,
         check_rows: (!args.no_check).then_some(args.check_rows as usize),
         seed: args.seed,
+        f16_weights: args.f16_weights,
     };
     let mut report = Report {
         tool: format!("rnn-wgpu {}", env!("CARGO_PKG_VERSION")),
@@ -266,6 +283,7 @@ fn main() -> ExitCode {
         bidirectional: args.bidirectional,
         peak_gflops: args.peak_gflops,
         unchecked_shaders: args.unchecked_shaders,
+        f16_weights: args.f16_weights,
         subgroups: ctx.subgroups(),
         note: I_EQUALS_H_NOTE,
         flops_note: FLOPS_NOTE,

@@ -20,6 +20,17 @@ pub struct Settings {
     /// Batch rows the CPU reference runs on; `None` skips the check.
     pub check_rows: Option<usize>,
     pub seed: u64,
+    /// `--f16-weights`: models store their weight matrices as f16 (inference and stream rows).
+    pub f16_weights: bool,
+}
+
+/// The row's model: f32 weights, or f16 weight storage under `--f16-weights`. Train rows of an
+/// f16 model are refused by the library (`Error::Unsupported`).
+fn model(ctx: &Context, weights: &Weights, s: &Settings) -> Result<Rnn> {
+    match s.f16_weights {
+        false => Rnn::new(ctx, weights),
+        true => Rnn::with_precision(ctx, weights, rnn_wgpu::WeightPrecision::F16),
+    }
 }
 
 /// What one row measured.
@@ -127,7 +138,7 @@ pub fn run_inference(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &weights)?;
+    let rnn = model(ctx, &weights, s)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
     let x_gpu = GpuTensor::upload(ctx, &x, &[t, b, h])?;
@@ -148,9 +159,9 @@ pub fn run_inference(
                 h_n: out.h_n.download(ctx)?,
                 c_n: out.c_n.as_ref().map(|c| c.download(ctx)).transpose()?,
             };
-            Some(check_outputs(
-                &cfg, &weights, row, &x, rows, &gpu, progress,
-            )?)
+            // The reference gets the weights the GPU holds (f16-rounded for an f16 model).
+            let held = rnn.weights()?;
+            Some(check_outputs(&cfg, &held, row, &x, rows, &gpu, progress)?)
         }
     };
     Ok(Measurement {
@@ -172,7 +183,7 @@ pub fn run_train(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &weights)?;
+    let rnn = model(ctx, &weights, s)?;
     let (t, b, h, out_w) = (row.steps, row.batch, row.hidden, cfg.output_size());
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
     // The upstream gradient of a loss on every output, e.g. `sum(y * dy)`.
@@ -233,7 +244,7 @@ pub fn run_stream(
 ) -> Result<Measurement> {
     let cfg = config(row)?;
     let weights = Weights::init(&cfg, s.seed);
-    let rnn = Rnn::new(ctx, &weights)?;
+    let rnn = model(ctx, &weights, s)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
     // The same x as an inference row of the same problem; step k's [B, H] slice uploaded
     // ahead, so the timed loop only steps and reads back.
@@ -265,7 +276,13 @@ pub fn run_stream(
 
     let check = match (s.check_rows, last.and_then(|p| p.out)) {
         (Some(rows), Some(gpu)) => Some(check_outputs(
-            &cfg, &weights, row, &x, rows, &gpu, progress,
+            &cfg,
+            &rnn.weights()?,
+            row,
+            &x,
+            rows,
+            &gpu,
+            progress,
         )?),
         _ => None,
     };

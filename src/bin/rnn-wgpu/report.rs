@@ -130,6 +130,8 @@ pub struct Report {
     pub peak_gflops: Option<f64>,
     /// `--unchecked-shaders`: kernels compiled without wgpu's runtime checks.
     pub unchecked_shaders: bool,
+    /// `--f16-weights`: weight matrices stored as f16 (inference and stream rows).
+    pub f16_weights: bool,
     /// The smallest subgroup size when the step kernels may use subgroups (`null`: off).
     pub subgroups: Option<u32>,
     pub note: &'static str,
@@ -489,6 +491,7 @@ mod tests {
             bidirectional: false,
             peak_gflops: None,
             unchecked_shaders: false,
+            f16_weights: false,
             subgroups: None,
             note: I_EQUALS_H_NOTE,
             flops_note: FLOPS_NOTE,

@@ -19,13 +19,15 @@
 #   2. slope  : LSTM H = 256, B = 1 at T = 25, 50, 100, 200 (time per step = the slope)
 #   3. lstm / gru : the DeepBench LSTM and GRU rows, inference and train, with checked and
 #               then unchecked shaders (--unchecked-shaders), and the LSTM rows once more with
-#               subgroups off (--no-subgroups), no CPU check (parity is stage 1)
+#               subgroups off (--no-subgroups), no CPU check (parity is stage 1); then the
+#               LSTM rows' inference with f16 weight storage (--f16-weights)
 #   4. torch  : scripts/bench_torch.py on CUDA, fp32 with TF32 off and with TF32 on, on the
 #               same DeepBench LSTM and GRU rows and the slope rows
 # and writes every JSON file and log into one archive, $OUT/gpu_bench.tar.gz (or
 # ./gpu-bench/gpu_bench.tar.gz without $OUT), then prints the table of
-# scripts/gpu_table.py. Stage limits (seconds) can be changed with QUICK_S, SLOPE_S, DB_S and
-# TORCH_S; the defaults keep the whole run under the device tool's 10 minutes.
+# scripts/gpu_table.py. Stage limits (seconds) can be changed with QUICK_S, SLOPE_S, DB_S,
+# F16_S and TORCH_S; the defaults (20 + 90 + 40 + 5 x 58 + 35 + 2 x 45 + 30 = 595 s at most)
+# keep the whole run under the device tool's 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,13 +95,13 @@ run() {
             [ "$shaders" = nosubgroups ] && flag=(--no-subgroups)
             # Subgroups on/off for the LSTM rows only (time).
             [ "$shaders" = nosubgroups ] && [ "$cell" != lstm ] && continue
-            stage "db-$cell-$shaders" "${DB_S:-65}" "$bin" --suite deepbench --cell "$cell" \
+            stage "db-$cell-$shaders" "${DB_S:-58}" "$bin" --suite deepbench --cell "$cell" \
                 --mode both --no-check --reps 3 "${flag[@]}" \
                 --json "$dir/db-$cell-$shaders.json" --svg "$dir/db-$cell-$shaders.svg"
         done
     done
     # f16 weight storage against the f32 rows above (inference only).
-    stage db-lstm-f16 "${DB_S:-65}" "$bin" --suite deepbench --cell lstm --mode inference \
+    stage db-lstm-f16 "${F16_S:-35}" "$bin" --suite deepbench --cell lstm --mode inference \
         --no-check --reps 3 --f16-weights \
         --json "$dir/db-lstm-f16.json" --svg "$dir/db-lstm-f16.svg"
     if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then

@@ -65,6 +65,20 @@ pub(crate) fn check_lengths(lengths: Option<&[usize]>, steps: usize, batch: usiz
     Ok(())
 }
 
+/// `[a, b, f]` → `[b, a, f]` (seq-major ↔ batch-first), for the CPU reference and the GPU
+/// host paths alike.
+pub(crate) fn swap_leading<T: Copy + Default>(v: &[T], a: usize, b: usize, f: usize) -> Vec<T> {
+    let mut out = vec![T::default(); v.len()];
+    for i in 0..a {
+        for j in 0..b {
+            let src = (i * b + j) * f;
+            let dst = (j * a + i) * f;
+            out[dst..dst + f].copy_from_slice(&v[src..src + f]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

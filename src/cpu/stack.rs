@@ -24,7 +24,7 @@
 use crate::config::{CellKind, Direction, Layout, RnnConfig};
 use crate::error::{Error, Result};
 use crate::options::{HostState, RunOptions, Upstream};
-use crate::validate::{check_lengths, check_steps_batch};
+use crate::validate::{check_lengths, check_steps_batch, swap_leading};
 use crate::weights::Weights;
 
 use super::cell::{CellGrads, RefWeights, Trace, backward, check, forward};
@@ -629,17 +629,4 @@ fn from_seq_major(layout: Layout, v: &[f64], steps: usize, batch: usize, f: usiz
         Layout::SeqMajor => v.to_vec(),
         Layout::BatchFirst => swap_leading(v, steps, batch, f),
     }
-}
-
-/// `[a, b, f]` → `[b, a, f]`.
-fn swap_leading(v: &[f64], a: usize, b: usize, f: usize) -> Vec<f64> {
-    let mut out = vec![0.0; v.len()];
-    for i in 0..a {
-        for j in 0..b {
-            let src = (i * b + j) * f;
-            let dst = (j * a + i) * f;
-            out[dst..dst + f].copy_from_slice(&v[src..src + f]);
-        }
-    }
-    out
 }

@@ -13,6 +13,7 @@ use crate::gpu::plan::{PlanMode, io_shape};
 use crate::gpu::tensor::{GpuTensor, download_optional};
 use crate::gpu::workspace::{Env, Pass, Workspace};
 pub use crate::options::{HostState, RunOptions};
+use crate::validate::{check_len, swap_leading};
 
 /// Recurrent state of every layer and direction, in PyTorch's order (`l0`, `l0_reverse`,
 /// `l1`, ...).
@@ -447,8 +448,12 @@ impl Rnn {
         let x = match swap {
             false => x,
             true => {
-                check_len_named("x", x, steps * batch * i)?;
-                x_model = swap_leading(x, opts.layout_or(cfg.layout()), steps, batch, i);
+                check_len("x", x, &[steps * batch * i])?;
+                x_model = match cfg.layout() {
+                    // x is batch-first [B, T, I]; the model wants [T, B, I], and vice versa.
+                    Layout::SeqMajor => swap_leading(x, batch, steps, i),
+                    Layout::BatchFirst => swap_leading(x, steps, batch, i),
+                };
                 &x_model
             }
         };
@@ -490,7 +495,10 @@ impl Rnn {
         let y = out.y.download(ctx)?;
         let y = match swap {
             false => y,
-            true => swap_leading(&y, cfg.layout(), steps, batch, self.dirs() * st),
+            true => match cfg.layout() {
+                Layout::SeqMajor => swap_leading(&y, steps, batch, self.dirs() * st),
+                Layout::BatchFirst => swap_leading(&y, batch, steps, self.dirs() * st),
+            },
         };
         Ok(HostOutput {
             y,
@@ -498,33 +506,6 @@ impl Rnn {
             c_n: download_optional(ctx, out.c_n.as_ref())?,
         })
     }
-}
-
-/// `v` in `from` (`[T, B, F]` seq-major or `[B, T, F]` batch-first) in the other layout.
-fn swap_leading(v: &[f32], from: Layout, steps: usize, batch: usize, f: usize) -> Vec<f32> {
-    let (a, b) = match from {
-        Layout::SeqMajor => (steps, batch),
-        Layout::BatchFirst => (batch, steps),
-    };
-    let mut out = vec![0.0; v.len()];
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * f..(j * a + i + 1) * f]
-                .copy_from_slice(&v[(i * b + j) * f..(i * b + j + 1) * f]);
-        }
-    }
-    out
-}
-
-fn check_len_named(name: &str, v: &[f32], n: usize) -> Result<()> {
-    if v.len() != n {
-        return Err(Error::ShapeMismatch {
-            name: name.into(),
-            expected: vec![n],
-            got: vec![v.len()],
-        });
-    }
-    Ok(())
 }
 
 /// `Err` when a GPU-resident call asks for a layout other than the model's (its workspaces are

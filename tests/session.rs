@@ -85,7 +85,7 @@ fn equivalence(ctx: &Context, name: &str, cfg: &RnnConfig) {
             "{name}: step {step}"
         );
     }
-    let state = session.state();
+    let state = session.state().unwrap();
     assert_eq!(
         bits(&state.h.download(ctx).unwrap()),
         bits(&whole.h_n.download(ctx).unwrap()),
@@ -223,10 +223,42 @@ fn recorded_steps_in_one_submission_equal_stepping() {
         assert_eq!(bits(g), bits(w), "y_t of step {k}");
     }
     let (hs, hr) = (
-        stepped.state().h.download(&ctx).unwrap(),
-        recorded.state().h.download(&ctx).unwrap(),
+        stepped.state().unwrap().h.download(&ctx).unwrap(),
+        recorded.state().unwrap().h.download(&ctx).unwrap(),
     );
     assert_eq!(bits(&hs), bits(&hr), "final h");
-    let c = |s: &rnn_wgpu::Session| s.state().c.as_ref().unwrap().download(&ctx).unwrap();
-    assert_eq!(bits(&c(&stepped)), bits(&c(&recorded)), "final c");
+    let c = |s: &mut rnn_wgpu::Session| {
+        let state = s.state().unwrap();
+        state.c.as_ref().unwrap().download(&ctx).unwrap()
+    };
+    assert_eq!(bits(&c(&mut stepped)), bits(&c(&mut recorded)), "final c");
+}
+
+/// A `Stream` plan is one forward step of a forward model with every row live; its
+/// workspace, which keeps a session's state, is refused by a forward pass.
+#[test]
+fn stream_plans_and_workspaces_are_for_sessions_only() {
+    use rnn_wgpu::{Direction, Error, Plan, PlanMode};
+    let limits = wgpu::Limits::default();
+    let cfg = RnnConfig::lstm(3, 4).build().unwrap();
+    let bi = RnnConfig::lstm(3, 4)
+        .direction(Direction::Bidirectional)
+        .build()
+        .unwrap();
+    for (cfg, t, lengths) in [(&cfg, 2, false), (&cfg, 1, true), (&bi, 1, false)] {
+        let got = Plan::new(cfg, t, 2, PlanMode::Stream, lengths, &limits);
+        assert!(
+            matches!(got, Err(Error::Unsupported(_))),
+            "T = {t}, lengths {lengths}: {got:?}"
+        );
+    }
+    let Some(ctx) = ctx() else { return };
+    let rnn = Rnn::new(ctx, &Weights::init(&cfg, 3)).unwrap();
+    let plan = rnn.plan(1, 2, PlanMode::Stream, false).unwrap();
+    let ws = rnn.workspace(&plan).unwrap();
+    let x = GpuTensor::upload(ctx, &[0.25; 6], &[1, 2, 3]).unwrap();
+    let out = rnn.alloc_output(1, 2).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    let got = rnn.record_forward_in(&ws, &mut enc, &x, None, None, &out);
+    assert!(matches!(got, Err(Error::InvalidConfig(_))), "{got:?}");
 }

@@ -431,7 +431,7 @@ fn print_plans(rows: &[Row]) -> ExitCode {
             Mode::Inference => (row.steps, rnn_wgpu::PlanMode::Inference),
             Mode::Train => (row.steps, rnn_wgpu::PlanMode::Training),
             // A session step is a one-step inference pass.
-            Mode::Stream => (1, rnn_wgpu::PlanMode::Inference),
+            Mode::Stream => (1, rnn_wgpu::PlanMode::Stream),
         };
         println!(
             "== {} L={} {} H={} B={} T={} {}",

@@ -17,6 +17,10 @@
 //!    - in training, dropout on the layer output (all but the last layer);
 //! 3. `y`, `h_n`, `c_n` are copied out to the caller's tensors.
 //!
+//! A streaming step ([`crate::PlanMode::Stream`]) keeps each layer's state in its `h_carry`
+//! and `c_state`: no `h0`/`c0` copied in, no `h_n`/`c_n` out, one copy of the new `h` into
+//! `h_carry` for the next step.
+//!
 //! Time is chunked only so the input projection `gx` (`G*H/I` times larger than `x`) fits the
 //! device's storage-binding limit and a bounded scratch budget; with room, one chunk covers all
 //! of `T`. CPU twin: [`crate::cpu::stack_forward`].
@@ -28,7 +32,7 @@ use crate::gpu::kernels::dropout::dropout;
 use crate::gpu::kernels::gemm::Gemm;
 use crate::gpu::kernels::rearrange::{TimeMap, View, rearrange};
 use crate::gpu::kernels::rnn_step::{StepBindings, StepParams, rnn_step, tape_slots};
-use crate::gpu::plan::{Builder, TapeLayout};
+use crate::gpu::plan::{Builder, ResidentState, TapeLayout};
 
 /// Whether direction `d` of each layer runs backward in time.
 pub(crate) fn reversed(cfg: &RnnConfig, d: usize) -> bool {
@@ -202,7 +206,7 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
                     max_x,
                     "h_n from each row's last step",
                 ));
-            } else {
+            } else if !b.resident {
                 // Every row runs all T steps: h_n is the frame's last step.
                 let dst = Buf::Io(Io::HN);
                 b.copy(job.y, (t - 1) * bt * st, dst, job.j * bt * st, bt * st);
@@ -212,7 +216,7 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
             let n = t * bt * dirs * st;
             b.push(dropout(layer_out, n, l, cfg.dropout(), max_x));
         }
-        if lstm {
+        if lstm && !b.resident {
             for job in &jobs {
                 let c = job.c_state.expect("LSTM");
                 b.copy(c, 0, Buf::Io(Io::CN), job.j * bt * h, bt * h);
@@ -342,6 +346,18 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
             b.copy(p.h_carry, 0, states, 0, (t_all + 1) * bt * st);
         }
     }
+    if b.resident {
+        // A streaming step keeps its state here: the last h becomes the next step's h_prev
+        // (after the projection's copy into y), and c_state is left as the step wrote it.
+        for (job, p) in jobs.iter().zip(&prepared) {
+            let st = job.cfg.state_size();
+            b.copy(job.y, (t_all - 1) * bt * st, p.h_carry, 0, bt * st);
+            b.resident_state.push(ResidentState {
+                h: p.h_carry,
+                c: job.c_state,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -378,7 +394,10 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     if fused {
         b.copy(job.x, 0, h_carry, x_at, bt * i);
     }
-    b.load(Io::H0, j * bt * st, h_carry, 0, bt * st);
+    // A streaming step finds h where the previous step left it (zeros at first).
+    if !b.resident {
+        b.load(Io::H0, j * bt * st, h_carry, 0, bt * st);
+    }
     if let Some(tp) = tape {
         b.load(Io::H0, j * bt * st, tp.h0, 0, bt * st);
     }
@@ -415,7 +434,7 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
         (GruReset::Before, Some(r)) => Some(r),
         (GruReset::Before, None) => Some(b.buffer("r*h", t_all * bt * h)),
     };
-    if let Some(c) = job.c_state {
+    if let (Some(c), false) = (job.c_state, b.resident) {
         b.load(Io::C0, j * bt * h, c, 0, bt * h);
     }
     // The tape's history starts with c0 (LSTM) or h0 (GRU).

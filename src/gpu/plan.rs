@@ -27,6 +27,11 @@ pub enum PlanMode {
     Inference,
     /// A forward pass that saves the tape, dropout between layers, and the backward pass.
     Training,
+    /// One inference step (`T = 1`, forward direction) of a [`crate::Session`], whose
+    /// recurrent state stays in the workspace between calls: the step reads `h` and `c` where
+    /// the previous step left them, and copies out only `y_t`. No initial or final state
+    /// travels through the caller's tensors.
+    Stream,
 }
 
 /// The shape of a pass: what a plan (and the workspace built from it) is specific to.
@@ -148,6 +153,16 @@ pub struct Plan {
     pub(crate) inits: Vec<(Buf, usize, Vec<f32>)>,
     /// Bytes of the uniform slots of every op list together.
     pub(crate) uniform_bytes: u64,
+    /// [`PlanMode::Stream`]: per layer, where its recurrent state lives between steps.
+    pub(crate) resident: Vec<ResidentState>,
+}
+
+/// Where one layer's recurrent state lives in a [`PlanMode::Stream`] workspace: `h [B, S]` at
+/// word 0 of `h`, and an LSTM's `c [B, H]` at word 0 of `c`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResidentState {
+    pub h: Buf,
+    pub c: Option<Buf>,
 }
 
 /// Builds one plan's buffer list and op lists.
@@ -163,6 +178,10 @@ pub(crate) struct Builder<'a> {
     pub buffers: Vec<BufferSpec>,
     pub ops: Vec<Op>,
     pub inits: Vec<(Buf, usize, Vec<f32>)>,
+    /// [`PlanMode::Stream`]: the state stays in the workspace (no `h0`/`c0` in, no
+    /// `h_n`/`c_n` out); each layer's place is pushed to `resident_state`.
+    pub resident: bool,
+    pub resident_state: Vec<ResidentState>,
 }
 
 impl Builder<'_> {
@@ -271,6 +290,8 @@ impl Plan {
             buffers: Vec::new(),
             ops: Vec::new(),
             inits: Vec::new(),
+            resident: key.mode == PlanMode::Stream,
+            resident_state: Vec::new(),
         };
         let lengths_upload = b.buffer("lengths (uploaded)", key.batch);
         let full_lengths = b.buffer("lengths (all T)", key.batch);
@@ -303,6 +324,7 @@ impl Plan {
             full_lengths,
             inits: b.inits,
             uniform_bytes: 0,
+            resident: b.resident_state,
         };
         plan.check_ops(&limits)?;
         Ok(plan)
@@ -427,6 +449,27 @@ fn check_shapes(cfg: &RnnConfig, key: PlanKey, lim: &PlanLimits) -> Result<usize
     }
     if b == 0 {
         return Err(Error::ZeroSize("B (batch)"));
+    }
+    if key.mode == PlanMode::Stream && (t != 1 || key.lengths || cfg.num_directions() != 1) {
+        return Err(Error::Unsupported(format!(
+            "a Stream plan over T = {t}{}{}: a streaming step is one timestep of one forward \
+             direction, every row live",
+            if key.lengths {
+                ", with per-row lengths"
+            } else {
+                ""
+            },
+            if cfg.num_directions() != 1 {
+                ", bidirectional"
+            } else {
+                ""
+            },
+        )));
+    }
+    if key.mode == PlanMode::Stream && cfg.direction() != crate::config::Direction::Forward {
+        return Err(Error::Unsupported(
+            "a Stream plan of a reverse-direction model: it reads the sequence from its end".into(),
+        ));
     }
     // Lengths and step indices travel as f32 whole numbers.
     if t > 1 << 24 {

@@ -403,6 +403,13 @@ impl Rnn {
         mode: Option<PlanMode>,
     ) -> Result<()> {
         let k = ws.plan.key;
+        if k.mode == PlanMode::Stream {
+            return Err(Error::InvalidConfig(
+                "a workspace planned for PlanMode::Stream keeps a session's state between \
+                 steps; a forward pass needs one planned for Inference or Training"
+                    .into(),
+            ));
+        }
         let mode_ok = mode.is_none_or(|m| m == k.mode);
         if k.steps != t || k.batch != b || !mode_ok {
             return Err(Error::ShapeMismatch {

@@ -1,8 +1,9 @@
-//! Streaming: a [`Session`] keeps every layer's recurrent state on the GPU between calls and
-//! advances all layers by one timestep per [`Session::step`], in one submission, replaying a
-//! workspace of its own: a step creates no GPU object. [`Session::record_step`] records the
-//! same step into a caller's encoder instead, beside the caller's own work (a read-out, other
-//! sessions' steps), so several steps share one submission.
+//! Streaming: a [`Session`] keeps every layer's recurrent state on the GPU, inside its own
+//! workspace ([`PlanMode::Stream`]), and advances all layers by one timestep per
+//! [`Session::step`], in one submission: a step copies in `x_t`, and out only `y_t`, and
+//! creates no GPU object. [`Session::record_step`] records the same step into a caller's
+//! encoder instead, beside the caller's own work (a read-out, other sessions' steps), so
+//! several steps share one submission.
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use crate::gpu::workspace::{Env, Pass, Workspace};
 pub struct Session {
     rnn: Rnn,
     batch: usize,
+    /// A snapshot of the state the workspace holds, refreshed by [`Session::state`].
     state: State,
     /// `[B, I]`: the step input written by [`Session::step_host`].
     x: GpuTensor,
@@ -61,7 +63,7 @@ impl Rnn {
             cfg.state_size(),
             cfg.input_size(),
         );
-        let plan = self.plan(1, batch, PlanMode::Inference, false)?;
+        let plan = self.plan(1, batch, PlanMode::Stream, false)?;
         Ok(Session {
             rnn: self.clone(),
             batch,
@@ -85,9 +87,46 @@ impl Session {
         self.batch
     }
 
-    /// The current state: `h [L, B, S]`, `c [L, B, H]` (LSTM).
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The current state, `h [L, B, S]` and `c [L, B, H]` (LSTM), copied out of the
+    /// session's workspace (where the steps keep it) into the returned tensors: one
+    /// submission, no wait. Steps recorded with [`Session::record_step`] must have been
+    /// submitted first.
+    ///
+    /// Errors: a GPU failure of the copy ([`Error::Validation`], [`Error::DeviceLost`]).
+    pub fn state(&mut self) -> Result<&State> {
+        let ctx = self.rnn.ctx().clone();
+        let (b, h, st) = (
+            self.batch as u64,
+            self.rnn.cfg().hidden_size() as u64,
+            self.rnn.cfg().state_size() as u64,
+        );
+        ctx.scoped("Session::state", || {
+            let mut enc = ctx.encoder("rnn session state");
+            let ws = &self.workspace;
+            for (l, place) in ws.plan.resident.iter().enumerate() {
+                let l = l as u64;
+                let (h_words, c_words) = (b * st, b * h);
+                enc.copy_buffer_to_buffer(
+                    ws.scratch(place.h),
+                    0,
+                    self.state.h.buffer(),
+                    l * h_words * 4,
+                    h_words * 4,
+                );
+                if let (Some(from), Some(to)) = (place.c, &self.state.c) {
+                    enc.copy_buffer_to_buffer(
+                        ws.scratch(from),
+                        0,
+                        to.buffer(),
+                        l * c_words * 4,
+                        c_words * 4,
+                    );
+                }
+            }
+            ctx.submit(enc.finish())?;
+            Ok(())
+        })?;
+        Ok(&self.state)
     }
 
     /// The model this session runs.
@@ -173,18 +212,8 @@ impl Session {
             .take(|| GpuTensor::uninit(ctx, "session y_t", &shape))?;
         let ws = &self.workspace;
         let lengths = ws.scratch(ws.plan.full_lengths);
-        // The state tensors are both the initial and the final state: each layer's slot is
-        // copied in at the start and written back at the end of the same recording.
-        let mut io = vec![
-            (Io::X, x),
-            (Io::Lengths, lengths),
-            (Io::Y, y.buffer()),
-            (Io::H0, self.state.h.buffer()),
-            (Io::HN, self.state.h.buffer()),
-        ];
-        if let Some(c) = &self.state.c {
-            io.extend([(Io::C0, c.buffer()), (Io::CN, c.buffer())]);
-        }
+        // The state stays in the workspace: only x_t comes in and y_t goes out.
+        let io = vec![(Io::X, x), (Io::Lengths, lengths), (Io::Y, y.buffer())];
         let env = Env {
             params: &rnn.inner.layers,
             grads: None,
@@ -208,17 +237,17 @@ impl Session {
             });
         }
         let cfg = self.rnn.cfg();
-        let (layers, h, st) = (cfg.num_layers(), cfg.hidden_size(), cfg.state_size());
+        let (h, st) = (cfg.hidden_size() as u64, cfg.state_size() as u64);
         let ctx = self.rnn.ctx();
+        let ws = &self.workspace;
         ctx.scoped("session reset", || {
             let mut enc = ctx.encoder("rnn session reset");
-            for l in 0..layers {
+            for place in &ws.plan.resident {
                 for (b, _) in rows.iter().enumerate().filter(|r| *r.1) {
-                    let row = l * self.batch + b;
-                    let hb = self.state.h.buffer();
-                    enc.clear_buffer(hb, (row * st) as u64 * 4, Some(st as u64 * 4));
-                    if let Some(c) = &self.state.c {
-                        enc.clear_buffer(c.buffer(), (row * h) as u64 * 4, Some(h as u64 * 4));
+                    let b = b as u64;
+                    enc.clear_buffer(ws.scratch(place.h), b * st * 4, Some(st * 4));
+                    if let Some(c) = place.c {
+                        enc.clear_buffer(ws.scratch(c), b * h * 4, Some(h * 4));
                     }
                 }
             }

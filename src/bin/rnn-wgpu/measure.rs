@@ -262,19 +262,24 @@ pub fn run_stream(
     progress(&format!("timing x{} (of {t} steps each)", s.reps));
     let mut samples_ms = Vec::with_capacity(s.reps);
     let mut submissions = 0;
-    let mut last = None;
-    for rep in 0..s.reps {
-        let pass = stream_pass(ctx, &rnn, &xs, rep + 1 == s.reps)?;
+    for _ in 0..s.reps {
+        let pass = stream_pass(ctx, &rnn, &xs, false)?;
         samples_ms.push(pass.ms);
         submissions = submissions.max(pass.max_submissions);
-        last = Some(pass);
     }
     let round_trip = step_round_trip_us(ctx, &rnn, &xs)?;
     progress(&format!(
         "round trip of one step with its y_t read back at once: {round_trip:.1} us"
     ));
 
-    let check = match (s.check_rows, last.and_then(|p| p.out)) {
+    // The checked outputs come from one more, untimed pass that keeps every y_t: a timed
+    // pass drops each y_t as a server would once it has used it, so the session reuses one
+    // output buffer instead of allocating a new one per step while the caller holds T.
+    let checked = match s.check_rows {
+        Some(_) => stream_pass(ctx, &rnn, &xs, true)?.out,
+        None => None,
+    };
+    let check = match (s.check_rows, checked) {
         (Some(rows), Some(gpu)) => Some(check_outputs(
             &cfg,
             &rnn.weights()?,
@@ -297,8 +302,8 @@ pub fn run_stream(
 /// One timed sequence of a stream row.
 struct StreamPass {
     /// Wall time of the `T` steps: each `step` submitted as its input is ready, then one wait
-    /// for the GPU to finish them (the outputs stay on the GPU, as a server's would until it
-    /// reads them).
+    /// for the GPU to finish them. Each `y_t` stays on the GPU and is let go after its step
+    /// (unless kept for the check), as a server lets it go once it has recorded its use.
     ms: f64,
     /// The most submissions one `step` made.
     max_submissions: u64,
@@ -316,8 +321,11 @@ fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result
     let start = Instant::now();
     for x_t in xs {
         let before = ctx.submission_count();
-        ys.push(session.step(x_t)?);
+        let y_t = session.step(x_t)?;
         max_submissions = max_submissions.max(ctx.submission_count() - before);
+        if keep {
+            ys.push(y_t);
+        }
     }
     ctx.wait()?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -326,7 +334,7 @@ fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result
         for y_t in &ys {
             y.extend(y_t.download(ctx)?);
         }
-        let state = session.state();
+        let state = session.state()?;
         Some(HostOut {
             y,
             h_n: state.h.download(ctx)?,

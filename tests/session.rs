@@ -145,6 +145,20 @@ fn resetting_a_row_restarts_only_that_stream() {
             plain.step(x).unwrap();
         }
         reset.reset(&[false, true, false]).unwrap();
+        // Every layer's state of row 1 is now zero, and the other rows keep theirs.
+        let (st, layers) = (cfg.state_size(), cfg.num_layers());
+        let h_reset = reset.state().unwrap().h.download(ctx).unwrap();
+        let h_plain = plain.state().unwrap().h.download(ctx).unwrap();
+        for l in 0..layers {
+            for r in 0..b {
+                let at = (l * b + r) * st;
+                let (got, kept) = (&h_reset[at..at + st], &h_plain[at..at + st]);
+                match r {
+                    1 => assert!(got.iter().all(|&v| v == 0.0), "{name}: layer {l} row 1"),
+                    _ => assert_eq!(bits(got), bits(kept), "{name}: layer {l} row {r}"),
+                }
+            }
+        }
         for (k, x) in inputs[3..].iter().enumerate() {
             let y = reset.step(x).unwrap().download(ctx).unwrap();
             let y_plain = plain.step(x).unwrap().download(ctx).unwrap();

@@ -150,7 +150,7 @@ pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),
         Kernel::RnnStep => (256, 256 * 16),
-        Kernel::RnnStepBackward => (256, 256 * 4),
+        Kernel::RnnStepBackward => (256, 2064 * 4),
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),
         Kernel::Rearrange | Kernel::Dropout | Kernel::OptimizerStep => (256, 0),

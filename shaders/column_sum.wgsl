@@ -3,6 +3,10 @@
 //
 //   out[o + z * N + n] (+)= sum over rows m of chunk z of a[m, n]      o = out_offset
 //
+// With ALSO (one chunk only), the same sum is also written (or added) at
+// out[also_offset + n]: an LSTM's or plain RNN's d b_ih and d b_hh are both the column sums of
+// one dG, which is then read once.
+//
 // Chunk z holds rows [z * rows_per_chunk, min(M, (z + 1) * rows_per_chunk)). One chunk is a
 // whole column sum; with several, the host sums the (chunks, N) partials again with one
 // chunk (a two-level reduction), so a tall matrix with few columns still spreads over many
@@ -24,16 +28,21 @@
 
 // Bounds (why the kernel may run without wgpu's runtime checks): a is read at m * N + col
 // for m < min(M, end of the chunk) and col < N; out is written at out_offset + z * N + col
-// for col < N and z < chunks, which the host sizes; `partial` is indexed below 4 * 64. The
+// for col < N and z < chunks (with ALSO, at also_offset + col, z = 0), which the host sizes; `partial` is indexed below 4 * 64. The
 // row loop steps by 4 up to M; no division by a runtime value.
 
 override ACCUMULATE: bool = false;
+override ALSO: bool = false;
 
 struct ColumnSumParams {
     m: u32,
     n: u32,
     out_offset: u32,
     rows_per_chunk: u32,
+    also_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ColumnSumParams;
@@ -65,6 +74,14 @@ fn main(
     if (lid.y == 0u && col < p.n) {
         var s = (partial[lid.x] + partial[COLS + lid.x]) + (partial[2u * COLS + lid.x] + partial[3u * COLS + lid.x]);
         let at = p.out_offset + wg.z * p.n + col;
+        if (ALSO) {
+            let also = p.also_offset + col;
+            var t = s;
+            if (ACCUMULATE) {
+                t += out[also];
+            }
+            out[also] = t;
+        }
         if (ACCUMULATE) {
             s += out[at];
         }

@@ -424,13 +424,23 @@ impl BackPrepared {
             m: rows,
             n,
             accumulate,
+            also_at: None,
         };
         let mut sums: Vec<(ColumnSum, &str)> = Vec::new();
-        // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n).
+        // d b_ih sums the input side, d b_hh the recurrent side (equal but for a GRU's n): one
+        // sum writes both when they are the same dG (LSTM, RNN).
         if cfg.bias() {
             let bias = grad(ParamKind::Bias);
-            sums.push((sum(dgx, bias, 0, hg, accumulate), "d b_ih"));
-            sums.push((sum(dg, bias, hg, hg, accumulate), "d b_hh"));
+            if self.d_gates_x.is_none() {
+                let both = ColumnSum {
+                    also_at: Some(hg),
+                    ..sum(dg, bias, 0, hg, accumulate)
+                };
+                sums.push((both, "d b_ih and d b_hh"));
+            } else {
+                sums.push((sum(dgx, bias, 0, hg, accumulate), "d b_ih"));
+                sums.push((sum(dg, bias, hg, hg, accumulate), "d b_hh"));
+            }
             // ... and d b_hn too (after the sums above, which may overwrite).
             if let Some(dgn) = self.d_gates_n {
                 sums.push((sum(dgn, bias, hg, hg, true), "d b_hn"));

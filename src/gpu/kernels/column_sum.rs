@@ -25,6 +25,8 @@ struct ColumnSumParams {
     n: u32,
     out_offset: u32,
     rows_per_chunk: u32,
+    also_offset: u32,
+    _pad: [u32; 3],
 }
 
 /// `out[out_offset + n] (+)= sum_m a[m, n]` for `a (M, N)`. CPU twin: the bias sums of
@@ -38,6 +40,8 @@ pub(crate) struct ColumnSum {
     pub n: usize,
     /// Add into `out` instead of overwriting it.
     pub accumulate: bool,
+    /// A second offset into `out` that gets (or, accumulating, adds) the same sums.
+    pub also_at: Option<usize>,
 }
 
 impl ColumnSum {
@@ -81,6 +85,7 @@ impl ColumnSum {
             out: scratch,
             out_offset: 0,
             accumulate: false,
+            also_at: None,
             ..*self
         };
         let second = ColumnSum {
@@ -106,19 +111,24 @@ fn level(s: &ColumnSum, rows: usize, chunks: usize, max_x: u32, what: String) ->
     let [gx, gy, _] = fold_grid(s.n as u64, COLS as u64, max_x);
     Op::Dispatch(Dispatch {
         kernel: Kernel::ColumnSum,
-        constants: vec![("ACCUMULATE", s.accumulate as u8 as f64)],
+        constants: vec![
+            ("ACCUMULATE", s.accumulate as u8 as f64),
+            ("ALSO", s.also_at.is_some() as u8 as f64),
+        ],
         params: bytemuck::bytes_of(&ColumnSumParams {
             m: s.m as u32,
             n: s.n as u32,
             out_offset: s.out_offset as u32,
             rows_per_chunk: rows as u32,
+            also_offset: s.also_at.unwrap_or(0) as u32,
+            _pad: [0; 3],
         })
         .to_vec(),
         bindings: vec![s.a, s.out],
         grid: [gx, gy, chunks as u32],
         what,
         reads: bytes(s.m * s.n + if s.accumulate { s.n } else { 0 }),
-        writes: bytes(chunks * s.n),
+        writes: bytes(chunks * s.n + if s.also_at.is_some() { s.n } else { 0 }),
         step: None,
         dropout: None,
     })
@@ -163,6 +173,7 @@ pub fn record_column_sum(
         m,
         n,
         accumulate,
+        also_at: None,
     };
     let scratch = match sum.scratch_words() {
         0 => None,
@@ -184,6 +195,7 @@ pub fn column_sum_chunks(m: usize, n: usize) -> usize {
         m,
         n,
         accumulate: false,
+        also_at: None,
     }
     .chunks()
     .0
@@ -201,6 +213,7 @@ mod tests {
             m,
             n,
             accumulate: false,
+            also_at: None,
         }
     }
 

@@ -162,7 +162,7 @@ impl Gemm {
     }
 
     /// Split-K: `(S, K per chunk)` for this product; `S = 1` runs it whole. A product without
-    /// bias whose output has fewer than [`SPLIT_K_GROUPS`] tiles (the weight gradients, where
+    /// bias whose output has at most half of [`SPLIT_K_GROUPS`] tiles (the weight gradients, where
     /// `K = T*B` is large and `M x N` a weight's shape) is cut into
     /// `S = min(ceil(SPLIT_K_GROUPS / tiles), SPLIT_K_MAX, K / (SPLIT_K_MIN_SLABS * 16))`
     /// chunks of whole slabs. The rule reads only the shapes, so a given problem always sums
@@ -170,7 +170,10 @@ impl Gemm {
     pub(crate) fn split_k(&self) -> (usize, usize) {
         let (m, n, k) = (self.m, self.n, self.k);
         let tiles = m.div_ceil(GEMM_TILE as usize) * n.div_ceil(GEMM_TILE_COLS as usize);
-        if self.bias.is_some() || tiles == 0 || tiles >= SPLIT_K_GROUPS {
+        // Above half the target, doubling the workgroups would not add a whole wave of them
+        // (S = 2 of 100 tiles leaves the same longest queue on a 132-SM GPU) but would add
+        // the partial products' writes and reads: such a product runs whole.
+        if self.bias.is_some() || tiles == 0 || 2 * tiles > SPLIT_K_GROUPS {
             return (1, k);
         }
         let want = SPLIT_K_GROUPS
@@ -216,6 +219,7 @@ impl Gemm {
             m: s,
             n: m * n,
             accumulate: self.accumulate,
+            also_at: None,
         };
         debug_assert_eq!(reduce.scratch_words(), 0, "S rows need one level");
         let mut ops = vec![Op::Dispatch(parts.dispatch(what.clone(), k_split, s))];
@@ -240,7 +244,7 @@ pub struct GemmOptions {
 }
 
 /// The K chunks split-K uses for a bias-free `(M x K) · (K x N)` product (1: none): at least
-/// 128 workgroups when the `M x N` output has fewer 64 x 128 tiles, at most 16 chunks, each of
+/// 128 workgroups when the `M x N` output has at most 64 tiles of 64 x 128, at most 16 chunks, each of
 /// at least 128 of K (8 slabs of 16). Shapes alone decide it, so a given product always sums
 /// in the same order.
 pub fn split_k_chunks(m: usize, n: usize, k: usize) -> usize {

@@ -51,37 +51,65 @@
 // inactive row writes y = 0 (PROJ: h_raw = 0; GRU phase 1: r*h_prev = 0) and leaves its cell
 // state alone, so the state after the last step is the state after each row's last valid step,
 // and it saves no tape (backward skips those steps).
-// Dispatch: (ceil(H / TJ), ceil(B / BM), 1) workgroups of WG <= 256 threads, BM = RL * ROWS
-// where RL = WG / (TJ * KSPLIT) row lanes. The host chooses TJ, KSPLIT, ROWS and WG per problem
-// (`StepTiling::choose`): enough workgroups to fill a large GPU even at B = 1 (at least 128
-// whenever H >= 512), no idle lanes, several rows per thread at large batch.
-// Thread li = (rl * KSPLIT + s) * TJ + x owns hidden unit j0 + x (with PACK, the plain RNN:
-// units 4 * (j0 + x) .. + 3, one vec4 of weights per k; x fastest, so a warp's weight
-// loads cover whole runs of consecutive units: coalesced), batch rows b0 + rl * ROWS .. + ROWS,
-// and the k subset s: the 4-wide chunks k = 4 * (s + KSPLIT * i) .. + 3 of the reduction.
-// Per chunk it loads the 4 weight rows of its unit (all gates of one row as one vec4), then
-// for each of its rows the 4 inputs, and chains 4 vec4 FMAs per row (weights reused ROWS
-// times, the next chunk's weights loaded before this chunk's FMAs). No workgroup memory and no
-// barrier in the main loop. With KSPLIT > 1 the KSPLIT partial sums of a (unit, row) are then
-// added by a fixed-shape tree in workgroup memory (conflict-free: thread li writes and reads
-// slot li and li + stride * TJ, consecutive threads on consecutive vec4s), or with SUBGROUPS
-// by the same tree of subgroup shuffles. Every order is fixed, so results are bit-identical
-// from run to run.
+// Dispatch: (ceil(C / (TJ * UJ)), ceil(B / BM), 1) workgroups of WG <= 256 threads, C = H
+// columns (PACK: ceil(H / 4)), BM = RL * ROWS where RL = WG / (TJ * KSPLIT) row lanes. The
+// host chooses TJ, UJ, KSPLIT, ROWS, STAGE and WG per problem (`forward_tiling`): enough
+// workgroups to fill a large GPU even at B = 1 (at least 128 whenever H >= 512), no idle
+// lanes, and from B = 32 a register tile of several columns by several rows per thread.
+// Thread li = (rl * KSPLIT + s) * TJ + x owns columns c0 + x + u * TJ (u < UJ, c0 = wg.x *
+// TJ * UJ; a column is one hidden unit, with PACK, the plain RNN, units 4c .. 4c + 3, one
+// vec4 of weights per k; x fastest, so at each u a warp's weight loads cover whole runs of
+// consecutive columns: coalesced), batch rows b0 + rl * ROWS .. + ROWS, and the k subset s.
+// Two ways to run the product:
+// - Register-free (STAGE = false, UJ = 1, small batch): thread s sums the 4-wide chunks
+//   k = 4 * (s + KSPLIT * i) .. + 3. Per chunk it loads the 4 weight rows of its unit (all
+//   gates of one row as one vec4), then for each of its rows the 4 inputs, and chains 4 vec4
+//   FMAs per row (weights reused ROWS times, the next chunk's weights loaded before this
+//   chunk's FMAs). No workgroup memory and no barrier in the main loop. With KSPLIT > 1 the
+//   KSPLIT partial sums of a (unit, row) are then added by a fixed-shape tree in workgroup
+//   memory (conflict-free: thread li writes and reads slot li and li + stride * TJ,
+//   consecutive threads on consecutive vec4s), or with SUBGROUPS by the same tree of
+//   subgroup shuffles.
+// - Register-tiled (STAGE, KSPLIT = 1, UJ = 2, ROWS = 4 or 8; B >= 32): a GEMM tile. k runs
+//   in slabs of KS = 256 / (TJ * UJ) rows. Each slab of W_hh^T (KS rows of the workgroup's
+//   TJ * UJ columns: 256 gate vec4s, in `partial`, row-major, so a warp's reads are
+//   consecutive vec4s) and of h_prev (KS rows of its BM batch rows, k-major, BM / 4 vec4s per
+//   row plus one of padding, in `h_tile`) is staged once by the whole workgroup (weights as
+//   vec4 loads along a weight row, states 8 or 16 threads along a state row: coalesced; the
+//   transposed state stores land in distinct banks thanks to the padding), the next slab's
+//   global loads issued into registers before this slab's FMAs. Per k a thread reads UJ
+//   weight vec4s and ROWS / 4 state vec4s (4 rows each; broadcast to the threads of a row
+//   lane) and runs UJ * ROWS vec4 FMAs: 16 (or 8) accumulators, each weight read from
+//   workgroup memory feeding ROWS FMAs and each state vec4 UJ * 4.
+// Either way each (unit, row) is one fma chain over k ascending (per k subset, then the
+// fixed tree), so results are bit-identical from run to run, and a one-step pass (a session
+// step) of the same B and H runs the same tiling, so the same arithmetic.
 
 // Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
 // from (T, B, H, S, G, I) and checks them before any GPU work. Weights are read only for
-// j < H (threads past H skip the loop) and k < S (`weights` returns zero past S), and their
-// buffer is allocated in whole vec4s. Inputs are read for k < S (`input_at`) and rows clamped
-// to B - 1; t_global < T and t_local < Tc come from the plan's uniforms. The epilogue returns
-// for j >= H and skips b >= B. `partial` is indexed by li and li + stride * TJ < 256 (stride <
-// KSPLIT). Loops are bounded by S, ROWS <= 4, KSPLIT, G <= 4 and I; no division by a runtime
-// value (the host passes nonzero B, H, S).
+// columns < C (threads whose first column is past C skip the register-free loop; other
+// columns, and STAGE's staged columns, are clamped to C - 1) and k < S (`weights` returns
+// zero past S), and their buffer is allocated in whole vec4s. Inputs are read for k < S
+// (`input_at`) and rows clamped to B - 1; t_global < T and t_local < Tc come from the plan's
+// uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by li and
+// li + stride * TJ < 256 (stride < KSPLIT), and with STAGE by li + i * WG < 256 (i < 256 /
+// WG) and kk * TJ * UJ + x + u * TJ < KS * TJ * UJ = 256; `h_tile` by (e % KS) * (BM / 4 + 1)
+// + e / (4 KS) and kk * (BM / 4 + 1) + row0 / 4 + q, both < KS * (BM / 4 + 1) <= 272: the
+// host keeps BM <= 64, KS * BM <= 4 * WG, TJ * UJ >= 16 (KS <= 16), 64 <= WG <= 256. Loops
+// are bounded by S (in steps of 4 * KSPLIT or KS >= 8), ROWS <= 8, UJ * ROWS <= 16, 256 / WG
+// <= 4, KSPLIT, G <= 4 and I; no division by a runtime value (the host passes nonzero B, H,
+// S).
 
 override FPHASE: u32 = 0u; // GRU RESET_BEFORE: 1 (r, z) or 2 (n, h); else 0
 override HAS_BIAS: bool = true;
-override TJ: u32 = 16u;     // hidden units per workgroup: 4, 8 or 16
+override TJ: u32 = 16u;     // thread columns per workgroup: 1 to 16
 override KSPLIT: u32 = 1u;  // threads sharing one unit's reduction: a power of two
-override ROWS: u32 = 1u;    // batch rows per thread: 1, 2 or 4
+override ROWS: u32 = 1u;    // batch rows per thread: 1, 2, 4 or 8 (STAGE: 4 or 8)
+override UJ: u32 = 1u;      // columns (units, or PACK groups of 4) per thread: 1, 2 or 4
+// Stage the slabs of weights and h_prev in workgroup memory (KSPLIT = 1 only).
+override STAGE: bool = false;
+// STAGE: k rows per slab, so that a weight slab is 256 vec4s.
+override KS: u32 = 256u / (TJ * UJ);
 override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
 // A one-step pass (a streaming session step): the step computes its own input projection
 // x_t · W_ih^T + b_ih instead of reading a GEMM's, in the GEMM's exact arithmetic (one fma
@@ -130,7 +158,11 @@ struct StepParams {
 // Threads per workgroup (at most 256): TJ * KSPLIT * row lanes, chosen by the host.
 override WG: u32 = 256u;
 
-var<workgroup> partial: array<vec4<f32>, 256>; // one per thread, KSPLIT > 1 only
+// KSPLIT > 1: one per thread. STAGE: the weight slab, KS rows of TJ * UJ columns.
+var<workgroup> partial: array<vec4<f32>, 256>;
+// STAGE: the h_prev slab, k-major: KS rows of the workgroup's BM batch rows as BM / 4
+// vec4s, plus one vec4 of padding.
+var<workgroup> h_tile: array<vec4<f32>, 272>;
 
 // The G gate weights of unit j at row k of W_hh^T; zero past the state (k >= S).
 // PACK (the plain RNN, G = 1): the weights of units j .. j + 3 instead, zero past H.
@@ -224,47 +256,124 @@ fn inputs4(row: vec2<u32>, k: u32) -> vec4<f32> {
 fn h_prev(b: u32, k: u32) -> f32 {
     return input_at(state_row(b), k);
 }
-
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let H = p.hidden;
     let S = p.state;
     let B = p.batch;
-    let lanes = WG / (TJ * KSPLIT);            // row lanes
+    let lanes = WG / (TJ * KSPLIT);                 // row lanes
     let x = li % TJ;
-    let split = (li / TJ) % KSPLIT;                 // which k subset this thread sums
-    let row0 = (li / (TJ * KSPLIT)) * ROWS;         // first tile row this thread owns
-    let j0 = wg.x * TJ;
+    // Written so that a compiler sees them uniform when KSPLIT = 1 or one row lane.
+    let split = select((li / TJ) % KSPLIT, 0u, KSPLIT == 1u); // which k subset it sums
+    let row0 = select((li / (TJ * KSPLIT)) * ROWS, 0u, lanes == 1u); // its first tile row
     let b0 = wg.y * lanes * ROWS;
-    let n_all = H * G;
-    let j = (j0 + x) * UNIT_SPAN;                   // first unit of this thread
-    var acc: array<vec4<f32>, 4>;                   // [row] -> gates in .xyzw
+    // This workgroup's TJ * UJ columns (units; with PACK groups of 4 units) start at c0, and
+    // thread x owns columns c0 + x + u * TJ (u < UJ): at each u, a warp's weight loads cover
+    // runs of consecutive columns.
+    let c0 = wg.x * TJ * UJ;
+    let columns = (p.hidden + UNIT_SPAN - 1u) / UNIT_SPAN;
+    var acc: array<vec4<f32>, 16>;                  // [u * ROWS + r] -> gates in .xyzw
 
-    if (j < H) {
-        var rows: array<vec2<u32>, 4>;
+    if (STAGE) {
+        // A register-tiled GEMM tile: slabs of KS rows of W_hh^T (all TJ * UJ columns) and
+        // of h_prev (all BM rows) are staged in workgroup memory, the next slab's global loads
+        // issued before this slab's FMAs.
+        let bm = lanes * ROWS;
+        let hp = bm / 4u + 1u;                              // h_tile row pitch in vec4s
+        let nc = TJ * UJ;
+        let w_per = 256u / WG;                              // weight vec4s each thread stages
+        let h_per = (KS * bm + WG - 1u) / WG;               // h_prev floats each thread stages
+        var wn: array<vec4<f32>, 4>;
+        var hn: array<f32, 4>;
+        for (var i = 0u; i < w_per; i++) {
+            let e = li + i * WG;
+            wn[i] = weights(e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
+        }
+        for (var i = 0u; i < h_per; i++) {
+            let e = li + i * WG;
+            let b = min(b0 + e / KS, B - 1u);
+            hn[i] = input_at(input_row(b), e % KS);
+        }
+        for (var k0 = 0u; k0 < S; k0 += KS) {
+            workgroupBarrier();
+            for (var i = 0u; i < w_per; i++) {
+                partial[li + i * WG] = wn[i];
+            }
+            for (var i = 0u; i < h_per; i++) {
+                let e = li + i * WG;
+                let b = e / KS;
+                if (e < KS * bm) {
+                    h_tile[(e % KS) * hp + b / 4u][b % 4u] = hn[i];
+                }
+            }
+            workgroupBarrier();
+            let kn = k0 + KS;
+            for (var i = 0u; i < w_per; i++) {
+                let e = li + i * WG;
+                wn[i] = weights(kn + e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
+            }
+            for (var i = 0u; i < h_per; i++) {
+                let e = li + i * WG;
+                let b = min(b0 + e / KS, B - 1u);
+                hn[i] = input_at(input_row(b), kn + e % KS);
+            }
+            for (var kk = 0u; kk < KS; kk++) {
+                var wv: array<vec4<f32>, 4>;
+                for (var u = 0u; u < UJ; u++) {
+                    wv[u] = partial[kk * nc + x + u * TJ];
+                }
+                for (var q = 0u; q < ROWS / 4u; q++) {
+                    let h = h_tile[kk * hp + row0 / 4u + q];
+                    for (var u = 0u; u < UJ; u++) {
+                        let a = u * ROWS + 4u * q;
+                        acc[a] = fma(vec4<f32>(h.x), wv[u], acc[a]);
+                        acc[a + 1u] = fma(vec4<f32>(h.y), wv[u], acc[a + 1u]);
+                        acc[a + 2u] = fma(vec4<f32>(h.z), wv[u], acc[a + 2u]);
+                        acc[a + 3u] = fma(vec4<f32>(h.w), wv[u], acc[a + 3u]);
+                    }
+                }
+            }
+        }
+    } else if (c0 + x < columns) {
+        // A column past the last (u > 0 only) reads the last one's weights; its sums are
+        // never written.
+        var js: array<u32, 4>;
+        for (var u = 0u; u < UJ; u++) {
+            js[u] = min(c0 + x + u * TJ, columns - 1u) * UNIT_SPAN;
+        }
+        var rows: array<vec2<u32>, 8>;
         for (var r = 0u; r < ROWS; r++) {
             rows[r] = input_row(min(b0 + row0 + r, B - 1u));
         }
         let step = 4u * KSPLIT;
         var k = 4u * split;
-        var w = array<vec4<f32>, 4>(weights(k, j), weights(k + 1u, j), weights(k + 2u, j),
-                                    weights(k + 3u, j));
+        var w: array<vec4<f32>, 16>;                // [u * 4 + i]: column u's weights at k + i
+        for (var u = 0u; u < UJ; u++) {
+            for (var i = 0u; i < 4u; i++) {
+                w[u * 4u + i] = weights(k + i, js[u]);
+            }
+        }
         while (k < S) {
             // Prefetch the next chunk's weights before this chunk's FMAs.
             let kn = k + step;
-            let wn = array<vec4<f32>, 4>(weights(kn, j), weights(kn + 1u, j),
-                                         weights(kn + 2u, j), weights(kn + 3u, j));
+            var wn: array<vec4<f32>, 16>;
+            for (var u = 0u; u < UJ; u++) {
+                for (var i = 0u; i < 4u; i++) {
+                    wn[u * 4u + i] = weights(kn + i, js[u]);
+                }
+            }
             for (var r = 0u; r < ROWS; r++) {
                 let h = inputs4(rows[r], k);
-                var a = acc[r];
-                a = fma(vec4<f32>(h.x), w[0], a);
-                a = fma(vec4<f32>(h.y), w[1], a);
-                a = fma(vec4<f32>(h.z), w[2], a);
-                a = fma(vec4<f32>(h.w), w[3], a);
-                acc[r] = a;
+                for (var u = 0u; u < UJ; u++) {
+                    var a = acc[u * ROWS + r];
+                    a = fma(vec4<f32>(h.x), w[u * 4u], a);
+                    a = fma(vec4<f32>(h.y), w[u * 4u + 1u], a);
+                    a = fma(vec4<f32>(h.z), w[u * 4u + 2u], a);
+                    a = fma(vec4<f32>(h.w), w[u * 4u + 3u], a);
+                    acc[u * ROWS + r] = a;
+                }
             }
             w = wn;
             k = kn;
@@ -274,16 +383,16 @@ fn main(
     if (KSPLIT > 1u && SUBGROUPS) {
         // The same tree in registers: the KSPLIT threads of a (unit, row) lie in one subgroup,
         // TJ lanes apart, and each level adds the partner stride * TJ lanes away.
-        for (var r = 0u; r < ROWS; r++) {
-            var v = acc[r];
+        for (var e = 0u; e < UJ * ROWS; e++) {
+            var v = acc[e];
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
                 v = v + xor_shuffle4(v, stride * TJ);
             }
-            acc[r] = v;
+            acc[e] = v;
         }
     } else if (KSPLIT > 1u) {
-        for (var r = 0u; r < ROWS; r++) {
-            partial[li] = acc[r];
+        for (var e = 0u; e < UJ * ROWS; e++) {
+            partial[li] = acc[e];
             workgroupBarrier();
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
                 if (split < stride) {
@@ -291,7 +400,7 @@ fn main(
                 }
                 workgroupBarrier();
             }
-            acc[r] = partial[li];
+            acc[e] = partial[li];
             workgroupBarrier();
         }
     }
@@ -300,15 +409,16 @@ fn main(
     // threads of each unit's k split, one chain each, in the GEMM's exact order (k ascending
     // from zero, then + b_ih), and meets in workgroup memory: bit-identical to the batched
     // path, G times shorter than one thread running all of them.
-    var fused: array<vec4<f32>, 4>;
+    var fused: array<vec4<f32>, 16>;
     if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
-        for (var r = 0u; r < ROWS; r++) {
-            let b = b0 + row0 + r;
+        for (var e = 0u; e < UJ * ROWS; e++) {
+            let j = c0 + x + (e / ROWS) * TJ;
+            let b = b0 + row0 + e % ROWS;
             var a = 0.0;
-            if (j < H && split < G && b < B) {
+            if (j < p.hidden && split < G && b < B) {
                 let x_row = p.x_at + b * p.input;
                 for (var k = 0u; k < p.input; k++) {
-                    a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + split), a);
+                    a = fma(h_carry[x_row + k], gx_read(k * p.hidden * G + j * G + split), a);
                 }
                 if (HAS_BIAS) {
                     a += bias[j * G + split];
@@ -318,176 +428,190 @@ fn main(
             workgroupBarrier();
             if (split == 0u) {
                 for (var g = 0u; g < G; g++) {
-                    fused[r][g] = partial[li + g * TJ].x;
+                    fused[e][g] = partial[li + g * TJ].x;
                 }
             }
             workgroupBarrier();
         }
     }
 
-    if (j >= H || split != 0u) {
+    if (split != 0u) {
         return;
     }
-    if (PACK) {
-        // The plain RNN, four units per thread: acc[r][u] is unit j + u's recurrent sum.
+    for (var u = 0u; u < UJ; u++) {
+        let col = c0 + x + u * TJ;
         for (var r = 0u; r < ROWS; r++) {
             let b = b0 + row0 + r;
-            if (b >= B) {
+            if (col >= columns || b >= B) {
                 continue;
             }
-            let live = p.t_global < u32(h_carry[p.len_at + b]);
-            for (var u = 0u; u < 4u && j + u < H; u++) {
-                let ju = j + u;
-                let out = (p.t_global * B + b) * H + ju;
-                if (!live) {
-                    y[out] = 0.0;
-                    continue;
-                }
-                var gx_u = 0.0;
-                if (FUSED_INPUT) {
-                    let x_row = p.x_at + b * p.input;
-                    for (var k = 0u; k < p.input; k++) {
-                        gx_u = fma(h_carry[x_row + k], gx_read(k * n_all + ju), gx_u);
-                    }
-                    if (HAS_BIAS) {
-                        gx_u += bias[ju];
-                    }
-                } else {
-                    gx_u = gx_read((p.t_local * B + b) * n_all + ju);
-                }
-                var gh = acc[r][u];
-                if (HAS_BIAS) {
-                    gh += bias[n_all + ju];
-                }
-                let pre = gx_u + gh;
-                y[out] = act_g(pre);
-                if (SAVE) {
-                    tape[out] = pre;
-                }
+            if (PACK) {
+                finish_packed(col * 4u, b, acc[u * ROWS + r]);
+            } else {
+                finish(col, b, acc[u * ROWS + r], fused[u * ROWS + r]);
             }
+        }
+    }
+}
+
+// The plain RNN, four units per thread: `sums[u]` is unit j + u's recurrent sum for row b.
+fn finish_packed(j: u32, b: u32, sums: vec4<f32>) {
+    let H = p.hidden;
+    let B = p.batch;
+    let n_all = H * G;
+    let live = p.t_global < u32(h_carry[p.len_at + b]);
+    for (var u = 0u; u < 4u && j + u < H; u++) {
+        let ju = j + u;
+        let out = (p.t_global * B + b) * H + ju;
+        if (!live) {
+            y[out] = 0.0;
+            continue;
+        }
+        var gx_u = 0.0;
+        if (FUSED_INPUT) {
+            let x_row = p.x_at + b * p.input;
+            for (var k = 0u; k < p.input; k++) {
+                gx_u = fma(h_carry[x_row + k], gx_read(k * n_all + ju), gx_u);
+            }
+            if (HAS_BIAS) {
+                gx_u += bias[ju];
+            }
+        } else {
+            gx_u = gx_read((p.t_local * B + b) * n_all + ju);
+        }
+        var gh = sums[u];
+        if (HAS_BIAS) {
+            gh += bias[n_all + ju];
+        }
+        let pre = gx_u + gh;
+        y[out] = act_g(pre);
+        if (SAVE) {
+            tape[out] = pre;
+        }
+    }
+}
+
+// Unit j of row b from its G recurrent sums `sum`: the gates, the cell update and the
+// outputs. `fused`: the input projection when the k split computed it (FUSED_INPUT).
+fn finish(j: u32, b: u32, sum: vec4<f32>, fused: vec4<f32>) {
+    let H = p.hidden;
+    let B = p.batch;
+    let S = p.state;
+    let n_all = H * G;
+    let out = (p.t_global * B + b) * H + j;
+    if (p.t_global >= u32(h_carry[p.len_at + b])) {
+        y[out] = 0.0;
+        if (CELL == GRU && FPHASE == 1u) {
+            c_state[out] = 0.0;
         }
         return;
     }
     var b_hh = vec4<f32>(0.0);
-    var gx_t = vec4<f32>(0.0);
     if (HAS_BIAS) {
         for (var g = 0u; g < G; g++) {
             b_hh[g] = bias[n_all + j * G + g];
         }
     }
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + row0 + r;
-        if (b >= B) {
-            continue;
+    let gh = sum + b_hh;
+    var gx_t = vec4<f32>(0.0);
+    if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
+        gx_t = fused;
+    } else if (FUSED_INPUT) {
+        let x_row = p.x_at + b * p.input;
+        for (var g = 0u; g < G; g++) {
+            var a = 0.0;
+            for (var k = 0u; k < p.input; k++) {
+                a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + g), a);
+            }
+            if (HAS_BIAS) {
+                a += bias[j * G + g];
+            }
+            gx_t[g] = a;
         }
-        let out = (p.t_global * B + b) * H + j;
-        if (p.t_global >= u32(h_carry[p.len_at + b])) {
-            y[out] = 0.0;
-            if (CELL == GRU && FPHASE == 1u) {
-                c_state[out] = 0.0;
-            }
-            continue;
+    } else {
+        let gx_at = (p.t_local * B + b) * n_all + j * G;
+        for (var g = 0u; g < G; g++) {
+            gx_t[g] = gx_read(gx_at + g);
         }
-        let gh = acc[r] + b_hh;
-        if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
-            gx_t = fused[r];
-        } else if (FUSED_INPUT) {
-            let x_row = p.x_at + b * p.input;
-            for (var g = 0u; g < G; g++) {
-                var a = 0.0;
-                for (var k = 0u; k < p.input; k++) {
-                    a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + g), a);
-                }
-                if (HAS_BIAS) {
-                    a += bias[j * G + g];
-                }
-                gx_t[g] = a;
-            }
-        } else {
-            let gx_at = (p.t_local * B + b) * n_all + j * G;
-            for (var g = 0u; g < G; g++) {
-                gx_t[g] = gx_read(gx_at + g);
-            }
+    }
+    let idx = b * H + j;
+    var h = 0.0;
+    var saved = vec4<f32>(0.0);
+    if (CELL == LSTM) {
+        var pre = gx_t + gh;
+        let c_prev = c_state[idx];
+        // The peepholes follow the recurrent-state input in binding 3.
+        let peep = select(B * H, (p.steps + 1u) * B * S, PROJ);
+        if (PEEPHOLE) {
+            pre.x += h_carry[peep + j] * c_prev;
+            pre.y += h_carry[peep + H + j] * c_prev;
         }
-        let idx = b * H + j;
-        var h = 0.0;
-        var saved = vec4<f32>(0.0);
-        if (CELL == LSTM) {
-            var pre = gx_t + gh;
-            let c_prev = c_state[idx];
-            // The peepholes follow the recurrent-state input in binding 3.
-            let peep = select(B * H, (p.steps + 1u) * B * S, PROJ);
-            if (PEEPHOLE) {
-                pre.x += h_carry[peep + j] * c_prev;
-                pre.y += h_carry[peep + H + j] * c_prev;
-            }
-            let i_g = act_f(pre.x);
-            var f_g = act_f(pre.y);
-            if (INPUT_FORGET) {
-                f_g = 1.0 - i_g;
-            }
-            let g_g = act_g(pre.z);
-            let c_raw = f_g * c_prev + i_g * g_g;
-            var c = c_raw;
-            if (CELL_CLIP) {
-                c = clamp(c_raw, CELL_MIN, CELL_MAX);
-            }
-            if (PEEPHOLE) {
-                pre.w += h_carry[peep + 2u * H + j] * c;
-            }
-            let o_g = act_f(pre.w);
-            c_state[idx] = c;
-            h = o_g * act_h(c);
-            saved = pre;
-            if (SAVE) {
-                c_all[out + B * H] = c_raw;
-            }
-        } else if (CELL == GRU && FPHASE == 1u) {
-            let pre_r = gx_t.x + gh.x;
-            let pre_z = gx_t.y + gh.y;
-            let r_g = act_f(pre_r);
-            c_state[out] = r_g * h_prev(b, j);
-            y[out] = act_f(pre_z);
-            if (SAVE) {
-                tape[out * 4u] = pre_r;
-                tape[out * 4u + 1u] = pre_z;
-            }
-            continue;
-        } else if (CELL == GRU && FPHASE == 2u) {
-            let pre_n = gx_t.z + gh.z;
-            let n_g = act_g(pre_n);
-            let z_g = y[out];
-            h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
-            y[out] = h;
-            if (SAVE) {
-                tape[out * 4u + 2u] = pre_n;
-                tape[out * 4u + 3u] = 0.0;
-                c_all[out + B * H] = h;
-            }
-            continue;
-        } else if (CELL == GRU) {
-            let pre_r = gx_t.x + gh.x;
-            let pre_z = gx_t.y + gh.y;
-            let r_g = act_f(pre_r);
-            let z_g = act_f(pre_z);
-            let pre_n = gx_t.z + r_g * gh.z;
-            let n_g = act_g(pre_n);
-            h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
-            saved = vec4<f32>(pre_r, pre_z, pre_n, gh.z);
-            if (SAVE) {
-                c_all[out + B * H] = h;
-            }
-        } else {
-            let pre = gx_t.x + gh.x;
-            h = act_g(pre);
-            saved.x = pre;
+        let i_g = act_f(pre.x);
+        var f_g = act_f(pre.y);
+        if (INPUT_FORGET) {
+            f_g = 1.0 - i_g;
         }
+        let g_g = act_g(pre.z);
+        let c_raw = f_g * c_prev + i_g * g_g;
+        var c = c_raw;
+        if (CELL_CLIP) {
+            c = clamp(c_raw, CELL_MIN, CELL_MAX);
+        }
+        if (PEEPHOLE) {
+            pre.w += h_carry[peep + 2u * H + j] * c;
+        }
+        let o_g = act_f(pre.w);
+        c_state[idx] = c;
+        h = o_g * act_h(c);
+        saved = pre;
+        if (SAVE) {
+            c_all[out + B * H] = c_raw;
+        }
+    } else if (CELL == GRU && FPHASE == 1u) {
+        let pre_r = gx_t.x + gh.x;
+        let pre_z = gx_t.y + gh.y;
+        let r_g = act_f(pre_r);
+        c_state[out] = r_g * h_prev(b, j);
+        y[out] = act_f(pre_z);
+        if (SAVE) {
+            tape[out * 4u] = pre_r;
+            tape[out * 4u + 1u] = pre_z;
+        }
+        return;
+    } else if (CELL == GRU && FPHASE == 2u) {
+        let pre_n = gx_t.z + gh.z;
+        let n_g = act_g(pre_n);
+        let z_g = y[out];
+        h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
         y[out] = h;
         if (SAVE) {
-            let s = select(4u, 1u, CELL != LSTM && CELL != GRU);
-            for (var q = 0u; q < s; q++) {
-                tape[out * s + q] = saved[q];
-            }
+            tape[out * 4u + 2u] = pre_n;
+            tape[out * 4u + 3u] = 0.0;
+            c_all[out + B * H] = h;
+        }
+        return;
+    } else if (CELL == GRU) {
+        let pre_r = gx_t.x + gh.x;
+        let pre_z = gx_t.y + gh.y;
+        let r_g = act_f(pre_r);
+        let z_g = act_f(pre_z);
+        let pre_n = gx_t.z + r_g * gh.z;
+        let n_g = act_g(pre_n);
+        h = (1.0 - z_g) * n_g + z_g * h_prev(b, j);
+        saved = vec4<f32>(pre_r, pre_z, pre_n, gh.z);
+        if (SAVE) {
+            c_all[out + B * H] = h;
+        }
+    } else {
+        let pre = gx_t.x + gh.x;
+        h = act_g(pre);
+        saved.x = pre;
+    }
+    y[out] = h;
+    if (SAVE) {
+        let s = select(4u, 1u, CELL != LSTM && CELL != GRU);
+        for (var q = 0u; q < s; q++) {
+            tape[out * s + q] = saved[q];
         }
     }
 }

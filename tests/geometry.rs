@@ -98,3 +98,65 @@ fn every_batch_fills_a_large_gpu_from_h_512() {
         }
     }
 }
+
+/// The forward step's geometry, as the printout gives it: the `what` of its first dispatch.
+fn forward_step(cfg: &RnnConfig, batch: usize) -> String {
+    let plan = Plan::new(
+        cfg,
+        2,
+        batch,
+        PlanMode::Inference,
+        false,
+        &wgpu::Limits::default(),
+    )
+    .unwrap();
+    step_dispatches(&plan)
+        .into_iter()
+        .find(|l| l.0 == "rnn_step")
+        .map(|l| l.2)
+        .expect("a forward step dispatch")
+}
+
+#[test]
+fn large_batches_get_a_register_tile_small_ones_a_k_split() {
+    // From B = 32 (each weight feeds many rows) the forward step is a register-tiled GEMM
+    // tile, 2 columns by 4 or 8 rows per thread, wherever that keeps 128 workgroups; below,
+    // or where it would not fill the GPU, the k-split layout stays. The plain RNN's packed
+    // layout is never staged.
+    let lstm = |h| RnnConfig::lstm(h, h).build().unwrap();
+    let gru = |h| RnnConfig::gru(h, h).build().unwrap();
+    let staged = [
+        (lstm(1024), 64, "tile=2x4"),
+        (lstm(2048), 32, "tile=2x4"),
+        (lstm(1024), 128, "tile=2x8"),
+        (lstm(2560), 64, "tile=2x8"),
+        (gru(512), 128, "tile=2x4"),
+    ];
+    for (cfg, b, tile) in &staged {
+        let line = forward_step(cfg, *b);
+        assert!(
+            line.contains(tile) && line.contains("staged") && line.contains("ksplit=1"),
+            "H = {}, B = {b}: {line}",
+            cfg.hidden_size()
+        );
+    }
+    let rnn = RnnConfig::rnn(2048, 2048, Nonlinearity::Relu)
+        .build()
+        .unwrap();
+    let k_split = [
+        (lstm(256), 64),
+        (lstm(512), 16),
+        (lstm(1024), 1),
+        (lstm(128), 32),
+        (lstm(4096), 16),
+        (rnn, 256),
+    ];
+    for (cfg, b) in &k_split {
+        let line = forward_step(cfg, *b);
+        assert!(
+            !line.contains("staged"),
+            "H = {}, B = {b}: {line}",
+            cfg.hidden_size()
+        );
+    }
+}

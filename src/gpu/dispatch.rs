@@ -149,7 +149,8 @@ pub(crate) fn dispatch_geometry(d: &Dispatch) -> (u32, u64) {
 pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),
-        Kernel::RnnStep => (256, 256 * 16),
+        // partial (256 vec4s) and h_tile (272 vec4s), see shaders/rnn_step.wgsl.
+        Kernel::RnnStep => (256, (256 + 272) * 16),
         Kernel::RnnStepBackward => (256, 2064 * 4),
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),

@@ -151,16 +151,149 @@ impl StepTiling {
     }
 }
 
+/// The forward step's tiling: the layout of [`StepTiling`] (whose `units` count thread
+/// columns), and `per_thread` columns per thread, so a thread's register tile is
+/// `per_thread` columns (all G gates of each) by `rows` batch rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForwardTiling {
+    pub base: StepTiling,
+    pub per_thread: u32,
+    pub stage: bool,
+}
+
+impl ForwardTiling {
+    /// The workgroup grid over `columns` (units, or groups of 4 with `PACK`) and `batch` rows.
+    pub(crate) fn grid(self, columns: usize, batch: usize) -> [u32; 3] {
+        let per_group = (self.base.units * self.per_thread) as usize;
+        let [_, gy, gz] = self.base.grid(columns, batch);
+        [
+            columns.div_ceil(per_group).min(u32::MAX as usize) as u32,
+            gy,
+            gz,
+        ]
+    }
+
+    /// The override constants of `shaders/rnn_step.wgsl`.
+    pub(crate) fn constants(self) -> [(&'static str, f64); 6] {
+        let [a, b, c, d] = self.base.constants("TJ");
+        [
+            a,
+            b,
+            c,
+            d,
+            ("UJ", self.per_thread as f64),
+            ("STAGE", self.stage as u8 as f64),
+        ]
+    }
+
+    /// For plan printouts: `threads=.. columns/wg=.. ksplit=.. rows=..`, and for the
+    /// register-tiled layout `tile=<columns>x<rows> staged` (per thread).
+    pub(crate) fn describe(self) -> String {
+        let tile = match self.stage {
+            true => format!(" tile={}x{} staged", self.per_thread, self.base.rows),
+            false => String::new(),
+        };
+        format!(
+            "threads={} columns/wg={} ksplit={} rows={}{tile}",
+            self.base.threads(),
+            self.base.units * self.per_thread,
+            self.base.ksplit,
+            self.base.rows
+        )
+    }
+}
+
+/// The forward step's tiling for `columns` columns (units, or groups of 4 units with
+/// `PACK`), `batch` rows and a state `state` wide; `min_units`: the fewest columns per
+/// workgroup of the register-free layout (4 units of G gates, or 1 packed column: 64 or 16
+/// contiguous bytes of a weight row).
+///
+/// At small batch (or where the grid would be too small) the step is the register-free
+/// layout of [`StepTiling::choose`]: one column by up to 4 rows per thread, the reduction
+/// split over threads, every load from global memory (at B <= 16 a weight is used by at
+/// most a few rows anyway, and the k split is what fills the GPU). From B = 32, where each
+/// weight feeds many rows, the step is a register-tiled GEMM tile instead (`STAGE`): a
+/// thread owns 2 columns by 8 (or 4) rows, 16 (or 8) gate vec4s, and reads both operands
+/// from workgroup memory, where a workgroup stages each k slab of W_hh^T and h_prev once.
+/// It is taken only when its grid still has [`MIN_STEP_WORKGROUPS`] workgroups; among those
+/// tilings, the largest register tile, then the largest workgroup tile (the fewest
+/// re-reads of weights and states), then the fewest padded rows win. The plain RNN's packed
+/// layout (`pack`) keeps the register-free layout: its 4 units per column already make each
+/// weight vec4 useful, and its grid has a quarter of the columns.
+fn choose_forward(
+    columns: usize,
+    batch: usize,
+    state: usize,
+    min_units: u32,
+    pack: bool,
+) -> ForwardTiling {
+    let legacy = ForwardTiling {
+        base: StepTiling::choose(columns, batch, state, min_units, 1),
+        per_thread: 1,
+        stage: false,
+    };
+    let mut best: Option<((u32, u32, i64), ForwardTiling)> = None;
+    if batch >= 32 && !pack {
+        for rows in [8u32, 4] {
+            for per_group in [16u32, 8] {
+                for lanes in [16u32, 8, 4, 2, 1] {
+                    let t = ForwardTiling {
+                        base: StepTiling {
+                            units: per_group,
+                            ksplit: 1,
+                            lanes,
+                            rows,
+                        },
+                        per_thread: STAGE_COLUMNS,
+                        stage: true,
+                    };
+                    let (threads, bm) = (per_group * lanes, (lanes * rows) as usize);
+                    let ks = STAGE_WEIGHTS / (per_group * STAGE_COLUMNS);
+                    // The kernel's staging shapes: 64 to 256 threads, at most 4 staged
+                    // states per thread, 64 rows; and no tile taller than the batch.
+                    if !(64..=256).contains(&threads)
+                        || ks as usize * bm > 4 * threads as usize
+                        || bm > 64
+                        || bm > batch
+                    {
+                        continue;
+                    }
+                    let [gx, gy, _] = t.grid(columns, batch);
+                    if (gx as u64 * gy as u64) < MIN_STEP_WORKGROUPS as u64 {
+                        continue;
+                    }
+                    let padded = gy as i64 * bm as i64 - batch as i64;
+                    let key = (
+                        rows * STAGE_COLUMNS,
+                        per_group * STAGE_COLUMNS * bm as u32,
+                        -padded,
+                    );
+                    if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                        best = Some((key, t));
+                    }
+                }
+            }
+        }
+    }
+    best.map_or(legacy, |(_, t)| t)
+}
+
+/// Columns per thread of the register-tiled (`STAGE`) step.
+const STAGE_COLUMNS: u32 = 2;
+
+/// Gate vec4s of W_hh^T one staged slab holds (the kernel's `partial`): `KS` rows of k.
+const STAGE_WEIGHTS: u32 = 256;
+
 /// The forward step's tiling for `h` units, `batch` rows and a state `state` wide.
-pub(crate) fn forward_tiling(h: usize, batch: usize, state: usize) -> StepTiling {
-    StepTiling::choose(h, batch, state, 4, 1)
+pub(crate) fn forward_tiling(h: usize, batch: usize, state: usize) -> ForwardTiling {
+    choose_forward(h, batch, state, 4, false)
 }
 
 /// The forward step of a plain RNN (G = 1) packs 4 units per thread (the kernel's `PACK`): its
 /// tiling runs over `ceil(H / 4)` columns of units, and a column's 16 bytes per weight row are
-/// enough for a sector, so any number of columns per workgroup will do.
-fn packed_tiling(h: usize, batch: usize, state: usize) -> StepTiling {
-    StepTiling::choose(h.div_ceil(4), batch, state, 1, 1)
+/// enough for a sector, so any number of columns per workgroup will do. Never staged.
+fn packed_tiling(h: usize, batch: usize, state: usize) -> ForwardTiling {
+    choose_forward(h.div_ceil(4), batch, state, 1, true)
 }
 
 /// `activate`'s number for an activation (see `shaders/common/activations.wgsl`), with its
@@ -267,7 +400,7 @@ pub(crate) fn rnn_step(
         false => (forward_tiling(h, batch, st), h),
     };
     let mut constants = cell_constants(cfg);
-    constants.extend(tiling.constants("TJ"));
+    constants.extend(tiling.constants());
     constants.extend([
         ("PACK", pack as u8 as f64),
         ("HAS_BIAS", bufs.bias.is_some() as u8 as f64),

@@ -87,8 +87,8 @@
 
 // Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding
 // from (T, B, H, S, G, I) and checks them before any GPU work. Weights are read only for
-// columns < C (threads whose first column is past C skip the register-free loop; other
-// columns, and STAGE's staged columns, are clamped to C - 1) and k < S (`weights` returns
+// columns < C (threads whose column is past C skip the register-free loop; STAGE's staged
+// columns are clamped to C - 1) and k < S (`weights` returns
 // zero past S), and their buffer is allocated in whole vec4s. Inputs are read for k < S
 // (`input_at`) and rows clamped to B - 1; t_global < T and t_local < Tc come from the plan's
 // uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by li and
@@ -96,7 +96,7 @@
 // WG) and kk * TJ * UJ + x + u * TJ < KS * TJ * UJ = 256; `h_tile` by (e % KS) * (BM / 4 + 1)
 // + e / (4 KS) and kk * (BM / 4 + 1) + row0 / 4 + q, both < KS * (BM / 4 + 1) <= 272: the
 // host keeps BM <= 64, KS * BM <= 4 * WG, TJ * UJ >= 16 (KS <= 16), 64 <= WG <= 256. Loops
-// are bounded by S (in steps of 4 * KSPLIT or KS >= 8), ROWS <= 8, UJ * ROWS <= 16, 256 / WG
+// are bounded by S (in steps of 4 * KSPLIT or KS >= 8), ROWS <= 4 (STAGE: 8), UJ * ROWS <= 16, 256 / WG
 // <= 4, KSPLIT, G <= 4 and I; no division by a runtime value (the host passes nonzero B, H,
 // S).
 
@@ -105,7 +105,7 @@ override HAS_BIAS: bool = true;
 override TJ: u32 = 16u;     // thread columns per workgroup: 1 to 16
 override KSPLIT: u32 = 1u;  // threads sharing one unit's reduction: a power of two
 override ROWS: u32 = 1u;    // batch rows per thread: 1, 2, 4 or 8 (STAGE: 4 or 8)
-override UJ: u32 = 1u;      // columns (units, or PACK groups of 4) per thread: 1, 2 or 4
+override UJ: u32 = 1u;      // columns (units, or PACK groups of 4) per thread: 1 (STAGE: 2)
 // Stage the slabs of weights and h_prev in workgroup memory (KSPLIT = 1 only).
 override STAGE: bool = false;
 // STAGE: k rows per slab, so that a weight slab is 256 vec4s.
@@ -261,119 +261,45 @@ fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    if (STAGE) {
+        staged(wg, li);
+        return;
+    }
+    let H = p.hidden;
     let S = p.state;
     let B = p.batch;
     let lanes = WG / (TJ * KSPLIT);                 // row lanes
     let x = li % TJ;
-    // Written so that a compiler sees them uniform when KSPLIT = 1 or one row lane.
-    let split = select((li / TJ) % KSPLIT, 0u, KSPLIT == 1u); // which k subset it sums
-    let row0 = select((li / (TJ * KSPLIT)) * ROWS, 0u, lanes == 1u); // its first tile row
+    let split = (li / TJ) % KSPLIT;                 // which k subset this thread sums
+    let row0 = (li / (TJ * KSPLIT)) * ROWS;         // first tile row this thread owns
+    let j0 = wg.x * TJ;
     let b0 = wg.y * lanes * ROWS;
-    // This workgroup's TJ * UJ columns (units; with PACK groups of 4 units) start at c0, and
-    // thread x owns columns c0 + x + u * TJ (u < UJ): at each u, a warp's weight loads cover
-    // runs of consecutive columns.
-    let c0 = wg.x * TJ * UJ;
-    let columns = (p.hidden + UNIT_SPAN - 1u) / UNIT_SPAN;
-    var acc: array<vec4<f32>, 16>;                  // [u * ROWS + r] -> gates in .xyzw
+    let n_all = H * G;
+    let j = (j0 + x) * UNIT_SPAN;                   // first unit of this thread
+    var acc: array<vec4<f32>, 4>;                   // [row] -> gates in .xyzw
 
-    if (STAGE) {
-        // A register-tiled GEMM tile: slabs of KS rows of W_hh^T (all TJ * UJ columns) and
-        // of h_prev (all BM rows) are staged in workgroup memory, the next slab's global loads
-        // issued before this slab's FMAs.
-        let bm = lanes * ROWS;
-        let hp = bm / 4u + 1u;                              // h_tile row pitch in vec4s
-        let nc = TJ * UJ;
-        let w_per = 256u / WG;                              // weight vec4s each thread stages
-        let h_per = (KS * bm + WG - 1u) / WG;               // h_prev floats each thread stages
-        var wn: array<vec4<f32>, 4>;
-        var hn: array<f32, 4>;
-        for (var i = 0u; i < w_per; i++) {
-            let e = li + i * WG;
-            wn[i] = weights(e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
-        }
-        for (var i = 0u; i < h_per; i++) {
-            let e = li + i * WG;
-            let b = min(b0 + e / KS, B - 1u);
-            hn[i] = input_at(input_row(b), e % KS);
-        }
-        for (var k0 = 0u; k0 < S; k0 += KS) {
-            workgroupBarrier();
-            for (var i = 0u; i < w_per; i++) {
-                partial[li + i * WG] = wn[i];
-            }
-            for (var i = 0u; i < h_per; i++) {
-                let e = li + i * WG;
-                let b = e / KS;
-                if (e < KS * bm) {
-                    h_tile[(e % KS) * hp + b / 4u][b % 4u] = hn[i];
-                }
-            }
-            workgroupBarrier();
-            let kn = k0 + KS;
-            for (var i = 0u; i < w_per; i++) {
-                let e = li + i * WG;
-                wn[i] = weights(kn + e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
-            }
-            for (var i = 0u; i < h_per; i++) {
-                let e = li + i * WG;
-                let b = min(b0 + e / KS, B - 1u);
-                hn[i] = input_at(input_row(b), kn + e % KS);
-            }
-            for (var kk = 0u; kk < KS; kk++) {
-                var wv: array<vec4<f32>, 4>;
-                for (var u = 0u; u < UJ; u++) {
-                    wv[u] = partial[kk * nc + x + u * TJ];
-                }
-                for (var q = 0u; q < ROWS / 4u; q++) {
-                    let h = h_tile[kk * hp + row0 / 4u + q];
-                    for (var u = 0u; u < UJ; u++) {
-                        let a = u * ROWS + 4u * q;
-                        acc[a] = fma(vec4<f32>(h.x), wv[u], acc[a]);
-                        acc[a + 1u] = fma(vec4<f32>(h.y), wv[u], acc[a + 1u]);
-                        acc[a + 2u] = fma(vec4<f32>(h.z), wv[u], acc[a + 2u]);
-                        acc[a + 3u] = fma(vec4<f32>(h.w), wv[u], acc[a + 3u]);
-                    }
-                }
-            }
-        }
-    } else if (c0 + x < columns) {
-        // A column past the last (u > 0 only) reads the last one's weights; its sums are
-        // never written.
-        var js: array<u32, 4>;
-        for (var u = 0u; u < UJ; u++) {
-            js[u] = min(c0 + x + u * TJ, columns - 1u) * UNIT_SPAN;
-        }
-        var rows: array<vec2<u32>, 8>;
+    if (j < H) {
+        var rows: array<vec2<u32>, 4>;
         for (var r = 0u; r < ROWS; r++) {
             rows[r] = input_row(min(b0 + row0 + r, B - 1u));
         }
         let step = 4u * KSPLIT;
         var k = 4u * split;
-        var w: array<vec4<f32>, 16>;                // [u * 4 + i]: column u's weights at k + i
-        for (var u = 0u; u < UJ; u++) {
-            for (var i = 0u; i < 4u; i++) {
-                w[u * 4u + i] = weights(k + i, js[u]);
-            }
-        }
+        var w = array<vec4<f32>, 4>(weights(k, j), weights(k + 1u, j), weights(k + 2u, j),
+                                    weights(k + 3u, j));
         while (k < S) {
             // Prefetch the next chunk's weights before this chunk's FMAs.
             let kn = k + step;
-            var wn: array<vec4<f32>, 16>;
-            for (var u = 0u; u < UJ; u++) {
-                for (var i = 0u; i < 4u; i++) {
-                    wn[u * 4u + i] = weights(kn + i, js[u]);
-                }
-            }
+            let wn = array<vec4<f32>, 4>(weights(kn, j), weights(kn + 1u, j),
+                                         weights(kn + 2u, j), weights(kn + 3u, j));
             for (var r = 0u; r < ROWS; r++) {
                 let h = inputs4(rows[r], k);
-                for (var u = 0u; u < UJ; u++) {
-                    var a = acc[u * ROWS + r];
-                    a = fma(vec4<f32>(h.x), w[u * 4u], a);
-                    a = fma(vec4<f32>(h.y), w[u * 4u + 1u], a);
-                    a = fma(vec4<f32>(h.z), w[u * 4u + 2u], a);
-                    a = fma(vec4<f32>(h.w), w[u * 4u + 3u], a);
-                    acc[u * ROWS + r] = a;
-                }
+                var a = acc[r];
+                a = fma(vec4<f32>(h.x), w[0], a);
+                a = fma(vec4<f32>(h.y), w[1], a);
+                a = fma(vec4<f32>(h.z), w[2], a);
+                a = fma(vec4<f32>(h.w), w[3], a);
+                acc[r] = a;
             }
             w = wn;
             k = kn;
@@ -383,16 +309,16 @@ fn main(
     if (KSPLIT > 1u && SUBGROUPS) {
         // The same tree in registers: the KSPLIT threads of a (unit, row) lie in one subgroup,
         // TJ lanes apart, and each level adds the partner stride * TJ lanes away.
-        for (var e = 0u; e < UJ * ROWS; e++) {
-            var v = acc[e];
+        for (var r = 0u; r < ROWS; r++) {
+            var v = acc[r];
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
                 v = v + xor_shuffle4(v, stride * TJ);
             }
-            acc[e] = v;
+            acc[r] = v;
         }
     } else if (KSPLIT > 1u) {
-        for (var e = 0u; e < UJ * ROWS; e++) {
-            partial[li] = acc[e];
+        for (var r = 0u; r < ROWS; r++) {
+            partial[li] = acc[r];
             workgroupBarrier();
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
                 if (split < stride) {
@@ -400,7 +326,7 @@ fn main(
                 }
                 workgroupBarrier();
             }
-            acc[e] = partial[li];
+            acc[r] = partial[li];
             workgroupBarrier();
         }
     }
@@ -409,16 +335,15 @@ fn main(
     // threads of each unit's k split, one chain each, in the GEMM's exact order (k ascending
     // from zero, then + b_ih), and meets in workgroup memory: bit-identical to the batched
     // path, G times shorter than one thread running all of them.
-    var fused: array<vec4<f32>, 16>;
+    var fused: array<vec4<f32>, 4>;
     if (FUSED_INPUT && G > 1u && KSPLIT >= G) {
-        for (var e = 0u; e < UJ * ROWS; e++) {
-            let j = c0 + x + (e / ROWS) * TJ;
-            let b = b0 + row0 + e % ROWS;
+        for (var r = 0u; r < ROWS; r++) {
+            let b = b0 + row0 + r;
             var a = 0.0;
-            if (j < p.hidden && split < G && b < B) {
+            if (j < H && split < G && b < B) {
                 let x_row = p.x_at + b * p.input;
                 for (var k = 0u; k < p.input; k++) {
-                    a = fma(h_carry[x_row + k], gx_read(k * p.hidden * G + j * G + split), a);
+                    a = fma(h_carry[x_row + k], gx_read(k * n_all + j * G + split), a);
                 }
                 if (HAS_BIAS) {
                     a += bias[j * G + split];
@@ -428,15 +353,97 @@ fn main(
             workgroupBarrier();
             if (split == 0u) {
                 for (var g = 0u; g < G; g++) {
-                    fused[e][g] = partial[li + g * TJ].x;
+                    fused[r][g] = partial[li + g * TJ].x;
                 }
             }
             workgroupBarrier();
         }
     }
 
-    if (split != 0u) {
+    if (j >= H || split != 0u) {
         return;
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let b = b0 + row0 + r;
+        if (b >= B) {
+            continue;
+        }
+        if (PACK) {
+            finish_packed(j, b, acc[r]);
+        } else {
+            finish(j, b, acc[r], fused[r]);
+        }
+    }
+}
+
+// The register-tiled product (STAGE, KSPLIT = 1): a GEMM tile. Slabs of KS rows of W_hh^T
+// (the workgroup's TJ * UJ columns) and of h_prev (its BM rows) are staged in workgroup
+// memory, the next slab's global loads issued before this slab's FMAs; thread x owns columns
+// c0 + x + u * TJ (u < UJ; at each u a warp's reads are consecutive vec4s) and rows
+// b0 + row0 .. + ROWS.
+fn staged(wg: vec3<u32>, li: u32) {
+    let S = p.state;
+    let B = p.batch;
+    let lanes = WG / TJ;                            // row lanes
+    let x = li % TJ;
+    let row0 = (li / TJ) * ROWS;
+    let bm = lanes * ROWS;
+    let b0 = wg.y * bm;
+    let nc = TJ * UJ;
+    let c0 = wg.x * nc;
+    let columns = (p.hidden + UNIT_SPAN - 1u) / UNIT_SPAN;
+    let hp = bm / 4u + 1u;                          // h_tile row pitch in vec4s
+    let w_per = 256u / WG;                          // weight vec4s each thread stages
+    let h_per = (KS * bm + WG - 1u) / WG;           // h_prev values each thread stages
+    var acc: array<vec4<f32>, 16>;                  // [u * ROWS + r] -> gates in .xyzw
+    var wn: array<vec4<f32>, 4>;
+    var hn: array<f32, 4>;
+    for (var i = 0u; i < w_per; i++) {
+        let e = li + i * WG;
+        wn[i] = weights(e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
+    }
+    for (var i = 0u; i < h_per; i++) {
+        let e = li + i * WG;
+        hn[i] = input_at(input_row(min(b0 + e / KS, B - 1u)), e % KS);
+    }
+    for (var k0 = 0u; k0 < S; k0 += KS) {
+        workgroupBarrier();
+        for (var i = 0u; i < w_per; i++) {
+            partial[li + i * WG] = wn[i];
+        }
+        for (var i = 0u; i < h_per; i++) {
+            let e = li + i * WG;
+            let b = e / KS;
+            if (e < KS * bm) {
+                h_tile[(e % KS) * hp + b / 4u][b % 4u] = hn[i];
+            }
+        }
+        workgroupBarrier();
+        let kn = k0 + KS;
+        for (var i = 0u; i < w_per; i++) {
+            let e = li + i * WG;
+            wn[i] = weights(kn + e / nc, min(c0 + e % nc, columns - 1u) * UNIT_SPAN);
+        }
+        for (var i = 0u; i < h_per; i++) {
+            let e = li + i * WG;
+            hn[i] = input_at(input_row(min(b0 + e / KS, B - 1u)), kn + e % KS);
+        }
+        for (var kk = 0u; kk < KS; kk++) {
+            var wv: array<vec4<f32>, 4>;
+            for (var u = 0u; u < UJ; u++) {
+                wv[u] = partial[kk * nc + x + u * TJ];
+            }
+            for (var q = 0u; q < ROWS / 4u; q++) {
+                let h = h_tile[kk * hp + row0 / 4u + q];
+                for (var u = 0u; u < UJ; u++) {
+                    let a = u * ROWS + 4u * q;
+                    acc[a] = fma(vec4<f32>(h.x), wv[u], acc[a]);
+                    acc[a + 1u] = fma(vec4<f32>(h.y), wv[u], acc[a + 1u]);
+                    acc[a + 2u] = fma(vec4<f32>(h.z), wv[u], acc[a + 2u]);
+                    acc[a + 3u] = fma(vec4<f32>(h.w), wv[u], acc[a + 3u]);
+                }
+            }
+        }
     }
     for (var u = 0u; u < UJ; u++) {
         let col = c0 + x + u * TJ;
@@ -448,7 +455,7 @@ fn main(
             if (PACK) {
                 finish_packed(col * 4u, b, acc[u * ROWS + r]);
             } else {
-                finish(col, b, acc[u * ROWS + r], fused[u * ROWS + r]);
+                finish(col, b, acc[u * ROWS + r], vec4<f32>(0.0));
             }
         }
     }

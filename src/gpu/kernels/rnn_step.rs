@@ -138,17 +138,6 @@ impl StepTiling {
             ("KSPLIT", self.ksplit as f64),
         ]
     }
-
-    /// `units=.. ksplit=.. rows=..`, for plan printouts.
-    pub(crate) fn describe(self) -> String {
-        format!(
-            "threads={} units/wg={} ksplit={} rows={}",
-            self.threads(),
-            self.units,
-            self.ksplit,
-            self.rows
-        )
-    }
 }
 
 /// The forward step's tiling: the layout of [`StepTiling`] (whose `units` count thread

@@ -450,26 +450,24 @@ fn check_shapes(cfg: &RnnConfig, key: PlanKey, lim: &PlanLimits) -> Result<usize
     if b == 0 {
         return Err(Error::ZeroSize("B (batch)"));
     }
-    if key.mode == PlanMode::Stream && (t != 1 || key.lengths || cfg.num_directions() != 1) {
-        return Err(Error::Unsupported(format!(
-            "a Stream plan over T = {t}{}{}: a streaming step is one timestep of one forward \
-             direction, every row live",
-            if key.lengths {
-                ", with per-row lengths"
-            } else {
-                ""
-            },
-            if cfg.num_directions() != 1 {
-                ", bidirectional"
-            } else {
-                ""
-            },
-        )));
-    }
-    if key.mode == PlanMode::Stream && cfg.direction() != crate::config::Direction::Forward {
-        return Err(Error::Unsupported(
-            "a Stream plan of a reverse-direction model: it reads the sequence from its end".into(),
-        ));
+    if key.mode == PlanMode::Stream {
+        if cfg.direction() != crate::config::Direction::Forward {
+            return Err(Error::Unsupported(format!(
+                "a streaming session of a {:?} model: a reverse direction reads the sequence \
+                 from its end, so it cannot advance one step at a time",
+                cfg.direction()
+            )));
+        }
+        if t != 1 || key.lengths {
+            return Err(Error::Unsupported(format!(
+                "a Stream plan over T = {t}{}: a streaming step is one timestep, every row live",
+                if key.lengths {
+                    ", with per-row lengths"
+                } else {
+                    ""
+                },
+            )));
+        }
     }
     // Lengths and step indices travel as f32 whole numbers.
     if t > 1 << 24 {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{CellKind, Direction};
+use crate::config::CellKind;
 use crate::error::{Error, Result};
 use crate::gpu::State;
 use crate::gpu::dispatch::Io;
@@ -45,17 +45,9 @@ impl Rnn {
     /// Errors: [`Error::ZeroSize`] for `batch = 0`; [`Error::Unsupported`] for a model with a
     /// reverse direction (it needs the whole sequence before its first output).
     pub fn session(&self, batch: usize) -> Result<Session> {
-        if batch == 0 {
-            return Err(Error::ZeroSize("B (batch)"));
-        }
+        // The Stream plan refuses B = 0 and reverse directions, before any allocation.
+        let plan = self.plan(1, batch, PlanMode::Stream, false)?;
         let cfg = self.cfg();
-        if cfg.direction() != Direction::Forward {
-            return Err(Error::Unsupported(format!(
-                "a streaming session of a {:?} model: a reverse direction reads the sequence \
-                 from its end, so it cannot advance one step at a time",
-                cfg.direction()
-            )));
-        }
         let ctx = self.ctx();
         let (l, h, st, i) = (
             cfg.num_layers(),
@@ -63,7 +55,6 @@ impl Rnn {
             cfg.state_size(),
             cfg.input_size(),
         );
-        let plan = self.plan(1, batch, PlanMode::Stream, false)?;
         Ok(Session {
             rnn: self.clone(),
             batch,

@@ -1,12 +1,15 @@
 //! What one submission costs on this adapter, beside a session step and a forward step.
 //!
-//! `cargo run --release --example submit_floor [H]` interleaves, sample by sample, five
+//! `cargo run --release --example submit_floor [H]` interleaves, sample by sample, seven
 //! things and prints the median of each in microseconds:
 //! - an empty submission (`queue.submit` of an empty encoder, no wait);
 //! - a submission of one one-workgroup dispatch of a trivial kernel (no wait);
 //! - the same dispatch plus six 16-byte buffer copies (what a session step recorded before
 //!   its state became resident);
-//! - a [`rnn_wgpu::Session::step`] of an LSTM with `I = H` (default 1), `B = 1`;
+//! - a 16-byte `queue.write_buffer`, the dispatch, then one 16-byte copy (what a one-layer
+//!   session step from the host records now: `x_t` written in place, `y_t` copied out);
+//! - a [`rnn_wgpu::Session::step`] (`x_t` on the GPU, copied in) and a
+//!   [`rnn_wgpu::Session::step_host`] of an LSTM with `I = H` (default 1), `B = 1`;
 //! - a forward step: a `T = 200` [`rnn_wgpu::Rnn::forward`] divided by 200.
 //!
 //! Each is timed as the harness times a stream row: 200 in a row, then one wait, the
@@ -66,9 +69,13 @@ fn main() -> Result<()> {
             resource: a.as_entire_binding(),
         }],
     });
-    let dispatch = |copies: bool| {
+    // `copies`: 0, 6 (two before the dispatch, four after) or 1 after a queue write.
+    let dispatch = |copies: usize| {
+        if copies == 1 {
+            q.write_buffer(&a, 64, &[0; 16]);
+        }
         let mut e = dev.create_command_encoder(&Default::default());
-        if copies {
+        if copies == 6 {
             e.copy_buffer_to_buffer(&b, 0, &a, 0, 16);
             e.copy_buffer_to_buffer(&b, 16, &a, 16, 16);
         }
@@ -78,17 +85,18 @@ fn main() -> Result<()> {
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(1, 1, 1);
         }
-        if copies {
-            for k in 0..4 {
-                e.copy_buffer_to_buffer(&a, 16 * k, &b, 16 * k, 16);
-            }
+        match copies {
+            6 => (0..4).for_each(|k| e.copy_buffer_to_buffer(&a, 16 * k, &b, 16 * k, 16)),
+            1 => e.copy_buffer_to_buffer(&a, 0, &b, 0, 16),
+            _ => {}
         }
         q.submit([e.finish()]);
     };
 
     let cfg = RnnConfig::lstm(h, h).build()?;
     let rnn = Rnn::new(&ctx, &Weights::init(&cfg, 7))?;
-    let x_t = GpuTensor::upload(&ctx, &vec![0.5; h], &[1, h])?;
+    let x_host = vec![0.5; h];
+    let x_t = GpuTensor::upload(&ctx, &x_host, &[1, h])?;
     let xs = GpuTensor::upload(&ctx, &vec![0.5; 200 * h], &[200, 1, h])?;
     let mut session = rnn.session(1)?;
     // Warm up: pipelines, workspaces.
@@ -100,7 +108,7 @@ fn main() -> Result<()> {
     // would also hold whatever the driver still ran of the call before), interleaved kind by
     // kind, 15 rounds; the median block per kind, divided by 200.
     let (steps, rounds) = (200, 15);
-    let mut s: [Vec<f64>; 5] = Default::default();
+    let mut s: [Vec<f64>; 7] = Default::default();
     let mut block = |k: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
         let t = Instant::now();
         for _ in 0..steps {
@@ -115,17 +123,16 @@ fn main() -> Result<()> {
             q.submit([dev.create_command_encoder(&Default::default()).finish()]);
             Ok(())
         })?;
-        block(1, &mut || {
-            dispatch(false);
-            Ok(())
-        })?;
-        block(2, &mut || {
-            dispatch(true);
-            Ok(())
-        })?;
-        block(3, &mut || session.step(&x_t).map(drop))?;
+        for (k, copies) in [(1, 0), (2, 6), (3, 1)] {
+            block(k, &mut || {
+                dispatch(copies);
+                Ok(())
+            })?;
+        }
+        block(4, &mut || session.step(&x_t).map(drop))?;
+        block(5, &mut || session.step_host(&x_host).map(drop))?;
         let mut once = true;
-        block(4, &mut || {
+        block(6, &mut || {
             if std::mem::take(&mut once) {
                 rnn.forward(&xs, None)?;
             }
@@ -136,10 +143,12 @@ fn main() -> Result<()> {
         "empty submission",
         "one dispatch per submission",
         "one dispatch + 6 copies per submission",
-        "session step",
+        "write + one dispatch + 1 copy",
+        "session step (x_t on the GPU)",
+        "session step_host",
         "forward step (T = 200 forward / 200)",
     ];
-    let fwd = median(&mut s[4].clone());
+    let fwd = median(&mut s[6].clone());
     for (name, v) in names.iter().zip(s.iter_mut()) {
         let m = median(v);
         println!("{name:<40} {m:8.1} us  ({:.2}x the forward step)", m / fwd);

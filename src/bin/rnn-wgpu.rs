@@ -328,7 +328,7 @@ fn main() -> ExitCode {
     );
     println!(
         "ms: median wall time of one pass (inference: forward + wait; train: forward_train + \
-         backward + wait; stream: T session steps submitted back to back, then one wait, each y_t left on the GPU and let go after its step); us/step \
+         backward + wait; stream: T session steps (step_host: x_t written from the host) submitted back to back, then one wait, each y_t left on the GPU and let go after its step); us/step \
          (stream rows): median over reps of the mean step latency, ms * 1000 / T; GFLOP/s: \
          forward FLOPs / ms, 3x that for train, with forward FLOPs summed over layers and \
          directions, sum_l D*2*G*B*H*(I_l+H)*T (one layer: lstm 8*B*H*(I+H)*T, gru \

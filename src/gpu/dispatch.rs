@@ -119,6 +119,23 @@ pub(crate) enum Op {
     Copy(BufferCopy),
 }
 
+impl Op {
+    /// This op with every buffer it names replaced by `f` of it.
+    pub(crate) fn map_bufs(&self, f: impl Fn(Buf) -> Buf) -> Op {
+        match self {
+            Op::Dispatch(d) => Op::Dispatch(Dispatch {
+                bindings: d.bindings.iter().map(|&b| f(b)).collect(),
+                ..d.clone()
+            }),
+            Op::Copy(c) => Op::Copy(BufferCopy {
+                src: f(c.src),
+                dst: f(c.dst),
+                ..*c
+            }),
+        }
+    }
+}
+
 /// Bytes of `words` f32 values.
 pub(crate) fn bytes(words: usize) -> u64 {
     words as u64 * 4

@@ -17,9 +17,12 @@
 //!    - in training, dropout on the layer output (all but the last layer);
 //! 3. `y`, `h_n`, `c_n` are copied out to the caller's tensors.
 //!
-//! A streaming step ([`crate::PlanMode::Stream`]) keeps each layer's state in its `h_carry`
-//! and `c_state`: no `h0`/`c0` copied in, no `h_n`/`c_n` out, one copy of the new `h` into
-//! `h_carry` for the next step.
+//! A streaming step ([`crate::PlanMode::Stream`]) keeps each layer's state in the workspace:
+//! no `h0`/`c0` copied in, no `h_n`/`c_n` out. The step reads `h_prev` from `h_carry` and
+//! writes its new `h` (with a projection: the projection GEMM writes it) to word 0 of a twin
+//! buffer of the same layout, which is the layer's output; the plan's odd list swaps the two
+//! (see [`crate::gpu::plan::ResidentState`]), so the state is never copied. `c_state` is
+//! updated in place.
 //!
 //! Time is chunked only so the input projection `gx` (`G*H/I` times larger than `x`) fits the
 //! device's storage-binding limit and a bounded scratch budget; with room, one chunk covers all
@@ -109,7 +112,8 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
         true => b.load(Io::Lengths, 0, lengths, 0, bt),
         false => b.init(lengths, 0, b.all_steps()),
     }
-    let y_out = b.buffer("y", t * bt * dirs * st);
+    // A streaming step's output is its last layer's new state, in that layer's state buffer.
+    let y_out = (!b.resident).then(|| b.buffer("y", t * bt * dirs * st));
     // With per-row lengths h_n is gathered here; without, each frame's last step goes straight
     // to the caller's h_n, and each cell state straight to the caller's c_n.
     let h_n = b.lengths.then(|| b.buffer("h_n", layers * dirs * bt * st));
@@ -125,9 +129,12 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
             0 => io_view(b, layer_in, i_l),
             _ => View::seq(layer_in, bt, i_l),
         };
-        let layer_out = match last {
-            true => y_out,
-            false => b.buffer("layer output", t * bt * dirs * st),
+        let layer_out = match (b.resident, y_out) {
+            // A streaming step writes each layer's new h into the state buffer the next step
+            // reads (see `ResidentState`): that buffer is the layer's output.
+            (true, _) => b.buffer("h_carry (odd steps)", carry_words(b, &lcfg).total),
+            (false, Some(y)) if last => y,
+            (false, _) => b.buffer("layer output", t * bt * dirs * st),
         };
         let out_view = match last {
             true => io_view(b, layer_out, dirs * st),
@@ -225,7 +232,8 @@ pub(crate) fn schedule(b: &mut Builder<'_>, train: bool) -> Result<Vec<TapeLayou
         tapes.extend(jobs.into_iter().filter_map(|j| j.tape));
         layer_in = layer_out;
     }
-    b.store(y_out, t * bt * dirs * st, Io::Y);
+    // `layer_in` is now the last layer's output.
+    b.store(layer_in, t * bt * dirs * st, Io::Y);
     if let Some(h_n) = h_n {
         b.store(h_n, layers * dirs * bt * st, Io::HN);
     }
@@ -318,15 +326,20 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
                     b.push(rnn_step(cfg, bt, phase, &p.bindings, params));
                 }
                 if let Some(h_raw) = p.h_raw {
-                    // h_t = W_hr h_raw_t, into slot t + 1 of the projected states.
+                    // h_t = W_hr h_raw_t, into slot t + 1 of the projected states (a streaming
+                    // step: into slot 0 of the state buffer the next step reads).
                     let (h, st) = (cfg.hidden_size(), cfg.state_size());
+                    let (c, c_at) = match b.resident {
+                        true => (job.y, 0),
+                        false => (p.h_carry, (t + 1) * bt),
+                    };
                     let op = Gemm {
                         a_row_offset: t * bt,
-                        c_row_offset: (t + 1) * bt,
+                        c_row_offset: c_at,
                         ..Gemm::new(
                             h_raw,
                             Buf::Param(job.j as u32, ParamKind::WHr),
-                            p.h_carry,
+                            c,
                             (bt, st, h),
                         )
                     }
@@ -337,7 +350,7 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
         }
     }
     for (job, p) in jobs.iter().zip(&prepared) {
-        if p.h_raw.is_none() {
+        if p.h_raw.is_none() || b.resident {
             continue;
         }
         let st = job.cfg.state_size();
@@ -347,14 +360,15 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
         }
     }
     if b.resident {
-        // A streaming step keeps its state here: the last h becomes the next step's h_prev
-        // (after the projection's copy into y), and c_state is left as the step wrote it.
+        // A streaming step keeps its state here: it read h_prev from h_carry and wrote the new
+        // h to word 0 of its output, the twin buffer the next step reads; c_state is updated
+        // in place.
         for (job, p) in jobs.iter().zip(&prepared) {
-            let st = job.cfg.state_size();
-            b.copy(job.y, (t_all - 1) * bt * st, p.h_carry, 0, bt * st);
             b.resident_state.push(ResidentState {
                 h: p.h_carry,
+                twin: job.y,
                 c: job.c_state,
+                x_at: (job.j == 0).then_some(p.x_at),
             });
         }
     }
@@ -372,6 +386,34 @@ struct Prepared {
     bindings: StepBindings,
 }
 
+/// Where things sit in a layer-direction's `h_carry` (binding 3 of the step), in words.
+struct CarryWords {
+    /// `h [B, H]`, or with a projection every projected state `[T + 1, B, P]`.
+    state_words: usize,
+    /// The row lengths, after the state and the peepholes.
+    len_at: usize,
+    /// A one-step pass's `x_t [B, I]`, after the lengths.
+    x_at: usize,
+    total: usize,
+}
+
+fn carry_words(b: &Builder<'_>, cfg: &RnnConfig) -> CarryWords {
+    let (t, bt, h, st) = (b.steps, b.batch, cfg.hidden_size(), cfg.state_size());
+    let state_words = match cfg.proj_size() {
+        Some(_) => (t + 1) * bt * st,
+        None => bt * h,
+    };
+    let len_at = state_words + if cfg.peepholes() { 3 * h } else { 0 };
+    let x_at = len_at + bt;
+    let fused = t == 1;
+    CarryWords {
+        state_words,
+        len_at,
+        x_at,
+        total: x_at + if fused { bt * cfg.input_size() } else { 0 },
+    }
+}
+
 /// A job's scratch buffers; schedules its initial copies.
 fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     let cfg = &job.cfg;
@@ -383,14 +425,17 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     // Binding 3 of the step: h before a chunk's first step, or with a projection every
     // projected state [h0; h_0 .. h_{T-1}] (T + 1, B, P); then the peepholes, then the row
     // lengths.
-    let state_words = if proj { (t_all + 1) * bt * st } else { bt * h };
-    let len_at = state_words + peep.unwrap_or(0);
+    let CarryWords {
+        state_words,
+        len_at,
+        x_at,
+        total,
+    } = carry_words(b, cfg);
     // A one-step pass fuses its input projection into the step, which reads x_t after the
     // lengths.
     let fused = t_all == 1;
     let i = cfg.input_size();
-    let x_at = len_at + bt;
-    let h_carry = b.buffer("h_carry", x_at + if fused { bt * i } else { 0 });
+    let h_carry = b.buffer("h_carry", total);
     if fused {
         b.copy(job.x, 0, h_carry, x_at, bt * i);
     }
@@ -408,6 +453,10 @@ fn prepare(b: &mut Builder<'_>, job: &Job, lengths: Buf) -> Prepared {
     match b.lengths {
         true => b.copy(lengths, 0, h_carry, len_at, bt),
         false => b.init(h_carry, len_at, b.all_steps()),
+    }
+    // A streaming step's other state buffer (its output) has the same constants.
+    if b.resident {
+        b.init(job.y, len_at, b.all_steps());
     }
     // The tape carries the peepholes and the lengths after the saved pre-activations, where
     // the step-backward kernel reads them.

@@ -155,14 +155,35 @@ pub struct Plan {
     pub(crate) uniform_bytes: u64,
     /// [`PlanMode::Stream`]: per layer, where its recurrent state lives between steps.
     pub(crate) resident: Vec<ResidentState>,
+    /// [`PlanMode::Stream`]: the odd steps' list, `forward` with each layer's two state
+    /// buffers swapped (see [`ResidentState`]).
+    pub(crate) forward_odd: Option<Vec<Op>>,
 }
 
-/// Where one layer's recurrent state lives in a [`PlanMode::Stream`] workspace: `h [B, S]` at
-/// word 0 of `h`, and an LSTM's `c [B, H]` at word 0 of `c`.
+/// Where one layer's recurrent state lives in a [`PlanMode::Stream`] workspace. The state
+/// ping-pongs between two buffers of the same layout (`h [B, S]` at word 0, then the step's
+/// constants and its input): an even step reads `h_prev` from `h` and writes its new `h` to
+/// word 0 of `twin`, an odd step the other way round (the plan's `forward_odd` list), so no
+/// step copies its state. An LSTM's `c [B, H]` stays at word 0 of `c` (each thread updates its
+/// own cells in place).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResidentState {
     pub h: Buf,
+    pub twin: Buf,
     pub c: Option<Buf>,
+    /// Layer 0: the word where an even step's fused input projection reads `x_t [B, I]` in
+    /// `h` (in `twin` for an odd step). `None` above layer 0.
+    pub x_at: Option<usize>,
+}
+
+impl ResidentState {
+    /// The buffer holding the state that step number `steps` (counted from 0) reads.
+    pub(crate) fn current(&self, steps: u64) -> Buf {
+        match steps % 2 {
+            0 => self.h,
+            _ => self.twin,
+        }
+    }
 }
 
 /// Builds one plan's buffer list and op lists.
@@ -299,6 +320,17 @@ impl Plan {
         let train = key.mode == PlanMode::Training;
         let tapes = forward::schedule(&mut b, train)?;
         let forward = std::mem::take(&mut b.ops);
+        // A streaming step's odd list: the same ops with each layer's state buffers swapped.
+        let forward_odd = b.resident.then(|| {
+            let swap = |x: Buf| {
+                b.resident_state.iter().fold(x, |x, r| match x {
+                    x if x == r.h => r.twin,
+                    x if x == r.twin => r.h,
+                    x => x,
+                })
+            };
+            forward.iter().map(|op| op.map_bufs(swap)).collect()
+        });
         let backward = match train {
             true => {
                 // Both schedules allocate the same scratch buffers in the same order: the
@@ -325,6 +357,7 @@ impl Plan {
             inits: b.inits,
             uniform_bytes: 0,
             resident: b.resident_state,
+            forward_odd,
         };
         plan.check_ops(&limits)?;
         Ok(plan)
@@ -332,7 +365,9 @@ impl Plan {
 
     /// Every op list of the plan.
     pub(crate) fn op_lists(&self) -> impl Iterator<Item = &Vec<Op>> {
-        std::iter::once(&self.forward).chain(self.backward.iter().flatten())
+        std::iter::once(&self.forward)
+            .chain(self.forward_odd.iter())
+            .chain(self.backward.iter().flatten())
     }
 
     /// The backstop: every dispatch fits the device (grid, workgroup size and memory, bound
@@ -609,6 +644,13 @@ impl fmt::Display for Plan {
                 writeln!(f, "  {kernel:<18} {n:>10} {groups:>12} {r:>14} {w:>14}")?;
             }
             writeln!(f, "  copies: {} ({} bytes)", copies.0, copies.1)?;
+        }
+        if self.forward_odd.is_some() {
+            writeln!(
+                f,
+                "odd steps: the same ops, each layer's two state buffers swapped (the state \
+                 ping-pongs; no step copies it)"
+            )?;
         }
         Ok(())
     }

@@ -119,7 +119,8 @@ pub(crate) fn specialise_f16(plan: &mut Plan) -> Result<()> {
         return Err(training_refused());
     }
     let f16_param = |b: &Buf| matches!(b, Buf::Param(_, k) if WeightPrecision::F16.is_f16(*k));
-    for op in &mut plan.forward {
+    let forward = std::iter::once(&mut plan.forward).chain(plan.forward_odd.iter_mut());
+    for op in forward.flatten() {
         match op {
             Op::Copy(c) if f16_param(&c.src) || f16_param(&c.dst) => {
                 return Err(Error::Internal(format!(

@@ -247,6 +247,7 @@ impl Rnn {
             params: &self.inner.layers,
             grads: None,
             io,
+            preloaded: None,
         }
     }
 

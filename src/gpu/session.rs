@@ -1,7 +1,9 @@
 //! Streaming: a [`Session`] keeps every layer's recurrent state on the GPU, inside its own
 //! workspace ([`PlanMode::Stream`]), and advances all layers by one timestep per
-//! [`Session::step`], in one submission: a step copies in `x_t`, and out only `y_t`, and
-//! creates no GPU object. [`Session::record_step`] records the same step into a caller's
+//! [`Session::step`], in one submission: a step copies in `x_t` (from the host it is written in
+//! place), and out only `y_t`, and creates no GPU object. Each layer's state ping-pongs between
+//! two buffers (an even step reads one and writes the other, an odd step the other way round),
+//! so no step copies its state. [`Session::record_step`] records the same step into a caller's
 //! encoder instead, beside the caller's own work (a read-out, other sessions' steps), so
 //! several steps share one submission.
 
@@ -31,11 +33,12 @@ pub struct Session {
     batch: usize,
     /// A snapshot of the state the workspace holds, refreshed by [`Session::state`].
     state: State,
-    /// `[B, I]`: the step input written by [`Session::step_host`].
-    x: GpuTensor,
     workspace: Workspace,
     /// `y_t` tensors; one is reused while the caller holds none of them.
     outputs: Pool<GpuTensor>,
+    /// Steps recorded so far: their parity says which of each layer's two state buffers the
+    /// next step reads.
+    steps: u64,
 }
 
 impl Rnn {
@@ -49,12 +52,7 @@ impl Rnn {
         let plan = self.plan(1, batch, PlanMode::Stream, false)?;
         let cfg = self.cfg();
         let ctx = self.ctx();
-        let (l, h, st, i) = (
-            cfg.num_layers(),
-            cfg.hidden_size(),
-            cfg.state_size(),
-            cfg.input_size(),
-        );
+        let (l, h, st) = (cfg.num_layers(), cfg.hidden_size(), cfg.state_size());
         Ok(Session {
             rnn: self.clone(),
             batch,
@@ -65,9 +63,9 @@ impl Rnn {
                     _ => None,
                 },
             },
-            x: GpuTensor::zeros(ctx, &self.io_shape(1, batch, i))?,
             workspace: self.workspace(&plan)?,
             outputs: Pool::default(),
+            steps: 0,
         })
     }
 }
@@ -98,7 +96,7 @@ impl Session {
                 let l = l as u64;
                 let (h_words, c_words) = (b * st, b * h);
                 enc.copy_buffer_to_buffer(
-                    ws.scratch(place.h),
+                    ws.scratch(place.current(self.steps)),
                     0,
                     self.state.h.buffer(),
                     l * h_words * 4,
@@ -139,8 +137,9 @@ impl Session {
         self.run(&x)
     }
 
-    /// [`Session::step`] from host memory: `x_t` (`B * I` values) is written into a buffer the
-    /// session keeps (`queue.write_buffer`, no allocation).
+    /// [`Session::step`] from host memory: `x_t` (`B * I` values) is written straight where the
+    /// step reads it, in the session's workspace (`queue.write_buffer`, no allocation, no
+    /// copy).
     pub fn step_host(&mut self, x_t: &[f32]) -> Result<GpuTensor> {
         let (b, i) = (self.batch, self.rnn.cfg().input_size());
         if x_t.len() != b * i {
@@ -150,11 +149,26 @@ impl Session {
                 got: vec![x_t.len()],
             });
         }
-        let ctx = self.rnn.ctx();
-        ctx.queue()
-            .write_buffer(self.x.buffer(), 0, bytemuck::cast_slice(x_t));
-        let x = self.x.buffer().clone();
-        self.run(&x)
+        let ctx = self.rnn.ctx().clone();
+        let ws = &self.workspace;
+        let first = ws.plan.resident.first();
+        match first.and_then(|place| Some((place.current(self.steps), place.x_at?))) {
+            Some((buf, at)) => {
+                // Queue writes land before the next submission's commands, and the last step
+                // that read this buffer was submitted before this one.
+                let (buf, at) = (ws.scratch(buf), at as u64 * 4);
+                ctx.queue().write_buffer(buf, at, bytemuck::cast_slice(x_t));
+                ctx.scoped("session step", || {
+                    let mut enc = ctx.encoder("rnn session step");
+                    let y = self.record(&mut enc, None, Some(Io::X))?;
+                    ctx.submit(enc.finish())?;
+                    Ok(y)
+                })
+            }
+            None => Err(Error::Internal(
+                "a Stream plan without its first layer's input place".into(),
+            )),
+        }
     }
 
     /// Record one step into the caller's `encoder` (nothing is submitted): `x_t [B, I]` in,
@@ -175,24 +189,28 @@ impl Session {
         check_usage(self.rnn.ctx(), "x_t", x_t, wgpu::BufferUsages::COPY_SRC)?;
         let x = x_t.buffer().clone();
         let ctx = self.rnn.ctx().clone();
-        ctx.scoped("Session::record_step", || self.record(encoder, &x))
+        ctx.scoped("Session::record_step", || {
+            self.record(encoder, Some(&x), None)
+        })
     }
 
     fn run(&mut self, x: &wgpu::Buffer) -> Result<GpuTensor> {
         let ctx = self.rnn.ctx().clone();
         ctx.scoped("session step", || {
             let mut enc = ctx.encoder("rnn session step");
-            let y = self.record(&mut enc, x)?;
+            let y = self.record(&mut enc, Some(x), None)?;
             ctx.submit(enc.finish())?;
             Ok(y)
         })
     }
 
-    /// Record one step reading `x` (`[B, I]`); returns the leased `y_t`.
+    /// Record one step reading `x` (`[B, I]`; `None` when `preloaded` says it is in place);
+    /// returns the leased `y_t`.
     fn record(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
-        x: &wgpu::Buffer,
+        x: Option<&wgpu::Buffer>,
+        preloaded: Option<Io>,
     ) -> Result<GpuTensor> {
         let rnn = &self.rnn;
         let ctx = rnn.ctx();
@@ -204,13 +222,20 @@ impl Session {
         let ws = &self.workspace;
         let lengths = ws.scratch(ws.plan.full_lengths);
         // The state stays in the workspace: only x_t comes in and y_t goes out.
-        let io = vec![(Io::X, x), (Io::Lengths, lengths), (Io::Y, y.buffer())];
+        let mut io = vec![(Io::Lengths, lengths), (Io::Y, y.buffer())];
+        io.extend(x.map(|x| (Io::X, x)));
         let env = Env {
             params: &rnn.inner.layers,
             grads: None,
             io,
+            preloaded,
         };
-        ws.record(ctx, encoder, Pass::Forward, &env)?;
+        let pass = match self.steps % 2 {
+            0 => Pass::Forward,
+            _ => Pass::ForwardOdd,
+        };
+        ws.record(ctx, encoder, pass, &env)?;
+        self.steps += 1;
         let lease: Arc<dyn std::any::Any + Send + Sync> = y.clone();
         Ok(GpuTensor::clone(&y).with_lease(lease))
     }
@@ -236,7 +261,8 @@ impl Session {
             for place in &ws.plan.resident {
                 for (b, _) in rows.iter().enumerate().filter(|r| *r.1) {
                     let b = b as u64;
-                    enc.clear_buffer(ws.scratch(place.h), b * st * 4, Some(st * 4));
+                    let h_now = ws.scratch(place.current(self.steps));
+                    enc.clear_buffer(h_now, b * st * 4, Some(st * 4));
                     if let Some(c) = place.c {
                         enc.clear_buffer(ws.scratch(c), b * h * 4, Some(h * 4));
                     }

@@ -331,6 +331,7 @@ impl Rnn {
             params: &self.inner.layers,
             grads: Some(&grads.params.layers),
             io,
+            preloaded: None,
         };
         let ctx = self.ctx();
         ctx.scoped("record_backward", || {

@@ -25,6 +25,9 @@ pub(crate) struct Env<'a> {
     /// Per layer-direction: the gradients being written.
     pub grads: Option<&'a [LayerGrads]>,
     pub io: Vec<(Io, &'a wgpu::Buffer)>,
+    /// A boundary input the caller already wrote where the schedule would copy it (a
+    /// session's `x_t` from the host): copies from it are skipped.
+    pub preloaded: Option<Io>,
 }
 
 impl<'a> Env<'a> {
@@ -89,7 +92,11 @@ impl std::fmt::Debug for Workspace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pass {
     Forward,
-    Backward { accumulate: bool },
+    /// A [`crate::PlanMode::Stream`] workspace's odd steps (the state buffers swapped).
+    ForwardOdd,
+    Backward {
+        accumulate: bool,
+    },
 }
 
 impl Workspace {
@@ -141,7 +148,9 @@ impl Workspace {
     /// Write `seed`'s dropout keys into the uniform slots of `pass` (a training pass draws a
     /// new mask every call; backward must use its forward's).
     pub(crate) fn set_dropout_seed(&self, ctx: &Context, pass: Pass, seed: u64) {
-        let list = lock(&self.lists[list_index(pass)]);
+        let Some(list) = self.lists.get(self.list_index(pass)).map(lock) else {
+            return;
+        };
         for &(at, layer, numel, groups_x, p) in &list.dropout {
             let params = DropoutParams::new(numel, groups_x, seed, layer, p);
             ctx.queue()
@@ -157,10 +166,25 @@ impl Workspace {
         pass: Pass,
         env: &Env<'_>,
     ) -> Result<()> {
-        let mut list = lock(&self.lists[list_index(pass)]);
-        replay(ctx, encoder, &mut list, &self.uniforms, &|b| {
-            self.resolve(b, env)
-        })
+        let mut list = self
+            .lists
+            .get(self.list_index(pass))
+            .map(lock)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "a {:?} workspace has no {pass:?} list",
+                    self.plan.key.mode
+                ))
+            })?;
+        let resolve = |b| self.resolve(b, env);
+        // A streaming workspace binds its odd steps' list with its even one, so that nothing
+        // is created after the first step.
+        if pass == Pass::Forward && self.plan.forward_odd.is_some() {
+            let mut odd = lock(&self.lists[self.list_index(Pass::ForwardOdd)]);
+            bind(ctx, &mut odd, &self.uniforms, &resolve)?;
+        }
+        bind(ctx, &mut list, &self.uniforms, &resolve)?;
+        replay(encoder, &list, env.preloaded, &resolve)
     }
 
     fn resolve<'a>(&'a self, b: Buf, env: &Env<'a>) -> Option<&'a wgpu::Buffer> {
@@ -184,11 +208,17 @@ impl Workspace {
     }
 }
 
-fn list_index(pass: Pass) -> usize {
-    match pass {
-        Pass::Forward => 0,
-        Pass::Backward { accumulate: false } => 1,
-        Pass::Backward { accumulate: true } => 2,
+impl Workspace {
+    /// Where `pass` sits in `lists` (the order of [`Plan::op_lists`]); past the end for a list
+    /// the plan lacks.
+    fn list_index(&self, pass: Pass) -> usize {
+        let odd = usize::from(self.plan.forward_odd.is_some());
+        match pass {
+            Pass::Forward => 0,
+            Pass::ForwardOdd if odd == 1 => 1,
+            Pass::ForwardOdd => self.lists.len(),
+            Pass::Backward { accumulate } => 1 + odd + usize::from(accumulate),
+        }
     }
 }
 
@@ -258,15 +288,17 @@ fn prepare(ctx: &Context, lists: &[&Vec<Op>]) -> Result<(wgpu::Buffer, Vec<Recor
     Ok((uniforms, recorded))
 }
 
-/// Bind what is not bound yet (or binds gradients that changed), then record every command.
-fn replay<'a>(
+fn missing(b: Buf) -> Error {
+    Error::Internal(format!("schedule binds {b:?}, which is not there"))
+}
+
+/// Bind what is not bound yet (or binds gradients that changed).
+fn bind<'a>(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
     list: &mut Recorded,
     uniforms: &wgpu::Buffer,
     resolve: &dyn Fn(Buf) -> Option<&'a wgpu::Buffer>,
 ) -> Result<()> {
-    let missing = |b: Buf| Error::Internal(format!("schedule binds {b:?}, which is not there"));
     // The caller's gradient buffers, in the order the groups meet them.
     let grads: Vec<wgpu::Buffer> = list
         .groups
@@ -301,7 +333,16 @@ fn replay<'a>(
         g.bind = Some(ctx.create_bind_group("schedule", &g.pipeline.layout, &entries));
     }
     list.grads_bound = Some(grads);
+    Ok(())
+}
 
+/// Record every command of a bound list (copies from `preloaded` skipped).
+fn replay<'a>(
+    encoder: &mut wgpu::CommandEncoder,
+    list: &Recorded,
+    preloaded: Option<Io>,
+    resolve: &dyn Fn(Buf) -> Option<&'a wgpu::Buffer>,
+) -> Result<()> {
     let mut pass: Option<wgpu::ComputePass<'static>> = None;
     for cmd in &list.cmds {
         match cmd {
@@ -325,6 +366,9 @@ fn replay<'a>(
                 dst_at,
                 bytes,
             }) => {
+                if preloaded.is_some_and(|io| src == Buf::Io(io)) {
+                    continue;
+                }
                 pass = None;
                 match (resolve(src), resolve(dst)) {
                     (Some(s), Some(d)) => {
@@ -373,5 +417,6 @@ pub(crate) fn record_once(
         Buf::Scratch(i) => tensors.get(i as usize).map(|t| t.buffer()),
         _ => None,
     };
-    replay(ctx, encoder, &mut recorded[0], &uniforms, &resolve)
+    bind(ctx, &mut recorded[0], &uniforms, &resolve)?;
+    replay(encoder, &recorded[0], None, &resolve)
 }

@@ -230,9 +230,9 @@ pub fn run_train(
     })
 }
 
-/// Run a streaming row: a [`rnn_wgpu::Session`] of `B` rows fed `x_0 .. x_{T-1}` one
-/// `step` at a time, each step followed by the download of its `y_t` (which waits for the
-/// GPU), so a step's time is a real round-trip latency. Warm up, time `reps` whole sequences
+/// Run a streaming row: a [`rnn_wgpu::Session`] of `B` rows fed `x_0 .. x_{T-1}` from the
+/// host one `step_host` at a time, submitted back to back, then one wait; the round-trip
+/// latency of one step whose `y_t` is read back at once is measured apart. Warm up, time `reps` whole sequences
 /// (each on a fresh session, created outside the timer), and (optionally) check the stepped
 /// outputs and the session's final state against the CPU reference over the whole sequence.
 /// The model must run forward only (a session cannot run a reverse direction).
@@ -246,14 +246,10 @@ pub fn run_stream(
     let weights = Weights::init(&cfg, s.seed);
     let rnn = model(ctx, &weights, s)?;
     let (t, b, h) = (row.steps, row.batch, row.hidden);
-    // The same x as an inference row of the same problem; step k's [B, H] slice uploaded
-    // ahead, so the timed loop only steps and reads back.
+    // The same x as an inference row of the same problem; step k's [B, H] slice comes from
+    // the host, as a stream's input arrives (`step_host` writes it in place).
     let x = uniform(t * b * h, s.seed.wrapping_add(1));
-    let xs: Vec<GpuTensor> = x
-        .chunks(b * h)
-        .map(|x_t| GpuTensor::upload(ctx, x_t, &[b, h]))
-        .collect::<Result<_>>()?;
-    ctx.wait()?;
+    let xs: Vec<&[f32]> = x.chunks(b * h).collect();
 
     progress(&format!("warm-up x{} (of {t} steps each)", s.warmup));
     for _ in 0..s.warmup {
@@ -312,16 +308,18 @@ struct StreamPass {
     out: Option<HostOut>,
 }
 
-/// Step a fresh session through `xs` (each `[B, I]`).
-fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result<StreamPass> {
-    let batch = xs.first().map_or(1, |x| x.shape()[0]);
+/// Step a fresh session of `batch` rows through `xs` (each `[B, I]`, from the host).
+fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[&[f32]], keep: bool) -> Result<StreamPass> {
+    let batch = xs
+        .first()
+        .map_or(1, |x| x.len() / rnn.config().input_size());
     let mut session = rnn.session(batch)?;
     let mut ys = Vec::with_capacity(xs.len());
     let mut max_submissions = 0;
     let start = Instant::now();
     for x_t in xs {
         let before = ctx.submission_count();
-        let y_t = session.step(x_t)?;
+        let y_t = session.step_host(x_t)?;
         max_submissions = max_submissions.max(ctx.submission_count() - before);
         if keep {
             ys.push(y_t);
@@ -330,7 +328,7 @@ fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result
     ctx.wait()?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let out = if keep {
-        let mut y = Vec::with_capacity(xs.iter().map(GpuTensor::numel).sum());
+        let mut y = Vec::with_capacity(ys.iter().map(GpuTensor::numel).sum());
         for y_t in &ys {
             y.extend(y_t.download(ctx)?);
         }
@@ -353,13 +351,15 @@ fn stream_pass(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor], keep: bool) -> Result
 /// The round-trip latency of one session step whose output the host reads at once (step,
 /// then download `y_t`, which waits), in microseconds: the median over `T` steps of a fresh
 /// session.
-pub fn step_round_trip_us(ctx: &Context, rnn: &Rnn, xs: &[GpuTensor]) -> Result<f64> {
-    let batch = xs.first().map_or(1, |x| x.shape()[0]);
+pub fn step_round_trip_us(ctx: &Context, rnn: &Rnn, xs: &[&[f32]]) -> Result<f64> {
+    let batch = xs
+        .first()
+        .map_or(1, |x| x.len() / rnn.config().input_size());
     let mut session = rnn.session(batch)?;
     let mut us = Vec::with_capacity(xs.len());
     for x_t in xs {
         let start = Instant::now();
-        session.step(x_t)?.download(ctx)?;
+        session.step_host(x_t)?.download(ctx)?;
         us.push(start.elapsed().as_secs_f64() * 1e6);
     }
     Ok(median(&us))

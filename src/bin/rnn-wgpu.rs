@@ -151,6 +151,12 @@ struct Args {
     /// `Context::set_subgroups`.
     #[arg(long)]
     no_subgroups: bool,
+    /// Run the two directions of a bidirectional layer as one step dispatch each (the
+    /// fallback) even where the device could pair them in one (results are bit-identical
+    /// either way); see `Context::set_paired_steps`. With `--plan`, plans as if the device
+    /// could not pair them.
+    #[arg(long)]
+    no_paired_steps: bool,
     /// Store every model's weight matrices as f16 (f32 arithmetic; see
     /// `Rnn::with_precision`): inference and stream rows only, checked against the CPU
     /// reference fed the same f16-rounded weights. An error where the device lacks
@@ -198,7 +204,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if args.plan {
-        return print_plans(&suite.rows);
+        return print_plans(&suite.rows, args.no_paired_steps);
     }
     let Some(ctx) = open_context(&args) else {
         return ExitCode::FAILURE;
@@ -206,7 +212,8 @@ fn main() -> ExitCode {
     let info = ctx.adapter_info();
     let date = report::today_utc();
     println!(
-        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {} | subgroups: {}",
+        "adapter: {} | backend: {:?} | type: {:?} | date: {date} | shaders: {} | subgroups: {} \
+         | paired steps: {}",
         info.name,
         info.backend,
         info.device_type,
@@ -218,7 +225,8 @@ fn main() -> ExitCode {
         match ctx.subgroups() {
             Some(n) => format!("on (smallest {n})"),
             None => "off".to_string(),
-        }
+        },
+        if ctx.paired_steps() { "on" } else { "off" }
     );
     println!(
         "suite: {} ({} rows), {} reps (median), {} warm-up",
@@ -360,12 +368,13 @@ fn main() -> ExitCode {
 
 /// `--gemm M,N,K`: one line, ending in GFLOP/s.
 /// The best adapter's context with the shader settings of `args` (`--unchecked-shaders`,
-/// `--no-subgroups`); `None` after explaining why there is none.
+/// `--no-subgroups`, `--no-paired-steps`); `None` after explaining why there is none.
 fn open_context(args: &Args) -> Option<Context> {
     match Context::new() {
         Ok(ctx) => {
             ctx.set_unchecked_shaders(args.unchecked_shaders);
             ctx.set_subgroups(!args.no_subgroups);
+            ctx.set_paired_steps(!args.no_paired_steps);
             Some(ctx)
         }
         Err(e) => {
@@ -419,12 +428,17 @@ fn run_gemm(args: &Args, (m, n, k): (usize, usize, usize)) -> ExitCode {
 }
 
 /// Measure one row, turning a skip or an error into a table row.
-/// `--plan`: each row's plan, no GPU work.
-fn print_plans(rows: &[Row]) -> ExitCode {
-    let (limits, whose) = match Context::new() {
+/// `--plan`: each row's plan, no GPU work (`unpaired`: as if the device could not pair a
+/// bidirectional layer's steps, whose kernel binds 16 storage buffers).
+fn print_plans(rows: &[Row], unpaired: bool) -> ExitCode {
+    let (mut limits, whose) = match Context::new() {
         Ok(ctx) => (ctx.limits().clone(), ctx.describe()),
         Err(_) => (wgpu::Limits::default(), "WebGPU default limits".to_string()),
     };
+    if unpaired {
+        let most = &mut limits.max_storage_buffers_per_shader_stage;
+        *most = (*most).min(15);
+    }
     println!("plans against the limits of {whose}\n");
     for row in rows {
         let (steps, mode) = match row.mode {

@@ -63,6 +63,8 @@ struct Inner {
     use_subgroups: AtomicBool,
     /// Whether models may store f16 weights (see [`Context::set_shader_f16`]).
     use_f16: AtomicBool,
+    /// Whether bidirectional layers may pair their steps (see [`Context::set_paired_steps`]).
+    use_paired_steps: AtomicBool,
     /// Fault injection: the buffer creation with this 1-based count fails as out of memory
     /// (0: none). See [`Context::fail_allocation`].
     fail_at: AtomicU64,
@@ -232,6 +234,7 @@ impl Context {
                 subgroup_min,
                 use_subgroups: AtomicBool::new(true),
                 use_f16: AtomicBool::new(true),
+                use_paired_steps: AtomicBool::new(true),
                 fail_at: AtomicU64::new(0),
                 uncaptured,
                 lost,
@@ -361,6 +364,28 @@ impl Context {
     /// [`crate::WeightPrecision::Auto`] stores f32. Applies to models built afterwards.
     pub fn set_shader_f16(&self, on: bool) {
         self.inner.use_f16.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether plans made from now on run both directions of a bidirectional layer as one
+    /// dispatch per timestep (the paired step kernel, `rnn_step_pair`, whose grid's z picks
+    /// the direction): the device allows the 16 storage buffers per shader stage it binds
+    /// (`max_storage_buffers_per_shader_stage`; WebGPU's default is 8, Vulkan, Metal and D3D12
+    /// devices offer more) and [`Context::set_paired_steps`] did not switch it off.
+    pub fn paired_steps(&self) -> bool {
+        self.inner.limits.max_storage_buffers_per_shader_stage
+            >= crate::gpu::plan::PAIR_STORAGE_BUFFERS
+            && self.inner.use_paired_steps.load(Ordering::Relaxed)
+    }
+
+    /// Let bidirectional layers pair their directions' step dispatches where the device allows
+    /// it (the default), or always record one step dispatch per direction. Each direction runs
+    /// the same code either way, so results are bit-identical; pairing halves the step
+    /// dispatches (and the barriers between them) of a bidirectional layer. Like
+    /// [`Context::set_subgroups`], it applies to plans and workspaces made afterwards: a
+    /// model's cached workspaces keep the schedule they were made with, so set it before
+    /// building models. The backward step is not paired.
+    pub fn set_paired_steps(&self, on: bool) {
+        self.inner.use_paired_steps.store(on, Ordering::Relaxed);
     }
 
     /// Submit one command buffer and count it (see [`Context::submission_count`]).

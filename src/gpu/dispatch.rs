@@ -67,10 +67,14 @@ pub(crate) enum Buf {
     /// destination instead (zero initial state, zero upstream gradient); copying into one the
     /// caller did not ask for is skipped.
     Io(Io),
-    /// A small writable placeholder for a binding a kernel variant never touches; `0..3`, so
-    /// that two such bindings of one dispatch never alias.
+    /// A small writable placeholder for a binding a kernel variant never touches; `0..6`
+    /// ([`UNUSED_BINDINGS`]), so that two such bindings of one dispatch never alias (the
+    /// paired step has both directions' three).
     Unused(u8),
 }
+
+/// How many distinct [`Buf::Unused`] placeholders a workspace holds.
+pub(crate) const UNUSED_BINDINGS: u8 = 6;
 
 /// A scratch buffer of a plan.
 #[derive(Debug, Clone)]
@@ -167,7 +171,7 @@ pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),
         // partial (256 vec4s) and h_tile (272 vec4s), see shaders/rnn_step.wgsl.
-        Kernel::RnnStep => (256, (256 + 272) * 16),
+        Kernel::RnnStep | Kernel::RnnStepPair => (256, (256 + 272) * 16),
         Kernel::RnnStepBackward => (256, 2064 * 4),
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),

@@ -10,8 +10,9 @@
 //!    - `h_carry <- h0[l*D + d]`, `c_state <- c0[l*D + d]` (zeros without a state), the row
 //!      lengths beside them;
 //!    - for each time chunk: `gx <- x[t0..t0+Tc] · W_ih^T + b_ih` (one GEMM over `Tc*B` rows),
-//!      then the `rnn_step` dispatches of both directions interleaved step by step; a row past
-//!      its length holds its state and outputs zeros;
+//!      then the `rnn_step` dispatches of both directions interleaved step by step (or, where
+//!      the device allows 16 storage buffers per stage, one `rnn_step_pair` dispatch per step
+//!      for both); a row past its length holds its state and outputs zeros;
 //!    - the frame output scattered into the layer output `[T, B, D*S]` (skipped when the frame
 //!      *is* the layer output), `h_n` gathered from each row's last valid step, `c_n` copied;
 //!    - in training, dropout on the layer output (all but the last layer);
@@ -30,11 +31,11 @@
 
 use crate::config::{CellKind, Direction, GruReset, Layout, RnnConfig};
 use crate::error::Result;
-use crate::gpu::dispatch::{Buf, Io, ParamKind};
+use crate::gpu::dispatch::{Buf, Io, Op, ParamKind};
 use crate::gpu::kernels::dropout::dropout;
 use crate::gpu::kernels::gemm::Gemm;
 use crate::gpu::kernels::rearrange::{TimeMap, View, rearrange};
-use crate::gpu::kernels::rnn_step::{StepBindings, StepParams, rnn_step, tape_slots};
+use crate::gpu::kernels::rnn_step::{StepBindings, StepParams, pair_steps, rnn_step, tape_slots};
 use crate::gpu::plan::{Builder, ResidentState, TapeLayout};
 
 /// Whether direction `d` of each layer runs backward in time.
@@ -268,9 +269,11 @@ fn tape_buffers(b: &mut Builder<'_>, cfg: &RnnConfig, x: Buf, y: Buf) -> TapeLay
 }
 
 /// One layer's directions, interleaved step by step so that their dispatches are independent
-/// neighbours.
+/// neighbours; where the device allows it ([`crate::gpu::plan::PlanLimits::pair_directions`]), the two
+/// directions of a bidirectional layer run each step as one dispatch of the paired kernel.
 fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()> {
     let (t_all, bt, chunk) = (b.steps, b.batch, b.chunk);
+    let pair = b.limits.pair_directions;
     let prepared: Vec<Prepared> = jobs.iter().map(|job| prepare(b, job, lengths)).collect();
     for t0 in (0..t_all).step_by(chunk) {
         let tc = chunk.min(t_all - t0);
@@ -303,48 +306,37 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
             b.push_opt(op);
         }
         for t in t0..t0 + tc {
-            for (job, p) in jobs.iter().zip(&prepared) {
-                let cfg = &job.cfg;
-                let params = StepParams {
-                    batch: bt as u32,
-                    hidden: cfg.hidden_size() as u32,
-                    t_local: (t % chunk) as u32,
-                    t_global: t as u32,
-                    state: cfg.state_size() as u32,
-                    steps: t_all as u32,
-                    len_at: p.len_at as u32,
-                    input: cfg.input_size() as u32,
-                    x_at: p.x_at as u32,
-                    _pad: [0; 2],
-                };
-                // A GRU with the reset gate before the product needs two dispatches per step.
-                let phases: &[u32] = match cfg.gru_reset() {
-                    GruReset::After => &[0],
-                    GruReset::Before => &[1, 2],
-                };
-                for &phase in phases {
-                    b.push(rnn_step(cfg, bt, phase, &p.bindings, params));
-                }
-                if let Some(h_raw) = p.h_raw {
-                    // h_t = W_hr h_raw_t, into slot t + 1 of the projected states (a streaming
-                    // step: into slot 0 of the state buffer the next step reads).
-                    let (h, st) = (cfg.hidden_size(), cfg.state_size());
-                    let (c, c_at) = match b.resident {
-                        true => (job.y, 0),
-                        false => (p.h_carry, (t + 1) * bt),
+            // Each direction's dispatches of step t (a GRU with the reset gate before the
+            // product needs two per step, one per phase), then its projection, if any.
+            let mut steps: Vec<Vec<Op>> = jobs
+                .iter()
+                .zip(&prepared)
+                .map(|(job, p)| {
+                    let params = step_params(job, p, t, chunk, t_all, bt);
+                    let phases: &[u32] = match job.cfg.gru_reset() {
+                        GruReset::After => &[0],
+                        GruReset::Before => &[1, 2],
                     };
-                    let op = Gemm {
-                        a_row_offset: t * bt,
-                        c_row_offset: c_at,
-                        ..Gemm::new(
-                            h_raw,
-                            Buf::Param(job.j as u32, ParamKind::WHr),
-                            c,
-                            (bt, st, h),
-                        )
-                    }
-                    .op("projection");
-                    b.push_opt(op);
+                    phases
+                        .iter()
+                        .map(|&phase| rnn_step(&job.cfg, bt, phase, &p.bindings, params))
+                        .collect()
+                })
+                .collect();
+            if pair && steps.len() == 2 {
+                // Both directions, phase by phase, one dispatch each.
+                let rev = steps.pop().unwrap_or_default();
+                let fwd = steps.pop().unwrap_or_default();
+                for (f, r) in fwd.into_iter().zip(rev) {
+                    b.push(pair_steps([f, r])?);
+                }
+                for (job, p) in jobs.iter().zip(&prepared) {
+                    projection(b, job, p, t);
+                }
+            } else {
+                for ((job, p), ops) in jobs.iter().zip(&prepared).zip(steps) {
+                    ops.into_iter().for_each(|op| b.push(op));
+                    projection(b, job, p, t);
                 }
             }
         }
@@ -373,6 +365,54 @@ fn schedule_layer(b: &mut Builder<'_>, jobs: &[Job], lengths: Buf) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// The uniforms of `job`'s step `t` (the same for both directions of a layer: they share the
+/// configuration, and their `h_carry` buffers the same layout).
+fn step_params(
+    job: &Job,
+    p: &Prepared,
+    t: usize,
+    chunk: usize,
+    t_all: usize,
+    bt: usize,
+) -> StepParams {
+    let cfg = &job.cfg;
+    StepParams {
+        batch: bt as u32,
+        hidden: cfg.hidden_size() as u32,
+        t_local: (t % chunk) as u32,
+        t_global: t as u32,
+        state: cfg.state_size() as u32,
+        steps: t_all as u32,
+        len_at: p.len_at as u32,
+        input: cfg.input_size() as u32,
+        x_at: p.x_at as u32,
+        _pad: [0; 2],
+    }
+}
+
+/// With a projection: `h_t = W_hr h_raw_t`, into slot `t + 1` of `job`'s projected states
+/// (a streaming step: into slot 0 of the state buffer the next step reads).
+fn projection(b: &mut Builder<'_>, job: &Job, p: &Prepared, t: usize) {
+    let Some(h_raw) = p.h_raw else { return };
+    let (h, st, bt) = (job.cfg.hidden_size(), job.cfg.state_size(), b.batch);
+    let (c, c_at) = match b.resident {
+        true => (job.y, 0),
+        false => (p.h_carry, (t + 1) * bt),
+    };
+    let op = Gemm {
+        a_row_offset: t * bt,
+        c_row_offset: c_at,
+        ..Gemm::new(
+            h_raw,
+            Buf::Param(job.j as u32, ParamKind::WHr),
+            c,
+            (bt, st, h),
+        )
+    }
+    .op("projection");
+    b.push_opt(op);
 }
 
 /// A job's scratch buffers and step bindings.

@@ -31,6 +31,7 @@ mod shaders;
 pub mod tensor;
 mod train;
 mod uniforms;
+mod wgsl_copy;
 mod workspace;
 
 pub use adapter::{ADAPTER_ENV, ContextOptions, list_adapters};

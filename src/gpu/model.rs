@@ -392,7 +392,7 @@ impl Rnn {
             &self.inner.cfg,
             &self.inner.layer_cfgs,
             key,
-            PlanLimits::of(self.inner.ctx.limits()),
+            PlanLimits::of_context(&self.inner.ctx),
         )?;
         if f16 {
             specialise_f16(&mut plan)?;

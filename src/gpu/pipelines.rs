@@ -110,7 +110,7 @@ pub(crate) fn subgroup_reduction(
             .map_or(1, |&(_, v)| v as u32)
     };
     let span = match kernel {
-        Kernel::RnnStep => get("KSPLIT") * get("TJ"),
+        Kernel::RnnStep | Kernel::RnnStepPair => get("KSPLIT") * get("TJ"),
         Kernel::RnnStepBackward => get("KSPLIT"),
         _ => return false,
     };
@@ -178,7 +178,10 @@ pub(crate) fn compile(
         .copied()
         .filter(|&(n, _)| n != F16_WEIGHTS)
         .collect();
-    if matches!(kernel, Kernel::RnnStep | Kernel::RnnStepBackward) {
+    if matches!(
+        kernel,
+        Kernel::RnnStep | Kernel::RnnStepPair | Kernel::RnnStepBackward
+    ) {
         consts.push(("SUBGROUPS", subgroups as u8 as f64));
     }
     let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

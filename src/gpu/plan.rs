@@ -47,6 +47,9 @@ pub(crate) struct PlanKey {
     pub chunk_cap: Option<usize>,
 }
 
+/// Storage buffers the paired step kernel binds (both directions' 8).
+pub(crate) const PAIR_STORAGE_BUFFERS: u32 = 16;
+
 /// The device limits a plan is made against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PlanLimits {
@@ -57,6 +60,13 @@ pub(crate) struct PlanLimits {
     pub max_workgroup_bytes: u64,
     pub max_invocations: u32,
     pub uniform_align: u64,
+    /// `max_storage_buffers_per_shader_stage`: every kernel binds only storage buffers besides
+    /// its uniform.
+    pub max_storage_buffers: u32,
+    /// Both directions of a bidirectional layer run each step as one dispatch of the paired
+    /// step kernel (`rnn_step_pair`, 16 storage bindings): where the device allows 16 storage
+    /// buffers per stage, unless [`crate::Context::set_paired_steps`] switched it off.
+    pub pair_directions: bool,
 }
 
 impl PlanLimits {
@@ -78,7 +88,17 @@ impl PlanLimits {
             max_workgroup_bytes: l.max_compute_workgroup_storage_size as u64,
             max_invocations: l.max_compute_invocations_per_workgroup,
             uniform_align: l.min_uniform_buffer_offset_alignment as u64,
+            max_storage_buffers: l.max_storage_buffers_per_shader_stage,
+            pair_directions: l.max_storage_buffers_per_shader_stage >= PAIR_STORAGE_BUFFERS,
         }
+    }
+
+    /// The limits of `ctx`'s device, with its choice of paired steps
+    /// ([`crate::Context::set_paired_steps`]).
+    pub(crate) fn of_context(ctx: &crate::Context) -> PlanLimits {
+        let mut lim = PlanLimits::of(ctx.limits());
+        lim.pair_directions &= ctx.paired_steps();
+        lim
     }
 
     /// `Err` when a dispatch's grid exceeds `max_compute_workgroups_per_dimension`.
@@ -404,6 +424,15 @@ impl Plan {
                     what: d.what.clone(),
                     needed: shared,
                     allowed: limits.max_workgroup_bytes,
+                });
+            }
+            // Every binding after the uniform is a storage buffer.
+            if d.bindings.len() as u64 > limits.max_storage_buffers as u64 {
+                return Err(Error::LimitExceeded {
+                    limit: "max_storage_buffers_per_shader_stage",
+                    what: d.what.clone(),
+                    needed: d.bindings.len() as u64,
+                    allowed: limits.max_storage_buffers as u64,
                 });
             }
             for b in &d.bindings {

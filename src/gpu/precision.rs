@@ -140,6 +140,8 @@ pub(crate) fn specialise_f16(plan: &mut Plan) -> Result<()> {
                 // unread; the GEMM's b, b4, and its bias slot (b, unread, without bias).
                 let allowed: &[usize] = match d.kernel {
                     Kernel::RnnStep => &[0, 1, 3],
+                    // Both directions' (bindings 9 .. 16 are direction 1's 1 .. 8).
+                    Kernel::RnnStepPair => &[0, 1, 3, 8, 9, 11],
                     Kernel::Gemm => &[2, 3, 4],
                     _ => &[],
                 };

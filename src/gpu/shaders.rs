@@ -1,5 +1,10 @@
 //! WGSL sources, composed once: every kernel gets `shaders/common/activations.wgsl`
-//! prepended, and the two step kernels `shaders/common/cell.wgsl` too.
+//! prepended, and the two step kernels `shaders/common/cell.wgsl` too. The forward step is
+//! `shaders/rnn_step.wgsl` (shared declarations) plus one direction's bindings and code
+//! (`shaders/rnn_step_direction.wgsl`), or two renamed copies of it for the paired kernel
+//! (see [`wgsl_copy`]).
+
+use crate::gpu::wgsl_copy::wgsl_copy;
 
 /// How a kernel binds each slot of group 0, in binding order
 /// (uniforms, then read-only inputs, then outputs).
@@ -17,6 +22,7 @@ const GRAD_CLIP: &str = include_str!("../../shaders/clip.wgsl");
 const OPTIMIZER_STEP: &str = include_str!("../../shaders/optim.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
+const RNN_STEP_DIRECTION: &str = include_str!("../../shaders/rnn_step_direction.wgsl");
 const RNN_STEP_BACKWARD: &str = include_str!("../../shaders/rnn_step_backward.wgsl");
 const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 const REARRANGE: &str = include_str!("../../shaders/rearrange.wgsl");
@@ -61,6 +67,29 @@ fn w_hh4(q: u32) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
 }";
 
+/// The forward step's entry point: one direction, `step` of `shaders/rnn_step_direction.wgsl`.
+const STEP_ENTRY: &str = "@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    step(wg, li);
+}";
+
+/// The paired forward step's entry point: `workgroup_id.z` picks the direction. It is the same
+/// for every invocation of a workgroup, so the barriers inside either branch stay in uniform
+/// control flow.
+const STEP_PAIR_ENTRY: &str = "@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (wg.z == 0u) {
+        step(wg, li);
+    } else {
+        step_d1(wg, li);
+    }
+}";
+
+/// What the second direction's copy of the step's per-direction code appends to every name it
+/// declares, and how far its bindings move (past the first direction's 1 ..= 8).
+const SECOND_DIRECTION_SUFFIX: &str = "_d1";
+const SECOND_DIRECTION_BINDINGS: u32 = 8;
+
 /// The GEMM's B operand (bindings 3 and 4) as f32s.
 const GEMM_B_F32: &str = "@group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read> b4: array<vec4<f32>>;
@@ -87,6 +116,10 @@ pub(crate) enum Kernel {
     Gemm,
     /// `shaders/rnn_step.wgsl`: one fused timestep of any cell (optionally saving the tape).
     RnnStep,
+    /// The same for both directions of a bidirectional layer in one dispatch: grid z = 2,
+    /// `workgroup_id.z` is the direction, bindings 1 ..= 8 are direction 0's and 9 ..= 16
+    /// direction 1's (16 storage buffers: only where the device allows that many per stage).
+    RnnStepPair,
     /// `shaders/rnn_step_backward.wgsl`: one fused timestep of BPTT, any cell.
     RnnStepBackward,
     /// `shaders/column_sum.wgsl`: deterministic sum over the rows of a matrix (bias grads).
@@ -108,6 +141,7 @@ impl Kernel {
             Kernel::OptimizerStep => "optim",
             Kernel::Gemm => "gemm",
             Kernel::RnnStep => "rnn_step",
+            Kernel::RnnStepPair => "rnn_step_pair",
             Kernel::RnnStepBackward => "rnn_step_backward",
             Kernel::ColumnSum => "column_sum",
             Kernel::Rearrange => "rearrange",
@@ -128,7 +162,7 @@ impl Kernel {
             Kernel::GradClip => GRAD_CLIP,
             Kernel::OptimizerStep => OPTIMIZER_STEP,
             Kernel::Gemm => GEMM,
-            Kernel::RnnStep => RNN_STEP,
+            Kernel::RnnStep | Kernel::RnnStepPair => RNN_STEP,
             Kernel::RnnStepBackward => RNN_STEP_BACKWARD,
             Kernel::ColumnSum => COLUMN_SUM,
             Kernel::Rearrange => REARRANGE,
@@ -138,17 +172,29 @@ impl Kernel {
         };
         match self {
             // The step kernels share the cell description (its constants and helpers).
-            Kernel::RnnStep | Kernel::RnnStepBackward => {
+            Kernel::RnnStep | Kernel::RnnStepPair | Kernel::RnnStepBackward => {
                 let shuffle = match subgroups {
                     true => SUBGROUP_SHUFFLE,
                     false => NO_SUBGROUP_SHUFFLE,
                 };
-                let weights = match (self, f16_weights) {
-                    (Kernel::RnnStep, false) => STEP_WEIGHTS_F32,
-                    (Kernel::RnnStep, true) => STEP_WEIGHTS_F16,
-                    _ => "",
+                let weights = match f16_weights {
+                    false => STEP_WEIGHTS_F32,
+                    true => STEP_WEIGHTS_F16,
                 };
-                format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{weights}\n{body}")
+                let direction = format!("{weights}\n{RNN_STEP_DIRECTION}");
+                let step = match self {
+                    Kernel::RnnStep => format!("{direction}\n{STEP_ENTRY}"),
+                    Kernel::RnnStepPair => {
+                        let second = wgsl_copy(
+                            &direction,
+                            SECOND_DIRECTION_SUFFIX,
+                            SECOND_DIRECTION_BINDINGS,
+                        );
+                        format!("{direction}\n{second}\n{STEP_PAIR_ENTRY}")
+                    }
+                    _ => String::new(),
+                };
+                format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{body}\n{step}")
             }
             Kernel::Gemm => {
                 let b = match f16_weights {
@@ -195,6 +241,78 @@ impl Kernel {
                 ReadWrite,
                 ReadWrite,
             ],
+            // Both directions' 8, one after the other (16 storage bindings).
+            Kernel::RnnStepPair => &[
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+                ReadWrite,
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::naga;
+
+    /// Every variant of the forward step parses and validates (naga, as wgpu compiles it),
+    /// and declares exactly the bindings the host's layout has, with the same access: the
+    /// paired kernel's second copy really sits at bindings 9 ..= 16.
+    #[test]
+    fn step_kernels_declare_the_bindings_of_their_layout() {
+        for kernel in [Kernel::RnnStep, Kernel::RnnStepPair] {
+            for f16 in [false, true] {
+                let src = kernel.source(false, f16);
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{kernel:?} f16 = {f16}: {e:?}"));
+                let mut declared: Vec<(u32, Binding)> = module
+                    .global_variables
+                    .iter()
+                    .filter_map(|(_, v)| {
+                        let b = v.binding.as_ref()?;
+                        assert_eq!(b.group, 0);
+                        let kind = match v.space {
+                            naga::AddressSpace::Uniform => Binding::DynamicUniform,
+                            naga::AddressSpace::Storage { access }
+                                if access.contains(naga::StorageAccess::STORE) =>
+                            {
+                                Binding::ReadWrite
+                            }
+                            _ => Binding::Read,
+                        };
+                        Some((b.binding, kind))
+                    })
+                    .collect();
+                declared.sort_by_key(|d| d.0);
+                let want: Vec<(u32, Binding)> = kernel
+                    .bindings()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &b)| (i as u32, b))
+                    .collect();
+                assert_eq!(declared, want, "{kernel:?} f16 = {f16}");
+            }
         }
     }
 }

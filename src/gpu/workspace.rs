@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::context::{Context, lock};
-use crate::gpu::dispatch::{Buf, BufferCopy, Io, Op};
+use crate::gpu::dispatch::{Buf, BufferCopy, Io, Op, UNUSED_BINDINGS};
 use crate::gpu::grads::LayerGrads;
 use crate::gpu::kernels::dropout::DropoutParams;
 use crate::gpu::model::PackedLayer;
@@ -118,7 +118,7 @@ impl Workspace {
                     bytemuck::cast_slice(values),
                 );
             }
-            let unused = (0..3)
+            let unused = (0..UNUSED_BINDINGS)
                 .map(|_| ctx.create_buffer("unused binding", 16, wgpu::BufferUsages::STORAGE))
                 .collect::<Result<Vec<_>>>()?;
             let lists: Vec<&Vec<Op>> = plan.op_lists().collect();

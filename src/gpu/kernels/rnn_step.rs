@@ -2,6 +2,7 @@
 //! cell description both step kernels share.
 
 use crate::config::{Activation, CellKind, GruReset, RnnConfig};
+use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Buf, Dispatch, Op, bytes};
 use crate::gpu::shaders::Kernel;
 
@@ -432,4 +433,43 @@ pub(crate) fn rnn_step(
         step: Some(params.t_global as usize),
         dropout: None,
     })
+}
+
+/// Both directions' dispatches of one timestep (`dirs[d]`: direction `d`'s op from
+/// [`rnn_step`], the same phase) as one dispatch of the paired kernel: the same constants,
+/// uniforms and tiling, grid z = 2 (`workgroup_id.z` is the direction), direction 0's
+/// bindings then direction 1's (its [`Buf::Unused`] placeholders moved past direction 0's,
+/// so no two bindings alias). `Err` (internal) if the two differ in anything but buffers.
+pub(crate) fn pair_steps(dirs: [Op; 2]) -> Result<Op> {
+    let [Op::Dispatch(a), Op::Dispatch(b)] = dirs else {
+        return Err(Error::Internal(
+            "pairing an op that is not a dispatch".into(),
+        ));
+    };
+    let same = a.kernel == Kernel::RnnStep
+        && b.kernel == Kernel::RnnStep
+        && a.constants == b.constants
+        && a.params == b.params
+        && a.grid == b.grid
+        && a.grid[2] == 1
+        && a.step == b.step;
+    if !same {
+        return Err(Error::Internal(format!(
+            "the directions' steps differ beyond their buffers: `{}` and `{}`",
+            a.what, b.what
+        )));
+    }
+    let second = b.bindings.iter().map(|&buf| match buf {
+        Buf::Unused(k) => Buf::Unused(k + 3),
+        other => other,
+    });
+    Ok(Op::Dispatch(Dispatch {
+        kernel: Kernel::RnnStepPair,
+        bindings: a.bindings.iter().copied().chain(second).collect(),
+        grid: [a.grid[0], a.grid[1], 2],
+        what: format!("{}, both directions (z)", a.what),
+        reads: a.reads + b.reads,
+        writes: a.writes + b.writes,
+        ..a
+    }))
 }

@@ -181,8 +181,9 @@
 //!    timesteps at once (`shaders/gemm.wgsl`).
 //! 2. One fused kernel per timestep (`shaders/rnn_step.wgsl`) computes `h_{t-1} · W_hhᵀ` for
 //!    all gates of a tile of hidden units, adds the projection, and applies the activations
-//!    and the cell update in registers; the two directions of a layer are recorded step by
-//!    step side by side, and rows past their length hold their state.
+//!    and the cell update in registers; the two directions of a layer run each step as one
+//!    dispatch where the device allows 16 storage buffers per stage (else two, side by
+//!    side), and rows past their length hold their state.
 //! 3. `shaders/rearrange.wgsl` moves sequences between layouts, directions and lengths on the
 //!    GPU; `shaders/dropout.wgsl` drops units between layers from a counter-based hash
 //!    ([`dropout`]), so backward regenerates the mask instead of storing it.

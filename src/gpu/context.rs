@@ -12,6 +12,9 @@ use crate::gpu::pipelines::{
 use crate::gpu::shaders::Kernel;
 use crate::gpu::uniforms::{BOUND_CACHE_CAPACITY, Bound, BoundKey};
 
+// The switches that choose kernel variants (checks, subgroups, f16, paired steps).
+mod switches;
+
 /// Compiled pipelines kept per context (least recently used evicted first). Every kernel
 /// variant of one model is a handful of pipelines; 256 covers dozens of models and cell
 /// variants, and bounds what a long-lived process keeps.
@@ -307,85 +310,6 @@ impl Context {
     pub fn set_timeout(&self, timeout: Duration) {
         let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Whether kernels compiled from now on skip wgpu's shader runtime checks.
-    pub fn unchecked_shaders(&self) -> bool {
-        self.inner.unchecked.load(Ordering::Relaxed)
-    }
-
-    /// Compile the crate's kernels without wgpu's shader runtime checks (bounds-check
-    /// clamping, loop bounding, guarded division: `ShaderRuntimeChecks::unchecked()`), or with
-    /// them again (the default). Pipelines are cached per setting, so both can be timed on one
-    /// context (the harness's `--unchecked-shaders`).
-    ///
-    /// It applies to pipelines compiled afterwards: a model's workspaces keep the pipelines
-    /// they were built with, so set it before building models (or build a new [`crate::Rnn`]).
-    ///
-    /// The crate vouches for its own kernels: every dispatch comes from a plan whose shape and
-    /// limit checks run before any GPU work, and each kernel's header says why its indices
-    /// stay inside its buffers. It stays off by default until a GPU measurement shows a gain.
-    pub fn set_unchecked_shaders(&self, unchecked: bool) {
-        self.inner.unchecked.store(unchecked, Ordering::Relaxed);
-    }
-
-    /// The smallest subgroup size of the device when the step kernels may reduce with
-    /// subgroup shuffles (the device has `SUBGROUP`, requested by [`Context::new`] where the
-    /// adapter offers it, and [`Context::set_subgroups`] did not switch them off); `None`
-    /// otherwise.
-    pub fn subgroups(&self) -> Option<u32> {
-        let on = self.inner.use_subgroups.load(Ordering::Relaxed);
-        (self.inner.subgroup_min > 0 && on).then_some(self.inner.subgroup_min)
-    }
-
-    /// Let the step kernels reduce a split reduction with subgroup shuffles where the device
-    /// has them (the default), or always through workgroup memory. Both add the partial sums
-    /// in the same fixed order, so results are bit-identical either way; pipelines are cached
-    /// per setting. Like [`Context::set_unchecked_shaders`], it applies to workspaces built
-    /// afterwards.
-    pub fn set_subgroups(&self, on: bool) {
-        self.inner.use_subgroups.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether models on this context may store their weights as f16
-    /// ([`crate::WeightPrecision::F16`]): the device has `SHADER_F16` (requested by
-    /// [`Context::new`] where the adapter offers it) and [`Context::set_shader_f16`] did not
-    /// switch it off.
-    pub fn shader_f16(&self) -> bool {
-        self.inner
-            .device
-            .features()
-            .contains(wgpu::Features::SHADER_F16)
-            && self.inner.use_f16.load(Ordering::Relaxed)
-    }
-
-    /// Allow f16 weight storage where the device has `SHADER_F16` (the default), or act as
-    /// if it had not: then [`crate::WeightPrecision::F16`] is refused and
-    /// [`crate::WeightPrecision::Auto`] stores f32. Applies to models built afterwards.
-    pub fn set_shader_f16(&self, on: bool) {
-        self.inner.use_f16.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether plans made from now on run both directions of a bidirectional layer as one
-    /// dispatch per timestep (the paired step kernel, `rnn_step_pair`, whose grid's z picks
-    /// the direction): the device allows the 16 storage buffers per shader stage it binds
-    /// (`max_storage_buffers_per_shader_stage`; WebGPU's default is 8, Vulkan, Metal and D3D12
-    /// devices offer more) and [`Context::set_paired_steps`] did not switch it off.
-    pub fn paired_steps(&self) -> bool {
-        self.inner.limits.max_storage_buffers_per_shader_stage
-            >= crate::gpu::plan::PAIR_STORAGE_BUFFERS
-            && self.inner.use_paired_steps.load(Ordering::Relaxed)
-    }
-
-    /// Let bidirectional layers pair their directions' step dispatches where the device allows
-    /// it (the default), or always record one step dispatch per direction. Each direction runs
-    /// the same code either way, so results are bit-identical; pairing halves the step
-    /// dispatches (and the barriers between them) of a bidirectional layer. Like
-    /// [`Context::set_subgroups`], it applies to plans and workspaces made afterwards: a
-    /// model's cached workspaces keep the schedule they were made with, so set it before
-    /// building models. The backward step is not paired.
-    pub fn set_paired_steps(&self, on: bool) {
-        self.inner.use_paired_steps.store(on, Ordering::Relaxed);
     }
 
     /// Submit one command buffer and count it (see [`Context::submission_count`]).

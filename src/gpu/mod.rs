@@ -23,6 +23,7 @@ pub mod pack;
 mod packed;
 mod pipelines;
 mod plan;
+mod plan_print;
 mod precision;
 pub mod readout;
 mod run;

@@ -273,6 +273,18 @@ mod tests {
     /// Every variant of the forward step parses and validates (naga, as wgpu compiles it),
     /// and declares exactly the bindings the host's layout has, with the same access: the
     /// paired kernel's second copy really sits at bindings 9 ..= 16.
+    /// The per-direction part holds no override constant (a renamed copy would be a new,
+    /// never-set constant) and no workgroup memory (the copies share it: the plan counts it
+    /// once).
+    #[test]
+    fn the_direction_part_declares_no_constant_or_workgroup_memory() {
+        for line in RNN_STEP_DIRECTION.lines() {
+            let code = line.split("//").next().unwrap_or("").trim_start();
+            assert!(!code.starts_with("override"), "{line}");
+            assert!(!code.contains("var<workgroup>"), "{line}");
+        }
+    }
+
     #[test]
     fn step_kernels_declare_the_bindings_of_their_layout() {
         for kernel in [Kernel::RnnStep, Kernel::RnnStepPair] {

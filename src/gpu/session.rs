@@ -175,8 +175,10 @@ impl Session {
     /// the last layer's `y_t [B, S]` out, as [`Session::step`] but composable with a
     /// framework's own work in the same submission (for example a read-out of `y_t`, or the
     /// steps of several sessions). The state advances in recording order: submit the
-    /// encoders in the order their steps were recorded. Nothing is allocated after the
-    /// session's first step.
+    /// encoders in the order their steps were recorded, and before the session's next
+    /// [`Session::step`] or [`Session::step_host`] (those submit at once, and `step_host`'s
+    /// `queue.write_buffer` lands before any encoder submitted after it). Nothing is allocated
+    /// after the session's first step.
     ///
     /// Errors: as [`Session::step`].
     pub fn record_step(

@@ -1,13 +1,15 @@
-//! Both directions of a bidirectional layer in one step dispatch (`rnn_step_pair`: grid z = 2,
-//! `workgroup_id.z` picks the direction), where the device allows its 16 storage buffers per
-//! stage, against the fallback of one dispatch per direction (`Context::set_paired_steps(false)`,
-//! or a device limited to WebGPU's 8) and against the f64 CPU reference:
-//! - the plan: one paired dispatch per step (per phase: the GRU reset-before form has two)
-//!   and none of the one-direction kernel, grid z = 2; no pairing at 8 storage buffers;
+//! Both directions of a bidirectional layer in one step dispatch (`rnn_step_pair` forward,
+//! `rnn_step_backward_pair` backward: grid z = 2, `workgroup_id.z` picks the direction), where
+//! the device allows its 16 storage buffers per stage, against the fallback of one dispatch per
+//! direction (`Context::set_paired_steps(false)`, or a device limited to WebGPU's 8) and
+//! against the f64 CPU reference:
+//! - the plan: one paired dispatch per step, forward and backward (per phase: the GRU
+//!   reset-before form has two both ways, the projection two backward) and none of the
+//!   one-direction kernels, grid z = 2; no pairing at 8 storage buffers;
 //! - LSTM (plain, projection + peepholes, batch-first), GRU (reset after and before), the
-//!   plain RNN, two layers, with and without per-row lengths: inference and training forward
-//!   bit for bit equal to the fallback (the training tape through the gradients it feeds),
-//!   and within tolerance of the CPU reference;
+//!   plain RNN, two layers, with and without per-row lengths: inference, training forward and
+//!   every gradient (the paired backward steps) bit for bit equal to the fallback, and the
+//!   outputs within tolerance of the CPU reference;
 //! - the split-reduction and register-tiled layouts of the step (larger H and B), and f16
 //!   weights, bit for bit.
 
@@ -46,15 +48,20 @@ fn assert_bits(name: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// How many forward step dispatches of each kind `plan`'s per-kernel totals count:
-/// (`rnn_step_pair`, `rnn_step`).
-fn forward_step_counts(plan: &Plan) -> (usize, usize) {
+/// How many step dispatches of each kind `plan`'s per-kernel totals of `pass` ("forward" or
+/// "backward") count: (paired, one direction), i.e. (`rnn_step_pair`, `rnn_step`) or
+/// (`rnn_step_backward_pair`, `rnn_step_backward`).
+fn step_counts(plan: &Plan, pass: &str) -> (usize, usize) {
     let text = plan.to_string();
     let totals = text
-        .split("forward: whole pass")
+        .split(&format!("{pass}: whole pass"))
         .nth(1)
-        .expect("the plan prints the forward pass's totals");
+        .unwrap_or_else(|| panic!("the plan prints no {pass} totals:\n{text}"));
     let totals = totals.split("backward:").next().unwrap_or(totals);
+    let kernel = match pass {
+        "forward" => "rnn_step",
+        _ => "rnn_step_backward",
+    };
     let count = |kernel: &str| {
         totals
             .lines()
@@ -64,13 +71,27 @@ fn forward_step_counts(plan: &Plan) -> (usize, usize) {
             })
             .unwrap_or(0)
     };
-    (count("rnn_step_pair"), count("rnn_step"))
+    (count(&format!("{kernel}_pair")), count(kernel))
 }
 
-/// Whether `rnn`'s inference plan of `(t, b)` pairs its steps.
+fn forward_step_counts(plan: &Plan) -> (usize, usize) {
+    step_counts(plan, "forward")
+}
+
+/// Whether `rnn`'s plans of `(t, b)` pair their steps: the inference plan's forward, and (f32
+/// models, which can train) the training plan's forward and backward, all or none.
 fn pairs(rnn: &Rnn, t: usize, b: usize, lengths: bool) -> bool {
     let plan = rnn.plan(t, b, PlanMode::Inference, lengths).unwrap();
-    forward_step_counts(&plan).0 > 0
+    let forward = forward_step_counts(&plan).0 > 0;
+    if rnn.precision() != WeightPrecision::F16 {
+        let train = rnn.plan(t, b, PlanMode::Training, lengths).unwrap();
+        let trains = (
+            forward_step_counts(&train).0 > 0,
+            step_counts(&train, "backward").0 > 0,
+        );
+        assert_eq!(trains, (forward, forward), "{train}");
+    }
+    forward
 }
 
 fn run(
@@ -359,7 +380,9 @@ fn eight_storage_buffers_run_the_fallback() {
 
 /// The plan (pure CPU): with 16 storage buffers per stage every step of a bidirectional layer
 /// is one `rnn_step_pair` dispatch with grid z = 2 (two per step for the GRU reset-before
-/// form), and no `rnn_step`; with WebGPU's default 8, two `rnn_step` per step.
+/// form), and no `rnn_step`; every reverse step one `rnn_step_backward_pair` per phase (two for
+/// the GRU reset-before form and the projection) and no `rnn_step_backward`; with WebGPU's
+/// default 8, two one-direction dispatches for each.
 #[test]
 fn a_bidirectional_plan_has_one_step_dispatch_per_step() {
     let sixteen = wgpu::Limits {
@@ -369,10 +392,13 @@ fn a_bidirectional_plan_has_one_step_dispatch_per_step() {
     let eight = wgpu::Limits::default();
     assert_eq!(eight.max_storage_buffers_per_shader_stage, 8);
     let (t, b, layers) = (50, 16, 2);
-    for (builder, phases) in [
-        (RnnConfig::lstm(32, 256), 1),
-        (RnnConfig::gru(32, 256).linear_before_reset(false), 2),
-        (RnnConfig::rnn(32, 256, Nonlinearity::Relu), 1),
+    // (config, forward phases, backward phases)
+    for (builder, phases, back_phases) in [
+        (RnnConfig::lstm(32, 256), 1, 1),
+        (RnnConfig::lstm(32, 256).proj_size(64), 1, 2),
+        (RnnConfig::gru(32, 256).linear_before_reset(false), 2, 2),
+        (RnnConfig::gru(32, 256), 1, 1),
+        (RnnConfig::rnn(32, 256, Nonlinearity::Relu), 1, 1),
     ] {
         let cfg = bidirectional(builder.num_layers(layers));
         for mode in [PlanMode::Inference, PlanMode::Training] {
@@ -396,10 +422,31 @@ fn a_bidirectional_plan_has_one_step_dispatch_per_step() {
                 apart.forward_dispatches() - plan.forward_dispatches(),
                 layers * t * phases
             );
+            if mode == PlanMode::Training {
+                let back = layers * t * back_phases;
+                assert_eq!(
+                    step_counts(&plan, "backward"),
+                    (back, 0),
+                    "{:?}:\n{plan}",
+                    cfg.cell()
+                );
+                let first = text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("rnn_step_backward_pair "))
+                    .unwrap_or_else(|| panic!("no paired backward step printed:\n{text}"));
+                let grid = first.split_whitespace().nth(1).unwrap();
+                assert!(grid.ends_with("x2"), "grid {grid}: {first}");
+                assert_eq!(step_counts(&apart, "backward"), (0, 2 * back));
+                assert_eq!(
+                    apart.backward_dispatches() - plan.backward_dispatches(),
+                    back
+                );
+            }
         }
     }
     // A one-direction model never pairs.
     let fwd = RnnConfig::lstm(32, 256).build().unwrap();
-    let plan = Plan::new(&fwd, t, b, PlanMode::Inference, false, &sixteen).unwrap();
+    let plan = Plan::new(&fwd, t, b, PlanMode::Training, false, &sixteen).unwrap();
     assert_eq!(forward_step_counts(&plan), (0, t));
+    assert_eq!(step_counts(&plan, "backward"), (0, t));
 }

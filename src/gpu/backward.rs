@@ -4,9 +4,12 @@
 //! 1. the caller's `dy`, `dh_n`, `dc_n` are copied into the workspace (zeros where not given);
 //!    each direction's `dy` is gathered into its own frame when the layout, the direction or
 //!    the concatenation needs it; `carry <- dh_n`, `dc <- dc_n`;
-//! 2. for t = T-1 .. 0: one fused `rnn_step_backward` dispatch per direction:
+//! 2. for t = T-1 .. 0: one fused `rnn_step_backward` dispatch per direction (per phase):
 //!    `dh_t = dy_t + dG_{t+1}·W_hh`, the gate gradients `dG_t` from the saved activations, and
-//!    `dc_{t-1}`; a step past a row's length passes `dh`, `dc` through untouched;
+//!    `dc_{t-1}`; a step past a row's length passes `dh`, `dc` through untouched. Where the
+//!    device allows 16 storage buffers per stage, a bidirectional layer runs both directions'
+//!    dispatch of each phase as one `rnn_step_backward_pair` dispatch (grid z = 2); a
+//!    projection's `dh_raw` GEMM between the phases stays per direction;
 //! 3. then large GEMMs over all steps at once: `dh0 = dG_0·W_hh`, `dx = dG·W_ih`,
 //!    `dW_ih^T = xᵀ·dG`, `dW_hh^T = [h0; y_0..y_{T-2}]ᵀ·dG`, and column sums for the biases;
 //! 4. each direction's `dx` scattered (and the two summed) into the gradient of the layer's
@@ -19,12 +22,13 @@
 
 use crate::config::{CellKind, Layout, RnnConfig};
 use crate::error::Result;
-use crate::gpu::dispatch::{Buf, Io, ParamKind};
+use crate::gpu::dispatch::{Buf, Io, Op, ParamKind};
 use crate::gpu::forward::{io_view, reversed, time_map};
 use crate::gpu::kernels::column_sum::ColumnSum;
 use crate::gpu::kernels::dropout::dropout;
 use crate::gpu::kernels::gemm::Gemm;
 use crate::gpu::kernels::rearrange::{View, rearrange};
+use crate::gpu::kernels::rnn_step::pair_steps;
 use crate::gpu::kernels::rnn_step_backward::{
     StepBackParams, StepBackwardBindings, rnn_step_backward,
 };
@@ -126,7 +130,7 @@ pub(crate) fn schedule(b: &mut Builder<'_>, tapes: &[TapeLayout], accumulate: bo
                 dx: dxs[d],
             })
             .collect();
-        schedule_layer(b, &jobs, dh0, dc0, accumulate);
+        schedule_layer(b, &jobs, dh0, dc0, accumulate)?;
         for (d, &dx) in dxs.iter().enumerate() {
             if !direct(d) {
                 b.push(rearrange(
@@ -154,16 +158,19 @@ pub(crate) fn schedule(b: &mut Builder<'_>, tapes: &[TapeLayout], accumulate: bo
     Ok(())
 }
 
-/// One layer: its directions' reverse loops interleaved step by step, then each direction's
-/// GEMMs and column sums.
+/// One layer: its directions' reverse loops interleaved step by step (phase by phase), then
+/// each direction's GEMMs and column sums. Where the device allows it
+/// ([`crate::gpu::plan::PlanLimits::pair_directions`]), the two directions of a bidirectional
+/// layer run each phase of each reverse step as one dispatch of the paired kernel.
 fn schedule_layer(
     b: &mut Builder<'_>,
     jobs: &[BackJob<'_>],
     dh0: Buf,
     dc0: Option<Buf>,
     accumulate: bool,
-) {
+) -> Result<()> {
     let (t, bt) = (b.steps, b.batch);
+    let pair = b.limits.pair_directions;
     let prepared: Vec<BackPrepared> = jobs.iter().map(|job| BackPrepared::new(b, job)).collect();
     for (job, p) in jobs.iter().zip(&prepared) {
         let (h, st) = (job.cfg.hidden_size(), job.cfg.state_size());
@@ -173,8 +180,28 @@ fn schedule_layer(
         b.load(Io::DhN, job.j * bt * st, p.carry, 0, bt * st);
     }
     for s in (0..t).rev() {
-        for (job, p) in jobs.iter().zip(&prepared) {
-            p.schedule_step(b, job, s);
+        let mut steps: Vec<Vec<(Option<Op>, Op)>> = jobs
+            .iter()
+            .zip(&prepared)
+            .map(|(job, p)| p.step_ops(job, bt, t, s))
+            .collect();
+        if pair && steps.len() == 2 {
+            // Phase by phase: both directions' GEMMs before it (the projection's dh_raw), then
+            // both directions' step as one dispatch.
+            let rev = steps.pop().unwrap_or_default();
+            let fwd = steps.pop().unwrap_or_default();
+            for ((gf, f), (gr, r)) in fwd.into_iter().zip(rev) {
+                b.push_opt(gf);
+                b.push_opt(gr);
+                b.push(pair_steps([f, r])?);
+            }
+        } else {
+            for ops in steps {
+                for (gemm, op) in ops {
+                    b.push_opt(gemm);
+                    b.push(op);
+                }
+            }
         }
     }
     for (job, p) in jobs.iter().zip(&prepared) {
@@ -188,6 +215,7 @@ fn schedule_layer(
     for (job, p) in jobs.iter().zip(&prepared) {
         p.schedule_gemms(b, job, dh0, accumulate);
     }
+    Ok(())
 }
 
 /// A [`BackJob`]'s scratch buffers and step bindings.
@@ -283,10 +311,10 @@ impl BackPrepared {
         }
     }
 
-    /// Reverse step `s`.
-    fn schedule_step(&self, b: &mut Builder<'_>, job: &BackJob<'_>, s: usize) {
+    /// Reverse step `s` of `t` (batch `bt`): each phase's dispatch, after the GEMM (if any)
+    /// that must run before it.
+    fn step_ops(&self, job: &BackJob<'_>, bt: usize, t: usize, s: usize) -> Vec<(Option<Op>, Op)> {
         let cfg = job.cfg;
-        let (t, bt) = (b.steps, b.batch);
         let (h, st) = (cfg.hidden_size(), cfg.state_size());
         let params = StepBackParams {
             batch: bt as u32,
@@ -297,10 +325,12 @@ impl BackPrepared {
             len_at: self.len_at as u32,
             _pad: [0; 2],
         };
+        let mut ops = Vec::with_capacity(self.phases.len());
         for (k, (phase, bufs)) in self.phases.iter().enumerate() {
+            let mut gemm = None;
             if k == 1 && cfg.proj_size().is_some() {
                 // dh_raw = dh_t · W_hr, with W_hr^T stored (H, P).
-                let op = Gemm {
+                gemm = Gemm {
                     trans_b: true,
                     a_row_offset: s * bt,
                     ..Gemm::new(
@@ -311,10 +341,10 @@ impl BackPrepared {
                     )
                 }
                 .op("dh_raw (projection backward)");
-                b.push_opt(op);
             }
-            b.push(rnn_step_backward(cfg, bt, *phase, bufs, params));
+            ops.push((gemm, rnn_step_backward(cfg, bt, *phase, bufs, params)));
         }
+        ops
     }
 
     /// The GEMMs and column sums over all steps at once. Products with a small output and a

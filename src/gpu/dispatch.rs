@@ -69,7 +69,7 @@ pub(crate) enum Buf {
     Io(Io),
     /// A small writable placeholder for a binding a kernel variant never touches; `0..6`
     /// ([`UNUSED_BINDINGS`]), so that two such bindings of one dispatch never alias (the
-    /// paired step has both directions' three).
+    /// paired forward step has both directions' three, the paired backward step two each).
     Unused(u8),
 }
 
@@ -172,7 +172,8 @@ pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
         Kernel::Gemm => (256, (272 + 528) * 16),
         // partial (256 vec4s) and h_tile (272 vec4s), see shaders/rnn_step.wgsl.
         Kernel::RnnStep | Kernel::RnnStepPair => (256, (256 + 272) * 16),
-        Kernel::RnnStepBackward => (256, 2064 * 4),
+        // partial (2064 f32s, shared by both directions' copies in the pair).
+        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => (256, 2064 * 4),
         Kernel::ColumnSum => (256, 256 * 4),
         Kernel::GradClip => (256, 256 * 4),
         Kernel::Rearrange | Kernel::Dropout | Kernel::OptimizerStep => (256, 0),

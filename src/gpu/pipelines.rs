@@ -111,7 +111,7 @@ pub(crate) fn subgroup_reduction(
     };
     let span = match kernel {
         Kernel::RnnStep | Kernel::RnnStepPair => get("KSPLIT") * get("TJ"),
-        Kernel::RnnStepBackward => get("KSPLIT"),
+        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => get("KSPLIT"),
         _ => return false,
     };
     get("KSPLIT") > 1 && span <= min
@@ -180,7 +180,10 @@ pub(crate) fn compile(
         .collect();
     if matches!(
         kernel,
-        Kernel::RnnStep | Kernel::RnnStepPair | Kernel::RnnStepBackward
+        Kernel::RnnStep
+            | Kernel::RnnStepPair
+            | Kernel::RnnStepBackward
+            | Kernel::RnnStepBackwardPair
     ) {
         consts.push(("SUBGROUPS", subgroups as u8 as f64));
     }

@@ -44,7 +44,7 @@ pub(crate) struct PlanKey {
     pub chunk_cap: Option<usize>,
 }
 
-/// Storage buffers the paired step kernel binds (both directions' 8).
+/// Storage buffers the paired step kernels bind (both directions' 8).
 pub(crate) const PAIR_STORAGE_BUFFERS: u32 = 16;
 
 /// The device limits a plan is made against.
@@ -60,9 +60,10 @@ pub(crate) struct PlanLimits {
     /// `max_storage_buffers_per_shader_stage`: every kernel binds only storage buffers besides
     /// its uniform.
     pub max_storage_buffers: u32,
-    /// Both directions of a bidirectional layer run each step as one dispatch of the paired
-    /// step kernel (`rnn_step_pair`, 16 storage bindings): where the device allows 16 storage
-    /// buffers per stage, unless [`crate::Context::set_paired_steps`] switched it off.
+    /// Both directions of a bidirectional layer run each step (each phase of it) as one
+    /// dispatch of the paired step kernel (`rnn_step_pair` forward, `rnn_step_backward_pair`
+    /// backward, 16 storage bindings): where the device allows 16 storage buffers per stage,
+    /// unless [`crate::Context::set_paired_steps`] switched it off.
     pub pair_directions: bool,
 }
 

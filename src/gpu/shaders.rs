@@ -2,7 +2,8 @@
 //! prepended, and the two step kernels `shaders/common/cell.wgsl` too. The forward step is
 //! `shaders/rnn_step.wgsl` (shared declarations) plus one direction's bindings and code
 //! (`shaders/rnn_step_direction.wgsl`), or two renamed copies of it for the paired kernel
-//! (see [`wgsl_copy`]).
+//! (see [`wgsl_copy`]); the backward step likewise (`shaders/rnn_step_backward.wgsl` plus
+//! `shaders/rnn_step_backward_direction.wgsl`, once or twice).
 
 use crate::gpu::wgsl_copy::wgsl_copy;
 
@@ -24,6 +25,8 @@ const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
 const RNN_STEP_DIRECTION: &str = include_str!("../../shaders/rnn_step_direction.wgsl");
 const RNN_STEP_BACKWARD: &str = include_str!("../../shaders/rnn_step_backward.wgsl");
+const RNN_STEP_BACKWARD_DIRECTION: &str =
+    include_str!("../../shaders/rnn_step_backward_direction.wgsl");
 const COLUMN_SUM: &str = include_str!("../../shaders/column_sum.wgsl");
 const REARRANGE: &str = include_str!("../../shaders/rearrange.wgsl");
 const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
@@ -85,6 +88,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 }";
 
+/// The backward step's entry point: one direction, `step_backward` of
+/// `shaders/rnn_step_backward_direction.wgsl`.
+const STEP_BACKWARD_ENTRY: &str = "@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    step_backward(wg, li);
+}";
+
+/// The paired backward step's entry point: `workgroup_id.z` picks the direction (uniform per
+/// workgroup, so the barriers and subgroup shuffles inside either branch stay in uniform
+/// control flow).
+const STEP_BACKWARD_PAIR_ENTRY: &str = "@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    if (wg.z == 0u) {
+        step_backward(wg, li);
+    } else {
+        step_backward_d1(wg, li);
+    }
+}";
+
 /// What the second direction's copy of the step's per-direction code appends to every name it
 /// declares, and how far its bindings move (past the first direction's 1 ..= 8).
 const SECOND_DIRECTION_SUFFIX: &str = "_d1";
@@ -122,6 +144,10 @@ pub(crate) enum Kernel {
     RnnStepPair,
     /// `shaders/rnn_step_backward.wgsl`: one fused timestep of BPTT, any cell.
     RnnStepBackward,
+    /// The same for both directions of a bidirectional layer in one dispatch (one phase of
+    /// one reverse step each): grid z = 2, `workgroup_id.z` is the direction, bindings 1 ..= 8
+    /// are direction 0's and 9 ..= 16 direction 1's (16 storage buffers).
+    RnnStepBackwardPair,
     /// `shaders/column_sum.wgsl`: deterministic sum over the rows of a matrix (bias grads).
     ColumnSum,
     /// `shaders/rearrange.wgsl`: layouts, directions, lengths and `h_n` of a stacked model.
@@ -143,6 +169,7 @@ impl Kernel {
             Kernel::RnnStep => "rnn_step",
             Kernel::RnnStepPair => "rnn_step_pair",
             Kernel::RnnStepBackward => "rnn_step_backward",
+            Kernel::RnnStepBackwardPair => "rnn_step_backward_pair",
             Kernel::ColumnSum => "column_sum",
             Kernel::Rearrange => "rearrange",
             Kernel::Dropout => "dropout",
@@ -163,7 +190,7 @@ impl Kernel {
             Kernel::OptimizerStep => OPTIMIZER_STEP,
             Kernel::Gemm => GEMM,
             Kernel::RnnStep | Kernel::RnnStepPair => RNN_STEP,
-            Kernel::RnnStepBackward => RNN_STEP_BACKWARD,
+            Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => RNN_STEP_BACKWARD,
             Kernel::ColumnSum => COLUMN_SUM,
             Kernel::Rearrange => REARRANGE,
             Kernel::Dropout => DROPOUT,
@@ -172,7 +199,10 @@ impl Kernel {
         };
         match self {
             // The step kernels share the cell description (its constants and helpers).
-            Kernel::RnnStep | Kernel::RnnStepPair | Kernel::RnnStepBackward => {
+            Kernel::RnnStep
+            | Kernel::RnnStepPair
+            | Kernel::RnnStepBackward
+            | Kernel::RnnStepBackwardPair => {
                 let shuffle = match subgroups {
                     true => SUBGROUP_SHUFFLE,
                     false => NO_SUBGROUP_SHUFFLE,
@@ -192,7 +222,19 @@ impl Kernel {
                         );
                         format!("{direction}\n{second}\n{STEP_PAIR_ENTRY}")
                     }
-                    _ => String::new(),
+                    Kernel::RnnStepBackward => {
+                        format!("{RNN_STEP_BACKWARD_DIRECTION}\n{STEP_BACKWARD_ENTRY}")
+                    }
+                    _ => {
+                        let second = wgsl_copy(
+                            RNN_STEP_BACKWARD_DIRECTION,
+                            SECOND_DIRECTION_SUFFIX,
+                            SECOND_DIRECTION_BINDINGS,
+                        );
+                        format!(
+                            "{RNN_STEP_BACKWARD_DIRECTION}\n{second}\n{STEP_BACKWARD_PAIR_ENTRY}"
+                        )
+                    }
                 };
                 format!("{shuffle}\n{ACTIVATIONS}\n{CELL}\n{body}\n{step}")
             }
@@ -242,7 +284,7 @@ impl Kernel {
                 ReadWrite,
             ],
             // Both directions' 8, one after the other (16 storage bindings).
-            Kernel::RnnStepPair => &[
+            Kernel::RnnStepPair | Kernel::RnnStepBackwardPair => &[
                 DynamicUniform,
                 Read,
                 Read,
@@ -270,26 +312,35 @@ mod tests {
     use super::*;
     use wgpu::naga;
 
-    /// Every variant of the forward step parses and validates (naga, as wgpu compiles it),
-    /// and declares exactly the bindings the host's layout has, with the same access: the
-    /// paired kernel's second copy really sits at bindings 9 ..= 16.
-    /// The per-direction part holds no override constant (a renamed copy would be a new,
-    /// never-set constant) and no workgroup memory (the copies share it: the plan counts it
-    /// once).
+    /// The per-direction parts (forward and backward) hold no override constant (a renamed
+    /// copy would be a new, never-set constant) and no workgroup memory (the copies share it:
+    /// the plan counts it once).
     #[test]
     fn the_direction_part_declares_no_constant_or_workgroup_memory() {
-        for line in RNN_STEP_DIRECTION.lines() {
+        for line in RNN_STEP_DIRECTION
+            .lines()
+            .chain(RNN_STEP_BACKWARD_DIRECTION.lines())
+        {
             let code = line.split("//").next().unwrap_or("").trim_start();
             assert!(!code.starts_with("override"), "{line}");
             assert!(!code.contains("var<workgroup>"), "{line}");
         }
     }
 
+    /// Every variant of the step kernels (forward and backward, one direction and paired,
+    /// f32 and f16 weights, with and without subgroups) parses and validates (naga, as wgpu
+    /// compiles it), and declares exactly the bindings the host's layout has, with the same
+    /// access: the paired kernels' second copy really sits at bindings 9 ..= 16.
     #[test]
     fn step_kernels_declare_the_bindings_of_their_layout() {
-        for kernel in [Kernel::RnnStep, Kernel::RnnStepPair] {
-            for f16 in [false, true] {
-                let src = kernel.source(false, f16);
+        for kernel in [
+            Kernel::RnnStep,
+            Kernel::RnnStepPair,
+            Kernel::RnnStepBackward,
+            Kernel::RnnStepBackwardPair,
+        ] {
+            for (f16, subgroups) in [(false, false), (true, false), (false, true)] {
+                let src = kernel.source(subgroups, f16);
                 let module = naga::front::wgsl::parse_str(&src)
                     .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&src)));
                 naga::valid::Validator::new(
@@ -297,7 +348,7 @@ mod tests {
                     naga::valid::Capabilities::all(),
                 )
                 .validate(&module)
-                .unwrap_or_else(|e| panic!("{kernel:?} f16 = {f16}: {e:?}"));
+                .unwrap_or_else(|e| panic!("{kernel:?} f16 = {f16} {subgroups}: {e:?}"));
                 let mut declared: Vec<(u32, Binding)> = module
                     .global_variables
                     .iter()

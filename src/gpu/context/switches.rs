@@ -65,20 +65,19 @@ impl Context {
     }
 
     /// Whether plans made from now on run a bidirectional layer's two directions as one
-    /// dispatch per timestep (`rnn_step_pair`): the device allows the 16 storage buffers per
-    /// shader stage it binds (WebGPU's default is 8) and [`Context::set_paired_steps`] did not
-    /// switch it off.
+    /// dispatch per timestep (`rnn_step_pair` forward, `rnn_step_backward_pair` backward: one
+    /// per phase of a step): the device allows the 16 storage buffers per shader stage they
+    /// bind (WebGPU's default is 8) and [`Context::set_paired_steps`] did not switch it off.
     pub fn paired_steps(&self) -> bool {
         self.inner.limits.max_storage_buffers_per_shader_stage
             >= crate::gpu::plan::PAIR_STORAGE_BUFFERS
             && self.inner.use_paired_steps.load(Ordering::Relaxed)
     }
 
-    /// Pair the directions' forward step dispatches where the device allows it (the default),
-    /// or always record one per direction. Each direction runs the same code either way, so
-    /// results are bit-identical. Like [`Context::set_subgroups`], it applies to plans and
-    /// workspaces made afterwards (set it before building models). The backward step is not
-    /// paired.
+    /// Pair the directions' step dispatches, forward and backward, where the device allows it
+    /// (the default), or always record one per direction. Each direction runs the same code
+    /// either way, so results are bit-identical. Like [`Context::set_subgroups`], it applies
+    /// to plans and workspaces made afterwards (set it before building models).
     pub fn set_paired_steps(&self, on: bool) {
         self.inner.use_paired_steps.store(on, Ordering::Relaxed);
     }

@@ -436,18 +436,30 @@ pub(crate) fn rnn_step(
 }
 
 /// Both directions' dispatches of one timestep (`dirs[d]`: direction `d`'s op from
-/// [`rnn_step`], the same phase) as one dispatch of the paired kernel: the same constants,
-/// uniforms and tiling, grid z = 2 (`workgroup_id.z` is the direction), direction 0's
-/// bindings then direction 1's (its [`Buf::Unused`] placeholders moved past direction 0's,
-/// so no two bindings alias). `Err` (internal) if the two differ in anything but buffers.
+/// [`rnn_step`], or from [`crate::gpu::kernels::rnn_step_backward::rnn_step_backward`], the
+/// same phase) as one dispatch of the paired kernel (`rnn_step_pair`, or
+/// `rnn_step_backward_pair`): the same constants, uniforms and tiling, grid z = 2
+/// (`workgroup_id.z` is the direction), direction 0's bindings then direction 1's (its
+/// [`Buf::Unused`] placeholders moved past direction 0's, so no two bindings alias). `Err`
+/// (internal) if the two differ in anything but buffers.
 pub(crate) fn pair_steps(dirs: [Op; 2]) -> Result<Op> {
     let [Op::Dispatch(a), Op::Dispatch(b)] = dirs else {
         return Err(Error::Internal(
             "pairing an op that is not a dispatch".into(),
         ));
     };
-    let same = a.kernel == Kernel::RnnStep
-        && b.kernel == Kernel::RnnStep
+    // The paired kernel, and how many placeholders direction 0's op may use.
+    let (paired, unused) = match a.kernel {
+        Kernel::RnnStep => (Kernel::RnnStepPair, 3),
+        Kernel::RnnStepBackward => (Kernel::RnnStepBackwardPair, 2),
+        other => {
+            return Err(Error::Internal(format!(
+                "`{}` has no paired kernel",
+                other.name()
+            )));
+        }
+    };
+    let same = b.kernel == a.kernel
         && a.constants == b.constants
         && a.params == b.params
         && a.grid == b.grid
@@ -460,11 +472,11 @@ pub(crate) fn pair_steps(dirs: [Op; 2]) -> Result<Op> {
         )));
     }
     let second = b.bindings.iter().map(|&buf| match buf {
-        Buf::Unused(k) => Buf::Unused(k + 3),
+        Buf::Unused(k) => Buf::Unused(k + unused),
         other => other,
     });
     Ok(Op::Dispatch(Dispatch {
-        kernel: Kernel::RnnStepPair,
+        kernel: paired,
         bindings: a.bindings.iter().copied().chain(second).collect(),
         grid: [a.grid[0], a.grid[1], 2],
         what: format!("{}, both directions (z)", a.what),

@@ -1,4 +1,6 @@
 //! Host side of `shaders/rnn_step_backward.wgsl`: one fused step of BPTT, every cell kind.
+//! A bidirectional layer's two directions' dispatches of one phase become one
+//! `rnn_step_backward_pair` dispatch through [`crate::gpu::kernels::rnn_step::pair_steps`].
 
 use crate::config::RnnConfig;
 use crate::gpu::dispatch::{Buf, Dispatch, Op, bytes};

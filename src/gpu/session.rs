@@ -134,7 +134,7 @@ impl Session {
         check_shape("x_t", x_t, &[b, i])?;
         check_usage(self.rnn.ctx(), "x_t", x_t, wgpu::BufferUsages::COPY_SRC)?;
         let x = x_t.buffer().clone();
-        self.run(&x)
+        self.run(Some(&x), None)
     }
 
     /// [`Session::step`] from host memory: `x_t` (`B * I` values) is written straight where the
@@ -149,26 +149,23 @@ impl Session {
                 got: vec![x_t.len()],
             });
         }
-        let ctx = self.rnn.ctx().clone();
         let ws = &self.workspace;
         let first = ws.plan.resident.first();
-        match first.and_then(|place| Some((place.current(self.steps), place.x_at?))) {
-            Some((buf, at)) => {
-                // Queue writes land before the next submission's commands, and the last step
-                // that read this buffer was submitted before this one.
-                let (buf, at) = (ws.scratch(buf), at as u64 * 4);
-                ctx.queue().write_buffer(buf, at, bytemuck::cast_slice(x_t));
-                ctx.scoped("session step", || {
-                    let mut enc = ctx.encoder("rnn session step");
-                    let y = self.record(&mut enc, None, Some(Io::X))?;
-                    ctx.submit(enc.finish())?;
-                    Ok(y)
-                })
-            }
-            None => Err(Error::Internal(
+        let Some((buf, at)) =
+            first.and_then(|place| Some((place.current(self.steps), place.x_at?)))
+        else {
+            return Err(Error::Internal(
                 "a Stream plan without its first layer's input place".into(),
-            )),
-        }
+            ));
+        };
+        // Queue writes land before the next submission's commands, and the last step that
+        // read this buffer was submitted before this one.
+        self.rnn.ctx().queue().write_buffer(
+            ws.scratch(buf),
+            at as u64 * 4,
+            bytemuck::cast_slice(x_t),
+        );
+        self.run(None, Some(Io::X))
     }
 
     /// Record one step into the caller's `encoder` (nothing is submitted): `x_t [B, I]` in,
@@ -196,11 +193,12 @@ impl Session {
         })
     }
 
-    fn run(&mut self, x: &wgpu::Buffer) -> Result<GpuTensor> {
+    /// One step in its own submission (see [`Session::record`] for the arguments).
+    fn run(&mut self, x: Option<&wgpu::Buffer>, preloaded: Option<Io>) -> Result<GpuTensor> {
         let ctx = self.rnn.ctx().clone();
         ctx.scoped("session step", || {
             let mut enc = ctx.encoder("rnn session step");
-            let y = self.record(&mut enc, Some(x), None)?;
+            let y = self.record(&mut enc, x, preloaded)?;
             ctx.submit(enc.finish())?;
             Ok(y)
         })

@@ -72,6 +72,10 @@
 // TJ * UJ; a column is one hidden unit, with PACK, the plain RNN, units 4c .. 4c + 3, one
 // vec4 of weights per k; x fastest, so at each u a warp's weight loads cover whole runs of
 // consecutive columns: coalesced), batch rows b0 + rl * ROWS .. + ROWS, and the k subset s.
+// With SUBGROUPS the split is fastest instead, li = (rl * TJ + x) * KSPLIT + s, so that the
+// KSPLIT threads of a reduction are consecutive lanes of one subgroup whenever KSPLIT fits in
+// the smallest (the host's rule); where KSPLIT * TJ fits in a warp both orders load the same
+// addresses per warp, and where it does not the shuffles replace a barrier per tree level.
 // Two ways to run the product:
 // - Register-free (STAGE = false, UJ = 1, small batch): thread s sums the 4-wide chunks
 //   k = 4 * (s + KSPLIT * i) .. + 3. Per chunk it loads the 4 weight rows of its unit (all
@@ -79,9 +83,10 @@
 //   FMAs per row (weights reused ROWS times, the next chunk's weights loaded before this
 //   chunk's FMAs). No workgroup memory and no barrier in the main loop. With KSPLIT > 1 the
 //   KSPLIT partial sums of a (unit, row) are then added by a fixed-shape tree in workgroup
-//   memory (conflict-free: thread li writes and reads slot li and li + stride * TJ,
-//   consecutive threads on consecutive vec4s), or with SUBGROUPS by the same tree of
-//   subgroup shuffles.
+//   memory, all rows at once (conflict-free: thread li writes and reads slots r * WG + li
+//   and r * WG + li + stride * TJ, consecutive threads on consecutive vec4s; one barrier
+//   per level), or with SUBGROUPS by the same tree of subgroup shuffles. The KSPLIT threads
+//   then share the epilogue: split s finishes rows s, s + KSPLIT, ...
 // - Register-tiled (STAGE, KSPLIT = 1, UJ = 2, ROWS = 4 or 8; B >= 32): a GEMM tile. k runs
 //   in slabs of KS = 256 / (TJ * UJ) rows. Each slab of W_hh^T (KS rows of the workgroup's
 //   TJ * UJ columns: 256 gate vec4s, in `partial`, row-major, so a warp's reads are
@@ -103,8 +108,8 @@
 // columns are clamped to C - 1) and k < S (`weights` returns
 // zero past S), and their buffer is allocated in whole vec4s. Inputs are read for k < S
 // (`input_at`) and rows clamped to B - 1; t_global < T and t_local < Tc come from the plan's
-// uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by li and
-// li + stride * TJ < 256 (stride < KSPLIT), and with STAGE by li + i * WG < 256 (i < 256 /
+// uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by r * WG + li
+// + stride * TJ < 512 (r < 512 / WG, s + stride < KSPLIT), and with STAGE by li + i * WG < 256 (i < 256 /
 // WG) and kk * TJ * UJ + x + u * TJ < KS * TJ * UJ = 256; `h_tile` by (e % KS) * (BM / 4 + 1)
 // + e / (4 KS) and kk * (BM / 4 + 1) + row0 / 4 + q, both < KS * (BM / 4 + 1) <= 272: the
 // host keeps BM <= 64, KS * BM <= 4 * WG, TJ * UJ >= 16 (KS <= 16), 64 <= WG <= 256. Loops
@@ -131,7 +136,8 @@ override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
 // batched path and a session step needs one dispatch instead of two.
 override FUSED_INPUT: bool = false;
 // Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
-// the device has subgroups and a reduction's KSPLIT * TJ threads fit in its smallest one).
+// the device has subgroups and a reduction's KSPLIT threads fit in its smallest one; the
+// split is then the fastest thread index).
 override SUBGROUPS: bool = false;
 // The plain RNN (G = 1): each thread owns 4 consecutive units, whose weights at one k are one
 // vec4, instead of one unit whose vec4 would be 3/4 empty. TJ then counts groups of 4 units.
@@ -166,8 +172,9 @@ struct StepParams {
 // Threads per workgroup (at most 256): TJ * KSPLIT * row lanes, chosen by the host.
 override WG: u32 = 256u;
 
-// KSPLIT > 1: one per thread. STAGE: the weight slab, KS rows of TJ * UJ columns.
-var<workgroup> partial: array<vec4<f32>, 256>;
+// KSPLIT > 1: up to 512 / WG rows of partial sums per thread. STAGE: the weight slab, KS
+// rows of TJ * UJ columns (256 vec4s).
+var<workgroup> partial: array<vec4<f32>, 512>;
 // STAGE: the h_prev slab, k-major: KS rows of the workgroup's BM batch rows as BM / 4
 // vec4s, plus one vec4 of padding.
 var<workgroup> h_tile: array<vec4<f32>, 272>;

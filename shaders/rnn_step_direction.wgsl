@@ -117,8 +117,13 @@ fn step(wg: vec3<u32>, li: u32) {
     let S = p.state;
     let B = p.batch;
     let lanes = WG / (TJ * KSPLIT);                 // row lanes
-    let x = li % TJ;
-    let split = (li / TJ) % KSPLIT;                 // which k subset this thread sums
+    // The KSPLIT threads of a (column, row group) lie `ss` lanes apart: TJ (columns fastest)
+    // for the workgroup-memory tree; 1 (the split fastest) with SUBGROUPS, so they share a
+    // subgroup whenever KSPLIT fits in one (see the header's "Dispatch").
+    let ss = select(TJ, 1u, SUBGROUPS);
+    let x = select(li % TJ, (li / KSPLIT) % TJ, SUBGROUPS);
+    let split = (li / ss) % KSPLIT;                 // which k subset this thread sums
+    let base = li - split * ss;                     // the group's split 0
     let row0 = (li / (TJ * KSPLIT)) * ROWS;         // first tile row this thread owns
     let j0 = wg.x * TJ;
     let b0 = wg.y * lanes * ROWS;
@@ -155,26 +160,40 @@ fn step(wg: vec3<u32>, li: u32) {
     }
 
     if (KSPLIT > 1u && SUBGROUPS) {
-        // The same tree in registers: the KSPLIT threads of a (unit, row) lie in one subgroup,
-        // TJ lanes apart, and each level adds the partner stride * TJ lanes away.
+        // The same tree in registers: the KSPLIT threads of a (unit, row) are consecutive
+        // lanes of one subgroup, and each level adds the partner `stride` lanes away (a + b on
+        // one lane, b + a on its partner: the same bits), so every lane ends with every total.
         for (var r = 0u; r < ROWS; r++) {
             var v = acc[r];
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
-                v = v + xor_shuffle4(v, stride * TJ);
+                v = v + xor_shuffle4(v, stride);
             }
             acc[r] = v;
         }
     } else if (KSPLIT > 1u) {
-        for (var r = 0u; r < ROWS; r++) {
-            partial[li] = acc[r];
+        // The tree in workgroup memory, for `rp` rows at once (as many as `partial` holds):
+        // one barrier per level and pass, not per row. Split s < stride adds split s + stride;
+        // the total lands in split 0's slot, and each thread reads the rows it finishes.
+        let rp = min(ROWS, 512u / WG);
+        for (var r0 = 0u; r0 < ROWS; r0 += rp) {
+            for (var r = 0u; r < rp; r++) {
+                partial[r * WG + li] = acc[r0 + r];
+            }
             workgroupBarrier();
             for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
                 if (split < stride) {
-                    partial[li] = partial[li] + partial[li + stride * TJ];
+                    for (var r = 0u; r < rp; r++) {
+                        let at = r * WG + li;
+                        partial[at] = partial[at] + partial[at + stride * ss];
+                    }
                 }
                 workgroupBarrier();
             }
-            acc[r] = partial[li];
+            for (var r = 0u; r < rp; r++) {
+                if ((r0 + r) % KSPLIT == split) {
+                    acc[r0 + r] = partial[r * WG + base];
+                }
+            }
             workgroupBarrier();
         }
     }
@@ -199,19 +218,21 @@ fn step(wg: vec3<u32>, li: u32) {
             }
             partial[li] = vec4<f32>(a, 0.0, 0.0, 0.0);
             workgroupBarrier();
-            if (split == 0u) {
+            if (r % KSPLIT == split) {
                 for (var g = 0u; g < G; g++) {
-                    fused[r][g] = partial[li + g * TJ].x;
+                    fused[r][g] = partial[base + g * ss].x;
                 }
             }
             workgroupBarrier();
         }
     }
 
-    if (j >= H || split != 0u) {
+    if (j >= H) {
         return;
     }
-    for (var r = 0u; r < ROWS; r++) {
+    // The KSPLIT threads of a (unit, row group) share its epilogue: split s finishes rows s,
+    // s + KSPLIT, ...
+    for (var r = split; r < ROWS; r += KSPLIT) {
         let b = b0 + row0 + r;
         if (b >= B) {
             continue;

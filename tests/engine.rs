@@ -11,8 +11,8 @@ use common::seeded;
 use rnn_wgpu::gpu::clip::record_clip_grad_norm;
 use rnn_wgpu::gpu::optim::{Adam, AdamOptimizer};
 use rnn_wgpu::{
-    AllocationCounts, Context, Error, GpuTensor, GradMode, Plan, PlanMode, Rnn, RnnConfig,
-    RunOptions, Session, Weights,
+    AllocationCounts, Context, Error, GpuTensor, GradMode, Nonlinearity, Plan, PlanMode, Rnn,
+    RnnConfig, RunOptions, Session, Weights,
 };
 
 const CALLS: usize = 100;
@@ -515,11 +515,20 @@ fn subgroup_reductions_give_the_same_bits_as_workgroup_memory() {
     };
     eprintln!("smallest subgroup: {min}");
     let models = [
-        // B = 128: the forward step splits each reduction over 2 threads 4 lanes apart: that
-        // fits a subgroup of 8 or more. H * G = 192: the backward step's reductions are 48
-        // chunks, too few for more than 8 consecutive lanes, which fit too.
+        // H = 128, B = 128: the forward step splits each reduction over 2 threads and gives
+        // each thread 4 rows (the workgroup-memory tree then runs 2 passes of 2 rows, and
+        // the 2 threads share the epilogue); the backward step splits over 8.
         (RnnConfig::lstm(16, 128).build().unwrap(), 3, 128),
+        // H = 64, B = 16: the forward step splits over 4 threads of 4 columns each (16 lanes,
+        // more than llvmpipe's subgroup of 8: the subgroup layout puts the split fastest);
+        // H * G = 192: the backward step's reductions are 48 chunks, split over 8.
         (RnnConfig::gru(8, 64).build().unwrap(), 2, 16),
+        // The plain RNN's packed columns: 8 threads per reduction, 4 rows each.
+        (
+            RnnConfig::rnn(8, 128, Nonlinearity::Tanh).build().unwrap(),
+            2,
+            128,
+        ),
     ];
     for (cfg, t, b) in &models {
         let i = cfg.input_size();

@@ -89,9 +89,10 @@ impl PipelineCache {
 }
 
 /// Whether a step kernel with these constants reduces its k split with subgroup shuffles,
-/// given the device's smallest subgroup when subgroups are on (`subgroup_min`): the threads
-/// that share one reduction must lie in one subgroup of that size (backward: the KSPLIT
-/// consecutive threads; forward: KSPLIT threads TJ apart, a block of KSPLIT * TJ). This
+/// given the device's smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT
+/// threads that share one reduction must lie in one subgroup of that size (both kernels then
+/// make them consecutive lanes; the forward kernel's workgroup-memory layout has them TJ
+/// apart instead, for the widest runs of consecutive weight columns per warp). This
 /// relies on a 1-D workgroup's subgroups being runs of consecutive `local_invocation_index`
 /// values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
 /// both paths bit for bit on the test adapter.
@@ -109,12 +110,13 @@ pub(crate) fn subgroup_reduction(
             .find(|(n, _)| *n == name)
             .map_or(1, |&(_, v)| v as u32)
     };
-    let span = match kernel {
-        Kernel::RnnStep | Kernel::RnnStepPair => get("KSPLIT") * get("TJ"),
-        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => get("KSPLIT"),
-        _ => return false,
-    };
-    get("KSPLIT") > 1 && span <= min
+    match kernel {
+        Kernel::RnnStep
+        | Kernel::RnnStepPair
+        | Kernel::RnnStepBackward
+        | Kernel::RnnStepBackwardPair => get("KSPLIT") > 1 && get("KSPLIT") <= min,
+        _ => false,
+    }
 }
 
 /// Compile `kernel` specialised with `constants` (plus `SUBGROUPS` for the step kernels),

@@ -73,9 +73,10 @@
 // vec4 of weights per k; x fastest, so at each u a warp's weight loads cover whole runs of
 // consecutive columns: coalesced), batch rows b0 + rl * ROWS .. + ROWS, and the k subset s.
 // With SUBGROUPS the split is fastest instead, li = (rl * TJ + x) * KSPLIT + s, so that the
-// KSPLIT threads of a reduction are consecutive lanes of one subgroup whenever KSPLIT fits in
-// the smallest (the host's rule); where KSPLIT * TJ fits in a warp both orders load the same
-// addresses per warp, and where it does not the shuffles replace a barrier per tree level.
+// KSPLIT threads of a reduction are consecutive lanes of one subgroup. The host sets it where
+// KSPLIT * TJ fits in the smallest subgroup (both orders then load the same addresses per
+// subgroup) or 2 * KSPLIT does (a subgroup still reads 2 columns, 32 bytes, of each weight
+// row; its shuffles replace a barrier per tree level).
 // Two ways to run the product:
 // - Register-free (STAGE = false, UJ = 1, small batch): thread s sums the 4-wide chunks
 //   k = 4 * (s + KSPLIT * i) .. + 3. Per chunk it loads the 4 weight rows of its unit (all
@@ -136,8 +137,8 @@ override SAVE: bool = false; // training: write the tape (bindings 7 and 8)
 // batched path and a session step needs one dispatch instead of two.
 override FUSED_INPUT: bool = false;
 // Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
-// the device has subgroups and a reduction's KSPLIT threads fit in its smallest one; the
-// split is then the fastest thread index).
+// the device has subgroups and a reduction's threads fit in its smallest one; the split is
+// then the fastest thread index; see "Thread li" above).
 override SUBGROUPS: bool = false;
 // The plain RNN (G = 1): each thread owns 4 consecutive units, whose weights at one k are one
 // vec4, instead of one unit whose vec4 would be 3/4 empty. TJ then counts groups of 4 units.

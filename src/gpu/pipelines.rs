@@ -90,10 +90,12 @@ impl PipelineCache {
 
 /// Whether a step kernel with these constants reduces its k split with subgroup shuffles,
 /// given the device's smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT
-/// threads that share one reduction must lie in one subgroup of that size (both kernels then
-/// make them consecutive lanes; the forward kernel's workgroup-memory layout has them TJ
-/// apart instead, for the widest runs of consecutive weight columns per warp). This
-/// relies on a 1-D workgroup's subgroups being runs of consecutive `local_invocation_index`
+/// threads that share one reduction must lie in one subgroup of that size, and both kernels
+/// then make them consecutive lanes. The forward kernel's workgroup-memory layout has them TJ
+/// apart instead (columns fastest: the widest runs of consecutive weight columns per warp), so
+/// it takes the subgroup layout only where that loads the same addresses per subgroup
+/// (`KSPLIT * TJ` fits) or still covers 2 columns of each weight row (`2 * KSPLIT` fits; 32
+/// bytes, a sector, with f32 LSTM weights). This relies on a 1-D workgroup's subgroups being runs of consecutive `local_invocation_index`
 /// values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
 /// both paths bit for bit on the test adapter.
 pub(crate) fn subgroup_reduction(
@@ -110,11 +112,12 @@ pub(crate) fn subgroup_reduction(
             .find(|(n, _)| *n == name)
             .map_or(1, |&(_, v)| v as u32)
     };
+    let k = get("KSPLIT");
     match kernel {
-        Kernel::RnnStep
-        | Kernel::RnnStepPair
-        | Kernel::RnnStepBackward
-        | Kernel::RnnStepBackwardPair => get("KSPLIT") > 1 && get("KSPLIT") <= min,
+        // Either the whole (columns x split) block fits, or each subgroup still spans 2 columns
+        // of every weight row it reads.
+        Kernel::RnnStep | Kernel::RnnStepPair => k > 1 && (k * get("TJ") <= min || 2 * k <= min),
+        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => k > 1 && k <= min,
         _ => false,
     }
 }

@@ -205,3 +205,38 @@ pub(crate) fn compile(
     });
     CachedPipeline { pipeline, layout }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(kernel: Kernel, min: Option<u32>, ksplit: u32, tj: u32) -> bool {
+        let c = [("KSPLIT", ksplit as f64), ("TJ", tj as f64)];
+        subgroup_reduction(min, kernel, &c)
+    }
+
+    #[test]
+    fn the_subgroup_layout_keeps_two_weight_columns_per_subgroup() {
+        let fwd = Kernel::RnnStep;
+        // No subgroups, or nothing to reduce.
+        assert!(!split(fwd, None, 4, 4));
+        assert!(!split(fwd, Some(32), 1, 16));
+        // The whole block fits: the same addresses per subgroup either way.
+        assert!(split(fwd, Some(32), 4, 8));
+        assert!(split(fwd, Some(8), 8, 1));
+        // A subgroup of 8 with a split of 4 over 4 columns: 2 columns per subgroup.
+        assert!(split(fwd, Some(8), 4, 4));
+        // A split of 8 over 4 columns would leave a subgroup of 8 one column: the tree.
+        assert!(!split(fwd, Some(8), 8, 4));
+        // Warps of 32: a split of 16 keeps 2 columns; S3's split of 32 over 8 would keep one.
+        assert!(split(fwd, Some(32), 16, 4));
+        assert!(!split(fwd, Some(32), 32, 8));
+        assert!(split(Kernel::RnnStepPair, Some(32), 16, 4));
+        // The backward kernel's splits are consecutive lanes in both layouts.
+        assert!(split(Kernel::RnnStepBackward, Some(8), 8, 16));
+        assert!(!split(Kernel::RnnStepBackward, Some(8), 16, 1));
+        assert!(split(Kernel::RnnStepBackwardPair, Some(32), 32, 1));
+        // Other kernels never reduce this way.
+        assert!(!split(Kernel::Gemm, Some(32), 4, 4));
+    }
+}

@@ -73,8 +73,11 @@
 // by a fixed-shape tree: in workgroup memory (thread li's value v at v * (WG + 1) + li; a
 // level reads li and li + stride for all V values between two barriers: consecutive threads,
 // consecutive words, no bank conflict), or with SUBGROUPS by the same tree of subgroup xor
-// shuffles (every lane of the group ends with the same bits), so results are bit-identical
-// from run to run and between the two paths. Then thread s < V of a group runs the epilogue
+// shuffles (every lane of the group ends with the same bits). Where KSPLIT is wider than the
+// subgroup (SG lanes) but V is not, the levels of stride >= SG run in workgroup memory and the
+// last log2(SG) levels as shuffles within the group's first subgroup, which then holds every
+// total: the same tree, fewer barriers. So results are bit-identical from run to run and
+// between the paths. Then thread s < V of a group runs the epilogue
 // of its output v = s (u = v % UT fastest, so neighbouring lanes write neighbouring units).
 // No workgroup memory and no barrier in the main loop.
 
@@ -102,8 +105,9 @@ override HAS_DY: bool = true;
 // W_hh^T rows start on a vec4 boundary (H * G is a multiple of 4), so chunks load as vec4s.
 override ALIGNED: bool = false;
 // Reduce the k split with subgroup shuffles instead of workgroup memory (set by the host when
-// the device has subgroups and KSPLIT fits in its smallest one).
+// the device has subgroups and KSPLIT, or else V, fits in its smallest one: SG lanes).
 override SUBGROUPS: bool = false;
+override SG: u32 = 0u;
 
 struct StepBackParams {
     batch: u32,

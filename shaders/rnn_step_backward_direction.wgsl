@@ -104,7 +104,7 @@ fn step_backward(wg: vec3<u32>, li: u32) {
 
     // This thread's output: v = split (when split < V), the sum of its group's KSPLIT partials.
     var sum = 0.0;
-    if (KSPLIT > 1u && SUBGROUPS) {
+    if (KSPLIT > 1u && SUBGROUPS && KSPLIT <= SG) {
         // The same tree in registers: the KSPLIT threads of a group are consecutive lanes of
         // one subgroup, and each level adds the partner `stride` lanes away (a + b on one lane,
         // b + a on its partner: the same bits), so every lane ends with every total.
@@ -121,7 +121,9 @@ fn step_backward(wg: vec3<u32>, li: u32) {
             partial[v * (WG + 1u) + li] = acc[v];
         }
         workgroupBarrier();
-        for (var stride = KSPLIT / 2u; stride > 0u; stride /= 2u) {
+        // With SUBGROUPS (KSPLIT > SG >= V here) the levels below SG are shuffles.
+        let low = select(1u, max(SG, 1u), SUBGROUPS);
+        for (var stride = KSPLIT / 2u; stride >= low; stride /= 2u) {
             if (split < stride) {
                 for (var v = 0u; v < V; v++) {
                     let at = v * (WG + 1u) + li;
@@ -130,9 +132,22 @@ fn step_backward(wg: vec3<u32>, li: u32) {
             }
             workgroupBarrier();
         }
-        // Group base li - split holds the totals; lanes s < V read value s (stride WG + 1
-        // words apart: distinct banks).
-        sum = partial[min(split, V - 1u) * (WG + 1u) + li - split];
+        if (SUBGROUPS) {
+            // Splits s < SG, one subgroup, hold the partial sums of the last levels; lanes of
+            // the group's other subgroups shuffle values nobody reads.
+            for (var v = 0u; v < V; v++) {
+                var t = partial[v * (WG + 1u) + li];
+                for (var stride = SG / 2u; stride > 0u; stride /= 2u) {
+                    t = t + xor_shuffle(t, stride);
+                }
+                acc[v] = t;
+            }
+            sum = acc[min(split, V - 1u)];
+        } else {
+            // Group base li - split holds the totals; lanes s < V read value s (stride WG + 1
+            // words apart: distinct banks).
+            sum = partial[min(split, V - 1u) * (WG + 1u) + li - split];
+        }
     } else {
         sum = acc[0];
     }

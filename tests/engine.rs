@@ -523,6 +523,10 @@ fn subgroup_reductions_give_the_same_bits_as_workgroup_memory() {
         // more than llvmpipe's subgroup of 8: the subgroup layout puts the split fastest);
         // H * G = 192: the backward step's reductions are 48 chunks, split over 8.
         (RnnConfig::gru(8, 64).build().unwrap(), 2, 16),
+        // H = 64, B = 16: the backward step splits each reduction over 16 threads, one
+        // output each: with subgroups of 8 the tree's first level runs in workgroup memory,
+        // its last three as shuffles.
+        (RnnConfig::lstm(8, 64).build().unwrap(), 2, 16),
         // The plain RNN's packed columns: 8 threads per reduction, 4 rows each.
         (
             RnnConfig::rnn(8, 128, Nonlinearity::Tanh).build().unwrap(),

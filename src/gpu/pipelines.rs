@@ -20,7 +20,8 @@ pub(crate) struct PipelineKey {
     kernel: Kernel,
     constants: Vec<(&'static str, u64)>,
     pub unchecked: bool,
-    pub subgroups: bool,
+    /// The subgroup size the kernel's reductions may span, 0 for none.
+    pub subgroups: u32,
 }
 
 impl PipelineKey {
@@ -28,7 +29,7 @@ impl PipelineKey {
         kernel: Kernel,
         constants: &[(&'static str, f64)],
         unchecked: bool,
-        subgroups: bool,
+        subgroups: u32,
     ) -> PipelineKey {
         PipelineKey {
             kernel,
@@ -88,23 +89,25 @@ impl PipelineCache {
     }
 }
 
-/// Whether a step kernel with these constants reduces its k split with subgroup shuffles,
-/// given the device's smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT
+/// Whether a step kernel with these constants reduces its k split with subgroup shuffles
+/// (the subgroup size it may count on, the backward kernel's `SG`, or 0 for none), given the device's smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT
 /// threads that share one reduction must lie in one subgroup of that size, and both kernels
 /// then make them consecutive lanes. The forward kernel's workgroup-memory layout has them TJ
 /// apart instead (columns fastest: the widest runs of consecutive weight columns per warp), so
 /// it takes the subgroup layout only where that loads the same addresses per subgroup
 /// (`KSPLIT * TJ` fits) or still covers 2 columns of each weight row (`2 * KSPLIT` fits; 32
-/// bytes, a sector, with f32 LSTM weights). This relies on a 1-D workgroup's subgroups being runs of consecutive `local_invocation_index`
-/// values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
+/// bytes, a sector, with f32 LSTM weights). The backward kernel also runs the tree's last
+/// levels as shuffles where KSPLIT is wider than the subgroup but its V = UT * ROWS outputs
+/// per thread are not. This relies on a 1-D workgroup's subgroups being runs of consecutive
+/// `local_invocation_index` values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
 /// both paths bit for bit on the test adapter.
 pub(crate) fn subgroup_reduction(
     subgroup_min: Option<u32>,
     kernel: Kernel,
     constants: &[(&'static str, f64)],
-) -> bool {
+) -> u32 {
     let Some(min) = subgroup_min else {
-        return false;
+        return 0;
     };
     let get = |name: &str| {
         constants
@@ -113,13 +116,16 @@ pub(crate) fn subgroup_reduction(
             .map_or(1, |&(_, v)| v as u32)
     };
     let k = get("KSPLIT");
-    match kernel {
+    let on = match kernel {
         // Either the whole (columns x split) block fits, or each subgroup still spans 2 columns
         // of every weight row it reads.
         Kernel::RnnStep | Kernel::RnnStepPair => k > 1 && (k * get("TJ") <= min || 2 * k <= min),
-        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => k > 1 && k <= min,
+        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => {
+            k > 1 && (k <= min || get("UT") * get("ROWS") <= min)
+        }
         _ => false,
-    }
+    };
+    if on { min } else { 0 }
 }
 
 /// Compile `kernel` specialised with `constants` (plus `SUBGROUPS` for the step kernels),
@@ -131,12 +137,12 @@ pub(crate) fn compile(
     kernel: Kernel,
     constants: &[(&'static str, f64)],
     unchecked: bool,
-    subgroups: bool,
+    subgroups: u32,
 ) -> CachedPipeline {
     let f16_weights = constants.iter().any(|&(n, v)| n == F16_WEIGHTS && v != 0.0);
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(kernel.name()),
-        source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups, f16_weights).into()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups > 0, f16_weights).into()),
     };
     let module = if unchecked {
         // SAFETY: wgpu's runtime checks only guard against out-of-bounds accesses,
@@ -183,14 +189,15 @@ pub(crate) fn compile(
         .copied()
         .filter(|&(n, _)| n != F16_WEIGHTS)
         .collect();
-    if matches!(
-        kernel,
-        Kernel::RnnStep
-            | Kernel::RnnStepPair
-            | Kernel::RnnStepBackward
-            | Kernel::RnnStepBackwardPair
-    ) {
-        consts.push(("SUBGROUPS", subgroups as u8 as f64));
+    match kernel {
+        Kernel::RnnStep | Kernel::RnnStepPair => {
+            consts.push(("SUBGROUPS", (subgroups > 0) as u8 as f64));
+        }
+        Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => {
+            consts.push(("SUBGROUPS", (subgroups > 0) as u8 as f64));
+            consts.push(("SG", subgroups as f64));
+        }
+        _ => {}
     }
     let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(kernel.name()),
@@ -212,7 +219,7 @@ mod tests {
 
     fn split(kernel: Kernel, min: Option<u32>, ksplit: u32, tj: u32) -> bool {
         let c = [("KSPLIT", ksplit as f64), ("TJ", tj as f64)];
-        subgroup_reduction(min, kernel, &c)
+        subgroup_reduction(min, kernel, &c) > 0
     }
 
     #[test]
@@ -232,10 +239,22 @@ mod tests {
         assert!(split(fwd, Some(32), 16, 4));
         assert!(!split(fwd, Some(32), 32, 8));
         assert!(split(Kernel::RnnStepPair, Some(32), 16, 4));
-        // The backward kernel's splits are consecutive lanes in both layouts.
-        assert!(split(Kernel::RnnStepBackward, Some(8), 8, 16));
-        assert!(!split(Kernel::RnnStepBackward, Some(8), 16, 1));
-        assert!(split(Kernel::RnnStepBackwardPair, Some(32), 32, 1));
+        // The backward kernel's splits are consecutive lanes in both layouts: the whole split
+        // fits, or the tree's last levels do (V = UT * ROWS outputs per thread fit).
+        let back = |kernel, min, ksplit: u32, ut: u32, rows: u32| {
+            let c = [
+                ("KSPLIT", ksplit as f64),
+                ("UT", ut as f64),
+                ("ROWS", rows as f64),
+            ];
+            subgroup_reduction(min, kernel, &c)
+        };
+        assert_eq!(back(Kernel::RnnStepBackward, Some(8), 8, 4, 2), 8);
+        assert_eq!(back(Kernel::RnnStepBackward, Some(8), 16, 2, 4), 8);
+        assert_eq!(back(Kernel::RnnStepBackward, Some(8), 16, 4, 4), 0);
+        assert_eq!(back(Kernel::RnnStepBackward, None, 16, 1, 1), 0);
+        assert_eq!(back(Kernel::RnnStepBackward, Some(32), 8, 1, 1), 32);
+        assert_eq!(back(Kernel::RnnStepBackwardPair, Some(32), 64, 4, 4), 32);
         // Other kernels never reduce this way.
         assert!(!split(Kernel::Gemm, Some(32), 4, 4));
     }

@@ -170,8 +170,8 @@ pub(crate) fn dispatch_geometry(d: &Dispatch) -> (u32, u64) {
 pub(crate) fn kernel_geometry(kernel: Kernel) -> (u32, u64) {
     match kernel {
         Kernel::Gemm => (256, (272 + 528) * 16),
-        // partial (256 vec4s) and h_tile (272 vec4s), see shaders/rnn_step.wgsl.
-        Kernel::RnnStep | Kernel::RnnStepPair => (256, (256 + 272) * 16),
+        // partial (512 vec4s) and h_tile (272 vec4s), see shaders/rnn_step.wgsl.
+        Kernel::RnnStep | Kernel::RnnStepPair => (256, (512 + 272) * 16),
         // partial (2064 f32s, shared by both directions' copies in the pair).
         Kernel::RnnStepBackward | Kernel::RnnStepBackwardPair => (256, 2064 * 4),
         Kernel::ColumnSum => (256, 256 * 4),

@@ -327,6 +327,40 @@ mod tests {
         }
     }
 
+    /// The workgroup memory the plan's limit check assumes for each kernel
+    /// ([`kernel_geometry`]) is what its WGSL declares (naga's layout of every `var<workgroup>`).
+    #[test]
+    fn the_plan_knows_each_kernels_workgroup_memory() {
+        use crate::gpu::dispatch::kernel_geometry;
+        for kernel in [
+            Kernel::GradClip,
+            Kernel::OptimizerStep,
+            Kernel::Gemm,
+            Kernel::RnnStep,
+            Kernel::RnnStepPair,
+            Kernel::RnnStepBackward,
+            Kernel::RnnStepBackwardPair,
+            Kernel::ColumnSum,
+            Kernel::Rearrange,
+            Kernel::Dropout,
+            Kernel::Readout,
+            Kernel::ReadoutBackward,
+        ] {
+            let src = kernel.source(false, false);
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(&src)));
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let declared: u64 = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, v)| layouter[v.ty].size as u64)
+                .sum();
+            assert_eq!(kernel_geometry(kernel).1, declared, "{kernel:?}");
+        }
+    }
+
     /// Every variant of the step kernels (forward and backward, one direction and paired,
     /// f32 and f16 weights, with and without subgroups) parses and validates (naga, as wgpu
     /// compiles it), and declares exactly the bindings the host's layout has, with the same

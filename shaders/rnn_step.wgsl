@@ -109,10 +109,10 @@
 // columns are clamped to C - 1) and k < S (`weights` returns
 // zero past S), and their buffer is allocated in whole vec4s. Inputs are read for k < S
 // (`input_at`) and rows clamped to B - 1; t_global < T and t_local < Tc come from the plan's
-// uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by r * WG + li
-// + stride * TJ < 512 (r < 512 / WG, s + stride < KSPLIT), and with STAGE by li + i * WG < 256 (i < 256 /
-// WG) and kk * TJ * UJ + x + u * TJ < KS * TJ * UJ = 256; `h_tile` by (e % KS) * (BM / 4 + 1)
-// + e / (4 KS) and kk * (BM / 4 + 1) + row0 / 4 + q, both < KS * (BM / 4 + 1) <= 272: the
+// uniforms. The epilogue skips columns >= C and rows >= B. `partial` is indexed by r * WG +
+// li + stride * TJ < 512 (r < 512 / WG, s + stride < KSPLIT), and with STAGE by li + i * WG <
+// 256 (i < 256 / WG) and kk * TJ * UJ + x + u * TJ < KS * TJ * UJ = 256; `h_tile` by
+// (e % KS) * (BM / 4 + 1) + e / (4 KS) and kk * (BM / 4 + 1) + row0 / 4 + q, both < KS * (BM / 4 + 1) <= 272: the
 // host keeps BM <= 64, KS * BM <= 4 * WG, TJ * UJ >= 16 (KS <= 16), 64 <= WG <= 256. Loops
 // are bounded by S (in steps of 4 * KSPLIT or KS >= 8), ROWS <= 4 (STAGE: 8), UJ * ROWS <= 16, 256 / WG
 // <= 4, KSPLIT, G <= 4 and I; no division by a runtime value (the host passes nonzero B, H,

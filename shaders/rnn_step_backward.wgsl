@@ -77,8 +77,7 @@
 // subgroup (SG lanes) but V is not, the levels of stride >= SG run in workgroup memory and the
 // last log2(SG) levels as shuffles within the group's first subgroup, which then holds every
 // total: the same tree, fewer barriers. So results are bit-identical from run to run and
-// between the paths. Then thread s < V of a group runs the epilogue
-// of its output v = s (u = v % UT fastest, so neighbouring lanes write neighbouring units).
+// between the paths. Then thread s < V of a group runs the epilogue of its output v = s (u = v % UT fastest, so neighbouring lanes write neighbouring units).
 // No workgroup memory and no barrier in the main loop.
 
 // Bounds (why the kernel may run without wgpu's runtime checks): the plan sizes every binding

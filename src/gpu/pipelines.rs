@@ -89,18 +89,18 @@ impl PipelineCache {
     }
 }
 
-/// Whether a step kernel with these constants reduces its k split with subgroup shuffles
-/// (the subgroup size it may count on, the backward kernel's `SG`, or 0 for none), given the device's smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT
-/// threads that share one reduction must lie in one subgroup of that size, and both kernels
-/// then make them consecutive lanes. The forward kernel's workgroup-memory layout has them TJ
-/// apart instead (columns fastest: the widest runs of consecutive weight columns per warp), so
-/// it takes the subgroup layout only where that loads the same addresses per subgroup
-/// (`KSPLIT * TJ` fits) or still covers 2 columns of each weight row (`2 * KSPLIT` fits; 32
-/// bytes, a sector, with f32 LSTM weights). The backward kernel also runs the tree's last
-/// levels as shuffles where KSPLIT is wider than the subgroup but its V = UT * ROWS outputs
-/// per thread are not. This relies on a 1-D workgroup's subgroups being runs of consecutive
-/// `local_invocation_index` values, as the Vulkan, Metal and D3D12 drivers lay them out; `tests/engine.rs` compares
-/// both paths bit for bit on the test adapter.
+/// Whether a step kernel with these constants reduces its k split with subgroup shuffles (the
+/// subgroup size it may count on, the backward kernel's `SG`, or 0 for none), given the device's
+/// smallest subgroup when subgroups are on (`subgroup_min`): the KSPLIT threads that share one
+/// reduction must lie in one subgroup of that size, and both kernels then make them consecutive
+/// lanes. The forward kernel's workgroup-memory layout has them TJ apart instead (columns fastest:
+/// the widest runs of consecutive weight columns per warp), so it takes the subgroup layout only
+/// where that loads the same addresses per subgroup (`KSPLIT * TJ` fits) or still covers 2 columns
+/// of each weight row (`2 * KSPLIT` fits; 32 bytes, a sector, with f32 LSTM weights). The backward
+/// kernel also runs the tree's last levels as shuffles where KSPLIT is wider than the subgroup but
+/// its V = UT * ROWS outputs per thread are not. This relies on a 1-D workgroup's subgroups being
+/// runs of consecutive `local_invocation_index` values, as the Vulkan, Metal and D3D12 drivers lay
+/// them out; `tests/engine.rs` compares both paths bit for bit on the test adapter.
 pub(crate) fn subgroup_reduction(
     subgroup_min: Option<u32>,
     kernel: Kernel,
